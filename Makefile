@@ -1,0 +1,46 @@
+# keel: `make run` serves on 127.0.0.1:8000, `make test` runs the whole gate.
+# Needs only python3 (3.11+): uv is installed from PyPI with pinned hashes,
+# everything else from uv.lock.
+
+PYTHON ?= python3
+TOOLS  := .tools
+VENV   := .venv
+UV     := $(TOOLS)/bin/uv
+BIN    := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: run test lint install check bench clean
+
+$(UV): requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-tools.txt
+	touch $@
+
+$(VENV)/.synced: uv.lock pyproject.toml $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.synced
+
+run: install
+	$(BIN)/keel db upgrade
+	$(BIN)/keel serve
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -X dev -m pytest
+
+check: install
+	$(BIN)/keel check
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,105 @@
+"""JSON logs on stdout: one line per event, secrets redacted, control characters escaped.
+
+Every record becomes one JSON object on one line. Structured fields travel in
+``extra={"fields": {...}}`` (see ``event``). Values under secret-looking keys
+are replaced before formatting (SEC-65), and ``json.dumps`` with
+``ensure_ascii`` escapes CR, LF and every other control character, so a value
+can never forge a second line (SEC-66, CWE-117).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import traceback
+from collections.abc import Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, Final, TextIO
+
+__all__ = ["REDACTED", "JsonFormatter", "configure_logging", "event", "redact", "request_id_var"]
+
+# Set by the request-context middleware; every log line inside a request carries it.
+request_id_var: ContextVar[str | None] = ContextVar("keel_request_id", default=None)
+
+REDACTED: Final = "[redacted]"
+
+# Keys whose values are never logged, whatever they hold.
+_SECRET_KEY = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|authorization|cookie|credential"
+    r"|private|session[_-]?key|otp|totp|recovery|signature|dsn|database_url|redis_url",
+    re.IGNORECASE,
+)
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "fields"}
+
+
+def redact(value: object, _depth: int = 0) -> object:
+    """Return ``value`` with every secret-looking key's value replaced."""
+    if _depth > 8:
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {
+            str(k): (REDACTED if _SECRET_KEY.search(str(k)) else redact(v, _depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v, _depth + 1) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one line of JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            payload["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, Mapping):
+            payload.update(fields)
+        for key, val in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_") and key not in payload:
+                payload[key] = val
+        if record.exc_info and record.exc_info[0] is not None:
+            payload["exc_type"] = record.exc_info[0].__name__
+            payload["exc"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(redact(payload), ensure_ascii=True, separators=(",", ":"), default=str)
+
+
+def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
+    """Log the event ``name`` with structured ``fields``."""
+    if logger.isEnabledFor(level):
+        logger.log(level, name, extra={"fields": fields})
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Send keel's, uvicorn's and gunicorn's logs to ``stream`` (stdout) as JSON lines.
+
+    Called by the process entry points (CLI, gunicorn hooks), never at import.
+    """
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
+        lg = logging.getLogger(name)
+        lg.handlers = []
+        lg.propagate = True
+    # keel writes its own access line; uvicorn's would duplicate it unescaped.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+    access.disabled = True

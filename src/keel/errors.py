@@ -1,0 +1,96 @@
+"""keel's error tree. Domain code raises these; only ``keel.api.errors`` turns them into HTTP.
+
+::
+
+    KeelError
+    ├── ConfigurationError          settings that cannot work (``keel check`` explains)
+    ├── ClientError                 the caller sent something wrong
+    │   ├── InvalidInput            well-formed but unacceptable input
+    │   ├── NotFound                no such thing (or not yours to see)
+    │   └── Conflict                the change clashes with current state
+    └── DependencyUnavailable       a backing service did not answer in time
+        ├── DatabaseUnavailable
+        └── CacheUnavailable
+
+Every error carries a stable machine-readable ``code``; messages are for humans
+and never contain submitted values or secrets.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "CacheUnavailable",
+    "ClientError",
+    "ConfigurationError",
+    "Conflict",
+    "DatabaseUnavailable",
+    "DependencyUnavailable",
+    "InvalidInput",
+    "KeelError",
+    "NotFound",
+]
+
+
+class KeelError(Exception):
+    """Base of every error keel raises on purpose."""
+
+    code: ClassVar[str] = "keel_error"
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # instance override of the class default
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigurationError(KeelError):
+    """The configuration cannot work."""
+
+    code = "configuration_error"
+
+
+class ClientError(KeelError):
+    """The request cannot be served as sent."""
+
+    code = "bad_request"
+
+
+class InvalidInput(ClientError):
+    """The input is well-formed but not acceptable."""
+
+    code = "invalid_input"
+
+
+class NotFound(ClientError):
+    """No such resource."""
+
+    code = "not_found"
+
+
+class Conflict(ClientError):
+    """The change conflicts with the current state."""
+
+    code = "conflict"
+
+
+class DependencyUnavailable(KeelError):
+    """A backing service is unavailable."""
+
+    code = "dependency_unavailable"
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    """The database is unavailable."""
+
+    code = "database_unavailable"
+
+
+class CacheUnavailable(DependencyUnavailable):
+    """The cache is unavailable."""
+
+    code = "cache_unavailable"

@@ -1,0 +1,348 @@
+"""Typed settings read from the environment; no global instance.
+
+Platform names come first (``DATABASE_URL``, ``REDIS_URL``, ``PORT``,
+``WEB_CONCURRENCY``, ``SECRET_KEY``); everything else is under ``KEEL_``.
+``Settings`` is built only by ``create_app``'s callers, ``runtime.server`` and
+the CLI; every other module receives the one section it needs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = [
+    "CacheSettings",
+    "CorsSettings",
+    "DatabaseSettings",
+    "HttpSettings",
+    "LifecycleSettings",
+    "ServerSettings",
+    "Settings",
+    "normalize_database_url",
+]
+
+Environment = Literal["development", "production"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_DATABASE_URL = "sqlite:///./keel.sqlite3"
+LOOPBACK_PROXIES = "127.0.0.1/32,::1/128"
+
+_ASYNC_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URL forms platforms hand out onto keel's async drivers.
+
+    ``postgres://`` and ``postgresql://`` become ``postgresql+asyncpg://``,
+    ``sqlite:///`` becomes ``sqlite+aiosqlite:///``. Raises ``ValueError`` for
+    any other scheme.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("DATABASE_URL must look like scheme://...")
+    driver = _ASYNC_DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError("DATABASE_URL scheme must be postgres, postgresql or sqlite")
+    return f"{driver}://{rest}"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """What ``keel.db`` needs."""
+
+    url: SecretStr
+    pool_size: int
+    max_overflow: int
+    pool_timeout: float
+    connect_timeout: float
+    echo: bool
+
+    @property
+    def dialect(self) -> Literal["postgresql", "sqlite"]:
+        return "sqlite" if self.url.get_secret_value().startswith("sqlite") else "postgresql"
+
+    @property
+    def host(self) -> str | None:
+        return urlsplit(self.url.get_secret_value()).hostname
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(urlsplit(self.url.get_secret_value()).query))
+
+    def redacted_url(self) -> str:
+        """The URL without its password, for messages."""
+        parts = urlsplit(self.url.get_secret_value())
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+        query = urlencode(parse_qsl(parts.query))
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """What ``keel.cache`` needs."""
+
+    redis_url: SecretStr | None
+    timeout: float
+    retry_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    """The exact CORS allow-list."""
+
+    origins: tuple[str, ...]
+    allow_credentials: bool
+    max_age: int
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """What the HTTP edge needs."""
+
+    trusted_proxies: tuple[IPNetwork, ...]
+    trust_all_proxies: bool
+    max_body_bytes: int
+    request_timeout: float
+    hsts_max_age: int
+    docs_enabled: bool
+    cors: CorsSettings
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleSettings:
+    """What the lifespan supervisor needs."""
+
+    warmup_timeout: float
+    warmup_budget: float
+    shutdown_timeout: float
+    readiness_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """What the gunicorn runtime needs."""
+
+    bind: str
+    port: int
+    workers: int | None
+    timeout: int
+    graceful_timeout: int
+    keepalive: int
+    max_requests: int
+    max_requests_jitter: int
+    trusted_proxies: tuple[str, ...]
+    log_level: LogLevel
+    reload: bool
+
+
+class Settings(BaseSettings):
+    """All of keel's configuration, validated once at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEEL_",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # Platform names first.
+    database_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL),
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "redis_url")
+    )
+    port: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    web_concurrency: int | None = Field(
+        default=None, ge=1, le=256, validation_alias=AliasChoices("WEB_CONCURRENCY", "web_concurrency")
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SECRET_KEY", "secret_key")
+    )
+
+    # keel's own, under KEEL_.
+    env: Environment = "development"
+    debug: bool = False
+    reload: bool = False
+    bind: str = "127.0.0.1"
+    public_url: str | None = None
+    log_level: LogLevel = "INFO"
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: LOOPBACK_PROXIES.split(",")
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+    cors_max_age: int = Field(default=600, ge=0, le=86400)
+    docs: bool | None = None
+    docs_in_production: bool = False
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    request_timeout: float = Field(default=30.0, gt=0)
+    hsts_max_age: int = Field(default=63_072_000, ge=0)
+
+    db_pool_size: int = Field(default=5, ge=1, le=100)
+    db_max_overflow: int = Field(default=5, ge=0, le=100)
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    db_echo: bool = False
+
+    cache_timeout: float = Field(default=0.25, gt=0)
+    cache_retry_interval: float = Field(default=1.0, gt=0)
+
+    warmup_timeout: float = Field(default=2.0, gt=0)
+    warmup_budget: float = Field(default=120.0, gt=0)
+    shutdown_timeout: float = Field(default=5.0, gt=0)
+    readiness_timeout: float = Field(default=1.0, gt=0)
+
+    timeout: int = Field(default=30, ge=1)
+    graceful_timeout: int = Field(default=30, ge=2)
+    keepalive: int = Field(default=75, ge=1)
+    max_requests: int = Field(default=0, ge=0)
+    max_requests_jitter: int = Field(default=0, ge=0)
+
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _database_url(cls, value: SecretStr) -> SecretStr:
+        return SecretStr(normalize_database_url(value.get_secret_value()))
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = value.get_secret_value().partition("://")[0].lower()
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("REDIS_URL scheme must be redis, rediss or unix")
+        return value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry != "*":
+                ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError("CORS origins must be scheme://host[:port]")
+            if parts.path not in {"", "/"} or parts.query or parts.fragment or "@" in parts.netloc:
+                raise ValueError("CORS origins must be scheme://host[:port] with nothing else")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator("public_url", mode="after")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("KEEL_PUBLIC_URL must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    # Sections handed to the layers below.
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def database(self) -> DatabaseSettings:
+        return DatabaseSettings(
+            url=self.database_url,
+            pool_size=self.db_pool_size,
+            max_overflow=self.db_max_overflow,
+            pool_timeout=self.db_pool_timeout,
+            connect_timeout=self.db_connect_timeout,
+            echo=self.db_echo,
+        )
+
+    @property
+    def cache(self) -> CacheSettings:
+        return CacheSettings(
+            redis_url=self.redis_url,
+            timeout=self.cache_timeout,
+            retry_interval=self.cache_retry_interval,
+        )
+
+    @property
+    def http(self) -> HttpSettings:
+        networks = tuple(
+            ipaddress.ip_network(entry, strict=False) for entry in self.trusted_proxies if entry != "*"
+        )
+        docs = self.docs if self.docs is not None else not self.is_production
+        return HttpSettings(
+            trusted_proxies=networks,
+            trust_all_proxies="*" in self.trusted_proxies,
+            max_body_bytes=self.max_body_bytes,
+            request_timeout=self.request_timeout,
+            hsts_max_age=self.hsts_max_age,
+            docs_enabled=docs,
+            cors=CorsSettings(
+                origins=tuple(self.cors_origins),
+                allow_credentials=self.cors_allow_credentials,
+                max_age=self.cors_max_age,
+            ),
+        )
+
+    @property
+    def lifecycle(self) -> LifecycleSettings:
+        return LifecycleSettings(
+            warmup_timeout=self.warmup_timeout,
+            warmup_budget=self.warmup_budget,
+            shutdown_timeout=self.shutdown_timeout,
+            readiness_timeout=self.readiness_timeout,
+        )
+
+    @property
+    def server(self) -> ServerSettings:
+        return ServerSettings(
+            bind=self.bind,
+            port=self.port,
+            workers=self.web_concurrency,
+            timeout=self.timeout,
+            graceful_timeout=self.graceful_timeout,
+            keepalive=self.keepalive,
+            max_requests=self.max_requests,
+            max_requests_jitter=self.max_requests_jitter,
+            trusted_proxies=tuple(self.trusted_proxies),
+            log_level=self.log_level,
+            reload=self.reload,
+        )
