@@ -1,1 +1,7 @@
-__all__: list[str] = []
+"""keel: a production-hardened backend core for Python services."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

@@ -181,7 +181,10 @@ class Settings(BaseSettings):
     )
     port: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
     web_concurrency: int | None = Field(
-        default=None, ge=1, le=256, validation_alias=AliasChoices("WEB_CONCURRENCY", "web_concurrency")
+        default=None,
+        ge=1,
+        le=256,
+        validation_alias=AliasChoices("WEB_CONCURRENCY", "web_concurrency"),
     )
     secret_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SECRET_KEY", "secret_key")
@@ -235,6 +238,13 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: SecretStr) -> SecretStr:
         return SecretStr(normalize_database_url(value.get_secret_value()))
+
+    @field_validator("secret_key", mode="after")
+    @classmethod
+    def _secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
 
     @field_validator("redis_url", mode="after")
     @classmethod
@@ -305,7 +315,9 @@ class Settings(BaseSettings):
     @property
     def http(self) -> HttpSettings:
         networks = tuple(
-            ipaddress.ip_network(entry, strict=False) for entry in self.trusted_proxies if entry != "*"
+            ipaddress.ip_network(entry, strict=False)
+            for entry in self.trusted_proxies
+            if entry != "*"
         )
         docs = self.docs if self.docs is not None else not self.is_production
         return HttpSettings(

@@ -1,1 +1,3 @@
 """keel.api."""
+
+__all__: list[str] = []

@@ -1,1 +1,15 @@
-"""keel.cache."""
+"""keel.cache: one ``Store`` protocol over process memory, Redis, and Redis with a memory fallback.
+
+``build_store(settings.cache, clock)`` picks the backend; nothing here connects
+at import or construction.
+"""
+
+from __future__ import annotations
+
+from keel.cache.factory import build_store
+from keel.cache.fallback import FallbackStore
+from keel.cache.memory import MemoryStore
+from keel.cache.redis_store import RedisStore
+from keel.cache.store import CacheStatus, Store
+
+__all__ = ["CacheStatus", "FallbackStore", "MemoryStore", "RedisStore", "Store", "build_store"]

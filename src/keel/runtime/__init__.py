@@ -1,1 +1,3 @@
 """keel.runtime."""
+
+__all__: list[str] = []

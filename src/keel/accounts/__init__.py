@@ -1,0 +1,3 @@
+"""keel.accounts (layer L4): not built yet."""
+
+__all__: list[str] = []

@@ -1,0 +1,109 @@
+"""``create_app(settings)``: the one place a keel application is assembled.
+
+Building the app connects to nothing and starts nothing: the engine and the
+cache are lazy, and background work starts in the lifespan, owned by the
+supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from keel import __version__
+from keel._clock import Clock, SystemClock
+from keel._logging import event
+from keel.api.errors import install_error_handlers
+from keel.api.health import router as health_router
+from keel.api.middleware import install_middleware
+from keel.api.state import AppContext
+from keel.cache import build_store
+from keel.checks import errors_in, run_checks
+from keel.db import Database
+from keel.db.migrate import head as migration_head
+from keel.errors import ConfigurationError
+from keel.runtime.lifecycle import Supervisor, Warmup
+from keel.settings import Settings
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("keel.app")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    routers: Sequence[APIRouter] = (),
+    warmups: Sequence[Warmup] = (),
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build a keel application from ``settings``.
+
+    ``routers`` are mounted after keel's own; ``warmups`` run in the background
+    after start-up, each under its timeout. In production the app refuses to
+    build while ``keel check`` reports an error.
+    """
+    if settings.is_production:
+        errors = errors_in(run_checks(settings))
+        if errors:
+            ids = ", ".join(f.id for f in errors)
+            raise ConfigurationError(f"refusing to start in production: {ids} (run `keel check`)")
+
+    clock = clock or SystemClock()
+    supervisor = Supervisor(settings.lifecycle, clock=clock)
+    database = Database(settings.database)
+    store = build_store(settings.cache, clock)
+    context = AppContext(
+        settings=settings, clock=clock, supervisor=supervisor, database=database, store=store
+    )
+
+    supervisor.add_closer("database", database.dispose)
+    supervisor.add_closer("cache", store.close)
+    supervisor.add_warmup(Warmup("cache_connect", store.ping))
+    supervisor.add_warmup(Warmup("database_schema", _schema_check(database)))
+    for warmup in warmups:
+        supervisor.add_warmup(warmup)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await supervisor.start()
+        try:
+            yield
+        finally:
+            await supervisor.stop()
+
+    http = settings.http
+    app = FastAPI(
+        title="keel",
+        version=__version__,
+        debug=False,
+        lifespan=lifespan,
+        docs_url="/docs" if http.docs_enabled else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if http.docs_enabled else None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
+    app.state.keel = context
+    install_error_handlers(app)
+    install_middleware(app, http, logger=logging.getLogger("keel.access"))
+    app.include_router(health_router)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _schema_check(database: Database) -> Callable[[], Awaitable[None]]:
+    """A warm-up that says, in the log, whether the schema is at the packaged head."""
+
+    async def check() -> None:
+        current = await database.current_revision()
+        head = migration_head()
+        if current != head:
+            event(_log, logging.ERROR, "schema_outdated", current=current, head=head)
+        else:
+            event(_log, logging.INFO, "schema_current", revision=current)
+
+    return check

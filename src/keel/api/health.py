@@ -1,0 +1,65 @@
+"""``/livez`` (no I/O, ever) and ``/readyz`` (database and cache, short timeouts)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from keel._logging import event
+from keel.api.state import AppContext, get_context
+from keel.errors import DependencyUnavailable
+
+__all__ = ["router"]
+
+_log = logging.getLogger("keel.health")
+_LIVE_BODY = b'{"status":"ok"}'
+
+router = APIRouter(tags=["health"])
+
+Check = Literal["ok", "degraded", "down"]
+
+
+@router.get("/livez", include_in_schema=False)
+async def livez() -> Response:
+    """Liveness: the worker's event loop answers. Constant body, touches nothing."""
+    return Response(_LIVE_BODY, media_type="application/json")
+
+
+@router.get("/readyz", include_in_schema=False)
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 ok/degraded while the database answers, 503 when it does not.
+
+    The body names only each check and its state, never hosts, errors or versions.
+    """
+    context = get_context(request)
+    timeout = context.settings.lifecycle.readiness_timeout
+    database, cache = await asyncio.gather(
+        _database_check(context, timeout), _cache_check(context, timeout)
+    )
+    checks = {"database": database, "cache": cache}
+    if database != "ok":
+        return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
+    return JSONResponse({"status": "ok" if cache == "ok" else "degraded", "checks": checks})
+
+
+async def _database_check(context: AppContext, budget: float) -> Check:
+    try:
+        await context.database.ping(budget)
+    except DependencyUnavailable as exc:
+        event(_log, logging.WARNING, "readiness_database_down", error=type(exc).__name__)
+        return "down"
+    return "ok"
+
+
+async def _cache_check(context: AppContext, budget: float) -> Check:
+    try:
+        async with asyncio.timeout(budget):
+            await context.store.ping()
+    except (DependencyUnavailable, TimeoutError) as exc:
+        event(_log, logging.WARNING, "readiness_cache_down", error=type(exc).__name__)
+        return "down"
+    return "ok" if context.store.status == "ok" else "degraded"

@@ -1,0 +1,222 @@
+"""Request framing, body size and a per-request deadline (SEC-51, SEC-63).
+
+Before the application sees a request:
+
+- ``Transfer-Encoding`` on HTTP/1.0 → 400 (RFC 9112 §6.1);
+- ``Content-Length`` together with ``Transfer-Encoding`` → 400;
+- a malformed or self-contradicting ``Content-Length`` → 400;
+- ``Content-Length`` above ``max_body_bytes`` → 413 without reading the body.
+
+While it runs:
+
+- body bytes are counted as the application receives them; past
+  ``max_body_bytes`` the 413 is sent at once (if nothing was sent yet) and the
+  application's ``receive`` raises :class:`RequestBodyTooLarge` (nothing is
+  buffered here, so a chunked upload costs at most one chunk);
+- the whole exchange (reading the body included) has ``timeout`` seconds. The
+  application runs in its own task; at the deadline, if no response has
+  started, a 504 is sent at once; if one has, the response is left unfinished
+  so the server drops the connection. Either way the task is cancelled and
+  awaited for up to ``cancel_grace`` seconds; one that is still running after
+  that is kept in ``stragglers`` until it ends. A sync route blocked in the
+  thread pool gets its 504 on time, but its thread runs on to the end.
+
+Once this middleware has answered (413 or 504), anything the application still
+tries to send is discarded. Refusals that leave body bytes unread ask for
+``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keel._logging import event
+from keel.api.errors import send_problem
+
+__all__ = ["LimitsMiddleware", "RequestBodyTooLarge"]
+
+_CLOSE: Final = (("Connection", "close"),)
+_MAX_DIGITS: Final = 18
+
+
+class RequestBodyTooLarge(HTTPException):
+    """Raised from ``receive`` once the body passes the limit (maps to 413)."""
+
+    def __init__(self) -> None:
+        super().__init__(413)
+
+
+class _FramingError(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def _content_length(scope: Scope) -> tuple[int | None, bool]:
+    """(declared length, has Transfer-Encoding); raises ``_FramingError`` on bad framing."""
+    lengths: set[str] = set()
+    chunked = False
+    for name, value in scope.get("headers", ()):
+        lname = name.lower()
+        if lname == b"content-length":
+            lengths.update(part.strip() for part in value.decode("latin-1").split(","))
+        elif lname == b"transfer-encoding":
+            chunked = True
+    if chunked and scope.get("http_version") == "1.0":
+        raise _FramingError(
+            400, "invalid_framing", "Transfer-Encoding is not allowed on HTTP/1.0 requests."
+        )
+    if not lengths:
+        return None, chunked
+    if chunked:
+        raise _FramingError(
+            400, "invalid_framing", "Content-Length and Transfer-Encoding must not be combined."
+        )
+    if len(lengths) != 1:
+        raise _FramingError(400, "invalid_framing", "Conflicting Content-Length values.")
+    (text,) = lengths
+    if not text.isdigit() or not text.isascii():
+        raise _FramingError(400, "invalid_framing", "Content-Length is not a number.")
+    if len(text) > _MAX_DIGITS:
+        raise _FramingError(413, "payload_too_large", "The request body is too large.")
+    return int(text), chunked
+
+
+class LimitsMiddleware:
+    """Refuse bad framing and oversized bodies, and hold each request to a deadline."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        timeout: float,
+        cancel_grace: float = 1.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if max_body_bytes < 0:
+            raise ValueError("max_body_bytes must be >= 0")
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.timeout = timeout
+        self.cancel_grace = cancel_grace
+        self.logger = logger or logging.getLogger("keel.api.limits")
+        # Handlers still running after their deadline and ``cancel_grace`` (a clean-up
+        # slower than the grace, say): kept referenced until they end, never lost.
+        self.stragglers: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            declared, _ = _content_length(scope)
+        except _FramingError as exc:
+            await send_problem(send, scope, exc.status, exc.code, detail=exc.detail, headers=_CLOSE)
+            return
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(send, scope)
+            return
+
+        started = False  # the application (or we) sent http.response.start
+        answered = False  # we sent a whole response; the application's sends are dropped
+        received = 0
+        limit = self.max_body_bytes
+
+        async def counted_receive() -> Message:
+            nonlocal received, answered
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    if not started and not answered:
+                        answered = True
+                        await self._too_large(send, scope)
+                    raise RequestBodyTooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        async def run() -> None:
+            await self.app(scope, counted_receive, guarded_send)
+
+        task = asyncio.create_task(run())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            self._keep(task)
+            raise
+
+        if task in done:
+            if answered:
+                self._retrieve(task)  # the 413 went out; whatever the app made of it is moot
+                return
+            task.result()  # re-raise what escaped the application
+            return
+
+        # Deadline passed.
+        response_started = started or answered
+        answered = True
+        event(
+            self.logger,
+            logging.WARNING,
+            "request_deadline_exceeded",
+            method=scope.get("method"),
+            path=scope.get("path"),
+            timeout_s=self.timeout,
+            response_started=response_started,
+        )
+        task.cancel()
+        if not response_started:
+            await send_problem(
+                send,
+                scope,
+                504,
+                "deadline_exceeded",
+                detail="The request took too long and was abandoned.",
+            )
+        done, _ = await asyncio.wait({task}, timeout=self.cancel_grace)
+        if task in done:
+            self._retrieve(task)
+        else:
+            self._keep(task)
+
+    async def _too_large(self, send: Send, scope: Scope) -> None:
+        await send_problem(
+            send,
+            scope,
+            413,
+            "payload_too_large",
+            detail=f"The request body must not exceed {self.max_body_bytes} bytes.",
+            headers=_CLOSE,
+        )
+
+    @staticmethod
+    def _retrieve(task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            task.exception()  # mark it retrieved; the outcome no longer matters
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self.stragglers.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self.stragglers.discard(finished)
+            self._retrieve(finished)
+
+        task.add_done_callback(done)

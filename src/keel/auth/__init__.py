@@ -1,0 +1,3 @@
+"""keel.auth (layer L4): not built yet."""
+
+__all__: list[str] = []

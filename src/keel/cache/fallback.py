@@ -1,0 +1,153 @@
+"""``FallbackStore``: Redis while it answers, process memory while it does not.
+
+Consistency trade-off, accepted on purpose: during an outage every process
+keeps its own values (rate-limit counters count per worker, an ``add`` lock is
+exclusive only within the worker, a revocation is seen only where it was
+written). Nothing is copied back to Redis on recovery and memory values are not
+consulted afterwards: Redis is the truth again from the first call after
+recovery. A write whose reply timed out may have reached Redis as well as
+memory. Keep a revocation in the database too, not only in the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from keel._clock import Clock
+from keel._logging import event
+from keel.cache.store import CacheStatus, Store
+from keel.errors import CacheUnavailable
+
+__all__ = ["FallbackStore"]
+
+_T = TypeVar("_T")
+_log = logging.getLogger("keel.cache")
+
+
+class FallbackStore:
+    """A ``Store`` that serves from ``fallback`` whenever ``primary`` is unreachable.
+
+    A call that finds the primary down is answered from the fallback within the
+    same call, so callers never see ``CacheUnavailable``; the store logs one
+    ``cache_degraded`` warning and reports ``"degraded"``. While degraded it
+    does not retry the primary on every call: at most once per
+    ``retry_interval`` seconds (``clock.monotonic()``) one call first pings the
+    primary, paying at most the primary's timeout, and on success the store
+    logs ``cache_recovered`` and uses the primary again.
+    """
+
+    def __init__(
+        self,
+        primary: Store,
+        fallback: Store,
+        clock: Clock,
+        retry_interval: float = 1.0,
+    ) -> None:
+        if not (math.isfinite(retry_interval) and retry_interval >= 0):
+            raise ValueError("retry_interval must be a non-negative number of seconds")
+        self._primary = primary
+        self._fallback = fallback
+        self._clock = clock
+        self._retry_interval = retry_interval
+        self._degraded = False
+        self._degraded_since = 0.0
+        self._next_probe = 0.0
+
+    def __repr__(self) -> str:
+        return f"FallbackStore({self._primary!r}, {self._fallback!r}, status={self.status!r})"
+
+    @property
+    def status(self) -> CacheStatus:
+        """``"degraded"`` while serving from the fallback, else ``"ok"``."""
+        return "degraded" if self._degraded else "ok"
+
+    async def get(self, key: str) -> bytes | None:
+        """Return the value under ``key``, or ``None`` when absent or expired."""
+        return await self._run(lambda store: store.get(key))
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``, replacing any value and any previous expiry."""
+        await self._run(lambda store: store.set(key, value, ttl=ttl))
+
+    async def add(self, key: str, value: bytes, *, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` is absent; ``True`` when this call stored it."""
+        return await self._run(lambda store: store.add(key, value, ttl=ttl))
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; removing an absent key is not an error."""
+        await self._run(lambda store: store.delete(key))
+
+    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+        """Add ``amount`` to the counter under ``key``; ``ttl`` applies only on creation."""
+        return await self._run(lambda store: store.incr(key, amount, ttl=ttl))
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires; ``None`` when absent or without expiry."""
+        return await self._run(lambda store: store.ttl(key))
+
+    async def ping(self) -> None:
+        """Check the primary (rate-limited while degraded) and update ``status``; never raises.
+
+        The fallback always answers, so this store as a whole is never unavailable;
+        /readyz reads ``status`` after it.
+        """
+        await self._run(lambda store: store.ping())
+
+    async def close(self) -> None:
+        """Close both stores."""
+        try:
+            await self._primary.close()
+        finally:
+            await self._fallback.close()
+
+    async def _run(self, operation: Callable[[Store], Awaitable[_T]]) -> _T:
+        if await self._primary_usable():
+            try:
+                return await operation(self._primary)
+            except CacheUnavailable as exc:
+                self._degrade(exc)
+        return await operation(self._fallback)
+
+    async def _primary_usable(self) -> bool:
+        if not self._degraded:
+            return True
+        now = self._clock.monotonic()
+        if now < self._next_probe:
+            return False
+        # Claim the probe before awaiting, so concurrent calls keep using the
+        # fallback instead of all piling onto a server that may still be down.
+        self._next_probe = now + self._retry_interval
+        try:
+            await self._primary.ping()
+        except CacheUnavailable:
+            return False
+        if self._degraded:
+            self._degraded = False
+            event(
+                _log,
+                logging.INFO,
+                "cache_recovered",
+                outage_seconds=round(self._clock.monotonic() - self._degraded_since, 3),
+            )
+        return True
+
+    def _degrade(self, exc: CacheUnavailable) -> None:
+        now = self._clock.monotonic()
+        self._next_probe = now + self._retry_interval
+        if self._degraded:
+            return
+        # Concurrent calls failing together flip the state once and log once.
+        self._degraded = True
+        self._degraded_since = now
+        cause = exc.__cause__ or exc
+        event(
+            _log,
+            logging.WARNING,
+            "cache_degraded",
+            error=type(cause).__name__,
+            detail=str(cause)[:200],
+            retry_interval=self._retry_interval,
+        )

@@ -1,0 +1,245 @@
+"""Configuration checks with stable ids: ``keel.E0nn`` errors, ``keel.W0nn`` warnings.
+
+``keel check`` prints them; ``create_app`` and ``keel serve`` refuse to start a
+production environment (``KEEL_ENV=production``) while any error stands. Ids
+never change meaning; retired ids are not reused. Messages name the setting,
+never its value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from keel.settings import Settings
+
+__all__ = ["Finding", "errors_in", "load_settings", "run_checks"]
+
+MIN_SECRET_LENGTH = 32
+STRICT_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
+_PLACEHOLDERS = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "secret",
+    "password",
+    "example",
+    "placeholder",
+    "insecure",
+    "default",
+    "your-secret",
+    "xxxx",
+    "todo",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One configuration finding."""
+
+    id: str
+    level: Literal["error", "warning"]
+    message: str
+    hint: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.level == "error"
+
+    def __str__(self) -> str:
+        return f"{self.id} [{self.level}] {self.message}\n    hint: {self.hint}"
+
+
+def _error(id_: str, message: str, hint: str) -> Finding:
+    return Finding(f"keel.{id_}", "error", message, hint)
+
+
+def _warning(id_: str, message: str, hint: str) -> Finding:
+    return Finding(f"keel.{id_}", "warning", message, hint)
+
+
+def load_settings(environ: dict[str, str] | None = None) -> tuple[Settings | None, list[Finding]]:
+    """Build ``Settings`` from the environment, turning invalid values into E000 findings.
+
+    Validation messages come from the field rules, never from the submitted
+    value, so a mistyped secret is not echoed.
+    """
+    try:
+        if environ is None:
+            return Settings(), []
+        return Settings.model_validate(environ), []  # pragma: no cover - convenience for tools
+    except ValidationError as exc:
+        findings = []
+        for err in exc.errors(include_input=False, include_url=False, include_context=False):
+            where = ".".join(str(part) for part in err["loc"]) or "settings"
+            findings.append(
+                _error(
+                    "E000",
+                    f"invalid setting {where.upper()}: {err['msg']}",
+                    "fix the environment variable; `keel check` lists every setting it reads",
+                )
+            )
+        return None, findings
+
+
+def _entropy_bits_per_char(value: str) -> float:
+    counts = Counter(value)
+    total = len(value)
+    return -sum(n / total * math.log2(n / total) for n in counts.values())
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None or host in {"localhost", ""}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.endswith(".localhost")
+
+
+def _secret_findings(settings: Settings) -> Iterator[Finding]:
+    production = settings.is_production
+    if settings.secret_key is None:
+        if production:
+            yield _error(
+                "E001",
+                "SECRET_KEY is not set",
+                'set SECRET_KEY to at least 32 random bytes, e.g. `python -c "import secrets; '
+                'print(secrets.token_urlsafe(48))"`',
+            )
+        else:
+            yield _warning(
+                "W001",
+                "SECRET_KEY is not set; development uses a throwaway key per process",
+                "set SECRET_KEY before running more than one worker or in production",
+            )
+        return
+    secret = settings.secret_key.get_secret_value()
+    if len(secret) < MIN_SECRET_LENGTH:
+        yield (_error if production else _warning)(
+            "E002" if production else "W002",
+            f"SECRET_KEY is shorter than {MIN_SECRET_LENGTH} characters",
+            "generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+        )
+    lowered = secret.lower()
+    if any(word in lowered for word in _PLACEHOLDERS) or _entropy_bits_per_char(secret) < 3.0:
+        yield (_error if production else _warning)(
+            "E003" if production else "W003",
+            "SECRET_KEY looks like a placeholder or has too little randomness",
+            "use a random value from a secret store, never an example value",
+        )
+
+
+def _runtime_findings(settings: Settings) -> Iterator[Finding]:
+    if settings.is_production and settings.debug:
+        yield _error("E004", "debug is on in production", "unset KEEL_DEBUG")
+    if settings.is_production and settings.reload:
+        yield _error("E005", "reload is on in production", "unset KEEL_RELOAD; use `keel serve`")
+    if settings.graceful_timeout <= 3:
+        yield _warning(
+            "W004",
+            "KEEL_GRACEFUL_TIMEOUT is 3 s or less: in-flight requests get no time at shutdown",
+            "set KEEL_GRACEFUL_TIMEOUT to a few seconds more than your slowest request",
+        )
+
+
+def _database_findings(settings: Settings) -> Iterator[Finding]:
+    db = settings.database
+    if db.dialect == "sqlite":
+        if settings.is_production:
+            yield _error(
+                "E006",
+                "DATABASE_URL is SQLite in production",
+                "point DATABASE_URL at PostgreSQL (postgresql://user@host/db?sslmode=require)",
+            )
+        return
+    sslmode = db.query.get("sslmode") or db.query.get("ssl")
+    if settings.is_production and not _is_loopback(db.host) and sslmode not in STRICT_SSLMODES:
+        yield _error(
+            "E007",
+            "DATABASE_URL reaches a non-loopback PostgreSQL without TLS",
+            "append ?sslmode=require (or verify-full) to DATABASE_URL",
+        )
+
+
+def _edge_findings(settings: Settings) -> Iterator[Finding]:
+    production = settings.is_production
+    if "*" in settings.cors_origins and settings.cors_allow_credentials:
+        yield _error(
+            "E008",
+            "KEEL_CORS_ORIGINS is '*' while KEEL_CORS_ALLOW_CREDENTIALS is on",
+            "list the exact origins (https://app.example.com) instead of '*'",
+        )
+    elif "*" in settings.cors_origins:
+        yield _warning(
+            "W005",
+            "KEEL_CORS_ORIGINS is '*': every site may read responses",
+            "list the exact origins that need access",
+        )
+    if production and any(o.startswith("http://") for o in settings.cors_origins):
+        yield _error(
+            "E009",
+            "KEEL_CORS_ORIGINS contains a plain http:// origin in production",
+            "allow only https:// origins",
+        )
+    if "*" in settings.trusted_proxies:
+        yield _error(
+            "E010",
+            "KEEL_TRUSTED_PROXIES is '*': any client could forge its address",
+            "list your proxies' addresses or CIDRs (default: loopback only)",
+        )
+    if production and settings.docs and not settings.docs_in_production:
+        yield _error(
+            "E011",
+            "KEEL_DOCS exposes /docs and /openapi.json in production without an explicit opt-in",
+            "unset KEEL_DOCS, or also set KEEL_DOCS_IN_PRODUCTION=true if this is intended",
+        )
+    if production and settings.public_url is None:
+        yield _warning(
+            "W006",
+            "KEEL_PUBLIC_URL is not set",
+            "set it to the URL users reach keel at; mailed links are built from it",
+        )
+    elif production and settings.public_url and settings.public_url.startswith("http://"):
+        yield _error("E012", "KEEL_PUBLIC_URL is plain http in production", "use https://")
+
+
+def _cache_findings(settings: Settings) -> Iterator[Finding]:
+    if settings.redis_url is None:
+        if settings.is_production:
+            yield _warning(
+                "W007",
+                "REDIS_URL is not set: rate limits and revocations are per process",
+                "set REDIS_URL so every worker and instance shares them",
+            )
+        return
+    parts = urlsplit(settings.redis_url.get_secret_value())
+    if settings.is_production and parts.scheme == "redis" and not _is_loopback(parts.hostname):
+        yield _warning(
+            "W008",
+            "REDIS_URL reaches a non-loopback Redis without TLS",
+            "use a rediss:// URL",
+        )
+
+
+def run_checks(settings: Settings) -> list[Finding]:
+    """Every finding for ``settings``, errors first, each with a stable id."""
+    findings = [
+        *_secret_findings(settings),
+        *_runtime_findings(settings),
+        *_database_findings(settings),
+        *_edge_findings(settings),
+        *_cache_findings(settings),
+    ]
+    return sorted(findings, key=lambda f: (not f.is_error, f.id))
+
+
+def errors_in(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.is_error]

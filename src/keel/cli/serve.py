@@ -1,0 +1,64 @@
+"""``keel serve`` (gunicorn + uvicorn workers) and ``keel dev`` (uvicorn with reload)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from keel._logging import configure_logging
+from keel.checks import errors_in, run_checks
+from keel.cli._output import err, out, settings_or_exit
+from keel.runtime import server
+
+__all__ = ["register"]
+
+DEFAULT_FACTORY = "keel.api.app:create_app"
+
+
+def register(commands: Any) -> None:
+    for name, handler, text in (
+        ("serve", run_serve, "serve with gunicorn and uvicorn workers"),
+        ("dev", run_dev, "serve with auto-reload (development only)"),
+    ):
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=text)
+        parser.add_argument(
+            "--factory",
+            default=DEFAULT_FACTORY,
+            help="module:callable taking Settings and returning the ASGI app "
+            f"(default {DEFAULT_FACTORY})",
+        )
+        parser.set_defaults(handler=handler)
+
+
+def _refuse_on_errors() -> Any:
+    settings = settings_or_exit()
+    errors = errors_in(run_checks(settings))
+    if errors and settings.is_production:
+        for finding in errors:
+            err(str(finding))
+        err("keel: refusing to start in production while `keel check` reports errors")
+        raise SystemExit(1)
+    return settings
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = _refuse_on_errors()
+    configure_logging(settings.log_level)
+    out(f"keel: serving on http://{_host(settings.bind)}:{settings.port}")
+    server.serve(settings, factory=args.factory)
+    return 0
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    settings = _refuse_on_errors()
+    if settings.is_production:
+        err("keel: `keel dev` is refused when KEEL_ENV=production; use `keel serve`")
+        return 1
+    configure_logging(settings.log_level)
+    out(f"keel: development server on http://{_host(settings.bind)}:{settings.port}")
+    server.dev(settings, factory=args.factory)
+    return 0
+
+
+def _host(bind: str) -> str:
+    return f"[{bind}]" if ":" in bind else bind

@@ -1,0 +1,161 @@
+"""Alembic migrations, packaged with keel and run once per deploy (``keel db upgrade``).
+
+There is no ``alembic.ini``: the Alembic ``Config`` is built here, pointing at
+the environment and revisions inside this package (so it works from an
+installed wheel), with the database settings handed over in memory. keel never
+reads or executes a user-supplied Alembic configuration.
+
+The functions are synchronous and run their own event loop; from async code
+call them through ``asyncio.to_thread``. On PostgreSQL the run holds an
+advisory lock, so deploys that start together migrate one after the other and
+the second finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+
+from keel.db.engine import Database, build_engine
+from keel.db.types import UTCDateTime
+from keel.errors import ConfigurationError
+from keel.settings import DatabaseSettings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy import MetaData
+    from sqlalchemy.engine import Connection
+
+__all__ = [
+    "ADVISORY_LOCK_KEY",
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current",
+    "downgrade",
+    "head",
+    "schema_diff",
+    "upgrade",
+]
+
+MIGRATIONS_DIR: Final = Path(__file__).resolve().with_name("migrations")
+# pg_advisory_xact_lock key shared by every keel migration run ("keel.mig" as a bigint).
+ADVISORY_LOCK_KEY: Final = int.from_bytes(b"keel.mig", "big")
+SETTINGS_ATTRIBUTE: Final = "keel.database_settings"
+METADATA_ATTRIBUTE: Final = "keel.target_metadata"
+
+_T = TypeVar("_T")
+
+
+def alembic_config(
+    settings: DatabaseSettings | None = None, *, metadata: MetaData | None = None
+) -> Config:
+    """An Alembic ``Config`` for keel's packaged migrations; no file is read."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    if settings is not None:
+        config.attributes[SETTINGS_ATTRIBUTE] = settings
+    if metadata is not None:
+        config.attributes[METADATA_ATTRIBUTE] = metadata
+    return config
+
+
+def upgrade(settings: DatabaseSettings, revision: str = "head") -> None:
+    """Migrate the database up to ``revision`` (default: the packaged head)."""
+    from alembic import command
+
+    _refuse_running_loop()
+    command.upgrade(alembic_config(settings), revision)
+
+
+def downgrade(settings: DatabaseSettings, revision: str = "-1") -> None:
+    """Migrate the database down to ``revision`` (default: one step)."""
+    from alembic import command
+
+    _refuse_running_loop()
+    command.downgrade(alembic_config(settings), revision)
+
+
+def current(settings: DatabaseSettings) -> str | None:
+    """The revision the database is at; ``None`` when it was never migrated."""
+    return _run(_current, settings)
+
+
+@functools.cache
+def head() -> str:
+    """The newest packaged revision (what ``upgrade`` migrates to)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    revision = script.get_current_head()
+    if revision is None:
+        raise ConfigurationError("keel's package holds no migrations")
+    return revision
+
+
+def schema_diff(settings: DatabaseSettings, metadata: MetaData | None = None) -> list[Any]:
+    """Alembic autogenerate's differences between ``metadata`` and the live schema.
+
+    ``metadata`` defaults to ``keel.db.Base.metadata`` (every model imported so
+    far). An empty list means the migrations build exactly what the models say.
+    """
+    from keel.db.base import Base
+
+    return _run(_schema_diff, settings, metadata if metadata is not None else Base.metadata)
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Autogenerate hook: write ``UTCDateTime`` columns as plain ``sa.DateTime(timezone=True)``.
+
+    Revisions stay self-contained (no import of keel's runtime types).
+    """
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+def _refuse_running_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        "keel.db.migrate runs its own event loop; from async code use asyncio.to_thread"
+    )
+
+
+def _run(fn: Callable[..., Coroutine[Any, Any, _T]], *args: Any) -> _T:
+    _refuse_running_loop()
+    return asyncio.run(fn(*args))
+
+
+async def _current(settings: DatabaseSettings) -> str | None:
+    database = Database(settings)
+    try:
+        return await database.current_revision()
+    finally:
+        await database.dispose()
+
+
+async def _schema_diff(settings: DatabaseSettings, metadata: MetaData) -> list[Any]:
+    from sqlalchemy.pool import NullPool
+
+    engine = build_engine(settings, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_compare, metadata)
+    finally:
+        await engine.dispose()
+
+
+def _compare(conn: Connection, metadata: MetaData) -> list[Any]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))

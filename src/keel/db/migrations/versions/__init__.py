@@ -1,0 +1,1 @@
+"""keel's revisions, one file each; Alembic ignores this ``__init__``."""

@@ -1,0 +1,86 @@
+"""Shared fixtures: real PostgreSQL and Redis when configured, isolated per test.
+
+``KEEL_TEST_DATABASE_URL`` and ``KEEL_TEST_REDIS_URL`` name the servers. Where
+they are unset the backend tests are skipped, unless ``KEEL_TEST_REQUIRE_BACKENDS``
+is set (CI sets it), in which case they fail: CI never counts a skip as a pass.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from keel._clock import FrozenClock
+
+
+def _backend_url(name: str) -> str:
+    url = os.environ.get(name, "").strip()
+    if not url:
+        if os.environ.get("KEEL_TEST_REQUIRE_BACKENDS"):
+            pytest.fail(f"{name} is not set but KEEL_TEST_REQUIRE_BACKENDS is")
+        pytest.skip(f"{name} not set")
+    return url
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """URL of the real Redis (``KEEL_TEST_REDIS_URL``)."""
+    return _backend_url("KEEL_TEST_REDIS_URL")
+
+
+@pytest.fixture
+def redis_namespace(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    namespace = f"keeltest:{secrets.token_hex(6)}:"
+    yield namespace
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def postgres_admin_url() -> str:
+    """URL of the real PostgreSQL server's ``test`` database (``KEEL_TEST_DATABASE_URL``)."""
+    return _backend_url("KEEL_TEST_DATABASE_URL")
+
+
+@pytest.fixture
+async def postgres_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database of this test's own, dropped afterwards."""
+    import asyncpg
+
+    name = f"keeltest_{secrets.token_hex(6)}"
+    admin_dsn = postgres_admin_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    parts = urlsplit(admin_dsn)
+    yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    """A fresh SQLite database file of this test's own."""
+    return f"sqlite:///{os.fspath(tmp_path)}/keel.sqlite3"

@@ -1,0 +1,208 @@
+"""Units of work, foreign keys, aware-UTC timestamps and failure mapping on real databases."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text, insert, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
+
+from keel.db import Database, UTCDateTime
+from keel.errors import DatabaseUnavailable
+
+from .conftest import MakeSettings
+
+metadata = MetaData()
+parent = Table(
+    "parent",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+)
+child = Table(
+    "child",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("parent_id", ForeignKey("parent.id"), nullable=False),
+)
+stamps = Table(
+    "stamps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime(), nullable=False),
+)
+
+
+@pytest.fixture
+async def db(database: Database) -> Database:
+    async with database.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    return database
+
+
+async def _names(db: Database) -> list[str]:
+    async with db.unit_of_work() as uow:
+        rows = await uow.session.execute(select(parent.c.name).order_by(parent.c.id))
+        return list(rows.scalars())
+
+
+async def test_clean_exit_commits(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(insert(parent).values(id=1, name="kept"))
+    assert await _names(db) == ["kept"]
+    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def _insert_then_fail(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(insert(parent).values(id=1, name="lost"))
+        await uow.flush()
+        raise RuntimeError("boom")
+
+
+async def test_exception_rolls_back_and_propagates(db: Database) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        await _insert_then_fail(db)
+    assert await _names(db) == []
+    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_session_is_closed_after_the_block(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(select(1))
+        assert uow.session.in_transaction()
+    assert not uow.session.in_transaction()
+    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_foreign_keys_are_enforced(db: Database) -> None:
+    with pytest.raises(IntegrityError):
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(insert(child).values(id=1, parent_id=999))
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(insert(parent).values(id=1, name="p"))
+        await uow.session.execute(insert(child).values(id=1, parent_id=1))
+
+
+async def test_foreign_keys_are_enforced_on_every_pooled_connection(db: Database) -> None:
+    # Hold two connections at once so the pool opens (and configures) more than one.
+    async with db.unit_of_work() as first, db.unit_of_work() as second:
+        await first.session.execute(select(1))
+        await second.session.execute(select(1))
+    for _ in range(3):
+        with pytest.raises(IntegrityError):
+            async with db.unit_of_work() as uow:
+                await uow.session.execute(insert(child).values(id=1, parent_id=999))
+
+
+async def test_utc_datetime_round_trip_is_aware_utc(db: Database) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    written = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=plus_two)
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(insert(stamps).values(id=1, at=written))
+    async with db.unit_of_work() as uow:
+        read = (await uow.session.execute(select(stamps.c.at))).scalar_one()
+    assert read == written
+    assert read.tzinfo is UTC
+    assert read == datetime(2026, 3, 1, 10, 30, 15, 123456, tzinfo=UTC)
+
+
+async def test_utc_datetime_refuses_naive(db: Database) -> None:
+    naive = datetime(2026, 3, 1, 12, 30)  # noqa: DTZ001  (the point of the test)
+    with pytest.raises(StatementError) as caught:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(insert(stamps).values(id=1, at=naive))
+    assert isinstance(caught.value.orig, ValueError)
+    async with db.unit_of_work() as uow:
+        assert (await uow.session.execute(select(stamps.c.id))).first() is None
+
+
+async def test_integrity_errors_are_not_unavailability(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(insert(parent).values(id=1, name="a"))
+    with pytest.raises(IntegrityError):
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(insert(parent).values(id=1, name="again"))
+
+
+async def test_exhausted_pool_is_unavailable(db_url: str, make_settings: MakeSettings) -> None:
+    db = Database(make_settings(db_url, pool_size=1, max_overflow=0, pool_timeout=0.2))
+    try:
+        async with db.unit_of_work() as holder:
+            await holder.session.execute(select(1))
+            with pytest.raises(DatabaseUnavailable) as caught:
+                async with db.unit_of_work() as uow:
+                    await uow.session.execute(select(1))
+            assert caught.value.__cause__ is not None
+        async with db.unit_of_work() as uow:
+            assert (await uow.session.execute(select(1))).scalar_one() == 1
+    finally:
+        await db.dispose()
+
+
+async def test_sqlite_connection_pragmas(sqlite_url: str, make_settings: MakeSettings) -> None:
+    db = Database(make_settings(sqlite_url, connect_timeout=3.0))
+    try:
+        async with db.unit_of_work() as uow:
+            session = uow.session
+            assert (await session.execute(text("PRAGMA foreign_keys"))).scalar_one() == 1
+            assert (await session.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+            assert (await session.execute(text("PRAGMA busy_timeout"))).scalar_one() == 3000
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_session_settings(postgres_url: str, make_settings: MakeSettings) -> None:
+    db = Database(make_settings(postgres_url))
+    try:
+        async with db.unit_of_work() as uow:
+            session = uow.session
+            assert (await session.execute(text("SHOW timezone"))).scalar_one() == "UTC"
+            name = await session.execute(text("SELECT current_setting('application_name')"))
+            assert name.scalar_one() == "keel"
+    finally:
+        await db.dispose()
+
+
+async def _query_after_being_killed(db: Database, killer: Database) -> None:
+    async with db.unit_of_work() as uow:
+        pid = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with killer.unit_of_work() as other:
+            await other.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await uow.session.execute(text("SELECT 1"))
+
+
+@pytest.mark.postgres
+async def test_killed_connection_is_unavailable_then_recovers(
+    postgres_url: str, make_settings: MakeSettings
+) -> None:
+    db = Database(make_settings(postgres_url))
+    killer = Database(make_settings(postgres_url))
+    try:
+        with pytest.raises(DatabaseUnavailable) as caught:
+            await _query_after_being_killed(db, killer)
+        assert caught.value.__cause__ is not None
+        async with db.unit_of_work() as uow:
+            assert (await uow.session.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await killer.dispose()
+        await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_cancelled_query_leaves_the_pool_usable(
+    postgres_url: str, make_settings: MakeSettings
+) -> None:
+    db = Database(make_settings(postgres_url, pool_size=1, max_overflow=0))
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2), db.unit_of_work() as uow:
+                await uow.session.execute(text("SELECT pg_sleep(10)"))
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        async with db.unit_of_work() as uow:
+            assert (await uow.session.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await db.dispose()

@@ -1,0 +1,1 @@
+"""Runtime tests: keel served for real by gunicorn + uvicorn workers in a subprocess."""

@@ -1,0 +1,139 @@
+"""Private servers for the cache tests: a throwaway ``redis-server`` and a silent TCP listener.
+
+The shared Redis at 6379 is never stopped or flushed; outage tests kill their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["RedisServer", "SilentListener", "free_port", "redis_server", "silent_listener"]
+
+_START_DEADLINE = 5.0
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One ``redis-server`` process on a fixed loopback port, which can be killed and restarted."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._workdir = workdir
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and return once it answers PING."""
+        if self._proc is not None:
+            raise RuntimeError("already running")
+        self._proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + _START_DEADLINE
+        while not _pong(self.port):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL the server (an outage, not a shutdown) and reap it."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            proc.wait(timeout=_START_DEADLINE)
+
+    def connections_received(self) -> int:
+        """How many connections the server has accepted since it started (ours included)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.sendall(b"INFO stats\r\n")
+            data = b""
+            while b"total_connections_received:" not in data or not data.endswith(b"\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        for line in data.decode().splitlines():
+            if line.startswith("total_connections_received:"):
+                return int(line.split(":", 1)[1])
+        raise RuntimeError("INFO stats had no total_connections_received")
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    """A running private ``redis-server``, always terminated on exit."""
+    server = RedisServer(free_port(), workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+class SilentListener:
+    """A socket that accepts TCP connections (kernel backlog) but never answers: a hung server."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.port: int = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def drain(self) -> int:
+        """Accept and close every connection waiting in the backlog; return how many."""
+        count = 0
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[SilentListener]:
+    """A ``SilentListener`` on a free loopback port, closed on exit."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        sock.setblocking(False)
+        yield SilentListener(sock)
+    finally:
+        sock.close()

@@ -1,0 +1,53 @@
+"""build_store, and the promise that building a store connects to nothing."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from keel._clock import FrozenClock
+from keel.cache import FallbackStore, MemoryStore, RedisStore, build_store
+from keel.settings import CacheSettings
+from tests.unit.cache._servers import RedisServer, SilentListener
+
+
+def _settings(url: str | None) -> CacheSettings:
+    return CacheSettings(
+        redis_url=None if url is None else SecretStr(url), timeout=0.25, retry_interval=1.0
+    )
+
+
+@pytest.mark.parametrize("url", [None, "", "  "])
+def test_without_redis_url_it_is_memory(clock: FrozenClock, url: str | None) -> None:
+    assert isinstance(build_store(_settings(url), clock), MemoryStore)
+
+
+def test_constructing_stores_connects_to_nothing(
+    clock: FrozenClock, listener: SilentListener
+) -> None:
+    # No event loop here at all: construction must not need one.
+    stores = [
+        RedisStore(listener.url, timeout=0.25),
+        FallbackStore(RedisStore(listener.url, timeout=0.25), MemoryStore(clock), clock),
+        build_store(_settings(listener.url), clock),
+    ]
+    assert isinstance(stores[-1], FallbackStore)
+    assert listener.drain() == 0
+
+
+async def test_built_store_uses_redis_with_the_namespace(
+    clock: FrozenClock, private_redis: RedisServer
+) -> None:
+    store = build_store(_settings(private_redis.url), clock, namespace="app:")
+    try:
+        before = private_redis.connections_received()
+        assert store.status == "ok"
+        await store.set("k", b"v")
+        assert private_redis.connections_received() > before
+        raw = RedisStore(private_redis.url, namespace="app:", timeout=0.25)
+        try:
+            assert await raw.get("k") == b"v"
+        finally:
+            await raw.close()
+    finally:
+        await store.close()

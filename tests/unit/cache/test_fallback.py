@@ -1,0 +1,155 @@
+"""FallbackStore against a private redis-server that the tests kill and restart (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from keel._clock import FrozenClock
+from keel.cache import CacheStatus, FallbackStore, MemoryStore, RedisStore, Store
+from tests.unit.cache._servers import RedisServer, SilentListener
+
+RETRY = 1.0
+
+
+def _status(store: Store) -> CacheStatus:
+    # Through a call, so mypy does not narrow the property across awaits.
+    return store.status
+
+
+def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "keel.cache" and r.getMessage() == name]
+
+
+@pytest.fixture
+def caplog_cache(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="keel.cache")
+    return caplog
+
+
+@pytest.fixture
+async def store(private_redis: RedisServer, clock: FrozenClock) -> AsyncIterator[FallbackStore]:
+    primary = RedisStore(private_redis.url, namespace="t:", timeout=0.25)
+    fallback = FallbackStore(primary, MemoryStore(clock), clock, RETRY)
+    try:
+        yield fallback
+    finally:
+        await fallback.close()
+
+
+async def test_outage_is_served_from_memory_then_redis_again(
+    store: FallbackStore,
+    private_redis: RedisServer,
+    clock: FrozenClock,
+    caplog_cache: pytest.LogCaptureFixture,
+) -> None:
+    await store.set("before", b"in redis")
+    assert _status(store) == "ok"
+
+    private_redis.kill()
+    # The caller never sees the outage; Redis's values are simply not there.
+    assert await store.get("before") is None
+    assert _status(store) == "degraded"
+    await store.set("during", b"in memory")
+    assert await store.incr("count") == 1
+    assert await store.get("during") == b"in memory"
+    [degraded] = _events(caplog_cache, "cache_degraded")
+    assert degraded.levelno == logging.WARNING
+
+    private_redis.start()
+    before = private_redis.connections_received()
+    # Within retry_interval the store does not go back to Redis, even though it is up.
+    clock.advance(RETRY / 2)
+    assert await store.get("during") == b"in memory"
+    assert _status(store) == "degraded"
+    assert private_redis.connections_received() == before + 1  # only this INFO call
+
+    clock.advance(RETRY / 2)
+    # The probe succeeds: Redis again (a fresh, empty server), memory is not consulted.
+    assert await store.get("during") is None
+    assert _status(store) == "ok"
+    assert await store.incr("count") == 1
+    [recovered] = _events(caplog_cache, "cache_recovered")
+    assert recovered.levelno == logging.INFO
+    assert recovered.__dict__["fields"]["outage_seconds"] == RETRY
+    assert len(_events(caplog_cache, "cache_degraded")) == 1
+
+
+async def test_concurrent_failures_degrade_once(
+    store: FallbackStore, private_redis: RedisServer, caplog_cache: pytest.LogCaptureFixture
+) -> None:
+    await asyncio.gather(*(store.set(f"k{i}", b"v") for i in range(20)))
+    private_redis.kill()
+    results = await asyncio.gather(*(store.incr("hits") for _ in range(50)))
+    assert sorted(results) == list(range(1, 51))
+    assert _status(store) == "degraded"
+    assert len(_events(caplog_cache, "cache_degraded")) == 1
+
+
+async def test_ping_reports_but_never_raises(
+    store: FallbackStore, private_redis: RedisServer, clock: FrozenClock
+) -> None:
+    await store.ping()
+    assert _status(store) == "ok"
+    private_redis.kill()
+    await store.ping()
+    assert _status(store) == "degraded"
+    private_redis.start()
+    clock.advance(RETRY)
+    await store.ping()
+    assert _status(store) == "ok"
+
+
+async def test_a_failed_probe_waits_another_interval(
+    store: FallbackStore, private_redis: RedisServer, clock: FrozenClock
+) -> None:
+    private_redis.kill()
+    await store.set("k", b"memory")
+    clock.advance(RETRY)
+    assert await store.get("k") == b"memory"  # probe failed, still memory
+    private_redis.start()
+    clock.advance(RETRY / 2)
+    assert await store.get("k") == b"memory"  # next probe not due yet
+    clock.advance(RETRY / 2)
+    assert await store.get("k") is None
+    assert _status(store) == "ok"
+
+
+async def test_a_hung_redis_is_probed_at_most_once_per_interval(
+    listener: SilentListener, clock: FrozenClock
+) -> None:
+    primary = RedisStore(listener.url, timeout=0.1)
+    store = FallbackStore(primary, MemoryStore(clock), clock, RETRY)
+    try:
+        await store.set("k", b"v")  # times out once, then memory
+        assert _status(store) == "degraded"
+        assert listener.drain() == 1
+        started = time.monotonic()
+        for _ in range(50):
+            assert await store.get("k") == b"v"
+        # Fifty calls, no connection attempt, no timeout paid (one would cost 0.1 s each).
+        assert time.monotonic() - started < 1.0
+        assert listener.drain() == 0
+        clock.advance(RETRY)
+        results = await asyncio.gather(*(store.get("k") for _ in range(10)))
+        assert results == [b"v"] * 10
+        assert listener.drain() == 1  # one probe for ten concurrent calls
+        assert _status(store) == "degraded"
+    finally:
+        await store.close()
+
+
+async def test_caller_errors_pass_through_without_degrading(store: FallbackStore) -> None:
+    await store.set("n", b"not a number")
+    with pytest.raises(ValueError, match="integer"):
+        await store.incr("n")
+    assert _status(store) == "ok"
+
+
+def test_retry_interval_must_not_be_negative(clock: FrozenClock) -> None:
+    with pytest.raises(ValueError, match="retry_interval"):
+        FallbackStore(MemoryStore(clock), MemoryStore(clock), clock, -1)

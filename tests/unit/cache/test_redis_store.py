@@ -1,0 +1,141 @@
+"""RedisStore specifics: namespacing, bounded failures, the bounded pool, laziness.
+
+Tests marked ``redis`` use the shared server; the others a private server or none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+from redis.exceptions import RedisError
+
+from keel.cache import CacheStatus, RedisStore, Store
+from keel.errors import CacheUnavailable
+from tests.unit.cache._servers import RedisServer, SilentListener, free_port
+
+
+def _status(store: Store) -> CacheStatus:
+    # Through a call, so mypy does not narrow the property across awaits.
+    return store.status
+
+
+@pytest.mark.redis
+async def test_every_key_carries_the_namespace(redis_url: str, redis_namespace: str) -> None:
+    store = RedisStore(redis_url, namespace=redis_namespace, timeout=0.25)
+    other = RedisStore(redis_url, namespace=redis_namespace + "other:", timeout=0.25)
+    try:
+        await store.set("plain", b"1")
+        await store.add("added", b"2", ttl=5)
+        await store.incr("counter", ttl=5)
+        await store.incr("bare-counter")
+        assert await other.get("plain") is None
+        raw = redis.Redis.from_url(redis_url)
+        try:
+            keys = sorted(raw.scan_iter(match=f"{redis_namespace}*"))
+            assert raw.get("plain") is None
+        finally:
+            raw.close()
+        assert keys == sorted(
+            f"{redis_namespace}{name}".encode()
+            for name in ("plain", "added", "counter", "bare-counter")
+        )
+    finally:
+        await store.close()
+        await other.close()
+
+
+@pytest.mark.redis
+async def test_incr_with_ttl_sets_the_expiry_in_redis(redis_url: str, redis_namespace: str) -> None:
+    store = RedisStore(redis_url, namespace=redis_namespace, timeout=0.25)
+    try:
+        await store.incr("window", 3, ttl=30)
+        raw = redis.Redis.from_url(redis_url)
+        try:
+            assert raw.get(f"{redis_namespace}window") == b"3"
+            assert 29_000 < raw.pttl(f"{redis_namespace}window") <= 30_000
+        finally:
+            raw.close()
+    finally:
+        await store.close()
+
+
+async def test_closed_port_raises_cache_unavailable_quickly() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.25)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CacheUnavailable) as caught:
+            await store.get("k")
+        assert time.monotonic() - started < 0.75
+        assert isinstance(caught.value.__cause__, RedisError)
+        assert _status(store) == "degraded"
+        with pytest.raises(CacheUnavailable):
+            await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_hung_server_times_out(listener: SilentListener) -> None:
+    store = RedisStore(listener.url, timeout=0.25)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CacheUnavailable):
+            await store.incr("k", ttl=1)
+        elapsed = time.monotonic() - started
+        assert 0.2 <= elapsed < 1.0
+        assert _status(store) == "degraded"
+    finally:
+        await store.close()
+
+
+async def test_status_follows_the_server(private_redis: RedisServer) -> None:
+    store = RedisStore(private_redis.url, timeout=0.25)
+    try:
+        await store.set("k", b"v")
+        assert _status(store) == "ok"
+        private_redis.kill()
+        with pytest.raises(CacheUnavailable):
+            await store.get("k")
+        assert _status(store) == "degraded"
+        private_redis.start()
+        # The pooled connection died with the old server; the pool reconnects by itself.
+        assert await store.get("k") is None
+        assert _status(store) == "ok"
+    finally:
+        await store.close()
+
+
+async def test_pool_is_bounded(private_redis: RedisServer) -> None:
+    store = RedisStore(private_redis.url, timeout=0.25, max_connections=2)
+    try:
+        before = private_redis.connections_received()
+        results = await asyncio.gather(*(store.incr("n") for _ in range(100)))
+        assert sorted(results) == list(range(1, 101))
+        # Our two pooled connections, plus the one this INFO call opens.
+        assert private_redis.connections_received() - before <= 3
+    finally:
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_close_then_reuse_reconnects(redis_url: str, redis_namespace: str) -> None:
+    store = RedisStore(redis_url, namespace=redis_namespace, timeout=0.25)
+    try:
+        await store.set("k", b"v")
+        await store.close()
+        assert await store.get("k") == b"v"
+    finally:
+        await store.close()
+
+
+def test_repr_hides_the_url() -> None:
+    store = RedisStore("redis://:hunter2@127.0.0.1:1/0", timeout=0.25)
+    assert "hunter2" not in repr(store)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan")])
+def test_timeout_must_be_positive(timeout: float) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        RedisStore("redis://127.0.0.1:1/0", timeout=timeout)

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from keel.checks import errors_in, load_settings, run_checks
+from keel.settings import Settings
+
+GOOD_SECRET = "Zq3v9LmX2pT7wR4yK8nB1cF6hJ0dS5gA-uE_iO"
+PRODUCTION_OK = {
+    "KEEL_ENV": "production",
+    "SECRET_KEY": GOOD_SECRET,
+    "DATABASE_URL": "postgresql://keel@db.internal/keel?sslmode=require",
+    "REDIS_URL": "rediss://cache.internal:6380/0",
+    "KEEL_PUBLIC_URL": "https://id.example.com",
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("KEEL_") or name in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}:
+            monkeypatch.delenv(name)
+
+
+def _ids(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return {f.id for f in run_checks(Settings())}
+
+
+def test_a_sound_production_configuration_has_no_findings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _ids(PRODUCTION_OK, monkeypatch) == set()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"SECRET_KEY": ""}, "keel.E001"),
+        ({"PORT": "not-a-port"}, "keel.E000"),
+        ({"SECRET_KEY": "short-but-random-9x"}, "keel.E002"),
+        ({"SECRET_KEY": "changeme-changeme-changeme-changeme-123"}, "keel.E003"),
+        ({"SECRET_KEY": "a" * 48}, "keel.E003"),
+        ({"KEEL_DEBUG": "true"}, "keel.E004"),
+        ({"KEEL_RELOAD": "true"}, "keel.E005"),
+        ({"DATABASE_URL": "sqlite:///./keel.sqlite3"}, "keel.E006"),
+        ({"DATABASE_URL": "postgresql://keel@db.internal/keel"}, "keel.E007"),
+        ({"DATABASE_URL": "postgresql://keel@db.internal/keel?sslmode=prefer"}, "keel.E007"),
+        ({"KEEL_CORS_ORIGINS": "*", "KEEL_CORS_ALLOW_CREDENTIALS": "true"}, "keel.E008"),
+        ({"KEEL_CORS_ORIGINS": "http://app.example.com"}, "keel.E009"),
+        ({"KEEL_TRUSTED_PROXIES": "*"}, "keel.E010"),
+        ({"KEEL_DOCS": "true"}, "keel.E011"),
+        ({"KEEL_PUBLIC_URL": "http://id.example.com"}, "keel.E012"),
+    ],
+)
+def test_each_insecure_production_setting_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, override: dict[str, str], expected: str
+) -> None:
+    env = {**PRODUCTION_OK, **override}
+    if expected == "keel.E000":
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        settings, findings = load_settings()
+        assert settings is None
+        assert [f.id for f in findings] == ["keel.E000"]
+        assert "not-a-port" not in str(findings[0])
+        return
+    ids = _ids(env, monkeypatch)
+    assert expected in ids
+    assert all(i.startswith("keel.") for i in ids)
+
+
+def test_missing_secret_is_an_error_only_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = dict(PRODUCTION_OK)
+    del env["SECRET_KEY"]
+    assert "keel.E001" in _ids(env, monkeypatch)
+    monkeypatch.setenv("KEEL_ENV", "development")
+    assert "keel.W001" in {f.id for f in run_checks(Settings())}
+    assert not errors_in(run_checks(Settings()))
+
+
+def test_loopback_postgres_needs_no_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**PRODUCTION_OK, "DATABASE_URL": "postgresql://keel@127.0.0.1/keel"}
+    assert "keel.E007" not in _ids(env, monkeypatch)
+
+
+def test_docs_opt_in_in_production_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**PRODUCTION_OK, "KEEL_DOCS": "true", "KEEL_DOCS_IN_PRODUCTION": "true"}
+    assert "keel.E011" not in _ids(env, monkeypatch)
+
+
+def test_findings_never_contain_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**PRODUCTION_OK, "SECRET_KEY": "changeme-canary-value"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    text = "\n".join(str(f) for f in run_checks(Settings()))
+    assert "canary" not in text
+
+
+def test_every_finding_has_a_stable_id_and_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "KEEL_ENV": "production",
+        "KEEL_DEBUG": "1",
+        "KEEL_RELOAD": "1",
+        "KEEL_TRUSTED_PROXIES": "*",
+        "KEEL_CORS_ORIGINS": "*",
+        "KEEL_CORS_ALLOW_CREDENTIALS": "1",
+        "KEEL_DOCS": "1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    findings = run_checks(Settings())
+    assert findings
+    for finding in findings:
+        assert re.fullmatch(r"keel\.[EW]\d{3}", finding.id)
+        assert finding.hint
+    # Errors come first.
+    levels = [f.level for f in findings]
+    assert levels == sorted(levels, key=lambda lv: lv != "error")
