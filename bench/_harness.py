@@ -269,12 +269,13 @@ class Server:
     def start(self) -> None:
         if self.spec.migrate:
             self.migrate()
+        command, env = self.command(), self.env()
         log = self.log_path.open("wb")
         self._log_file = log
         self.started_at = time.perf_counter()
         self.proc = subprocess.Popen(
-            self.command(),
-            env=self.env(),
+            command,
+            env=env,
             cwd=self.dir,
             stdin=subprocess.DEVNULL,
             stdout=log,

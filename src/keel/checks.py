@@ -229,6 +229,23 @@ def _cache_findings(settings: Settings) -> Iterator[Finding]:
         )
 
 
+def _audit_findings(settings: Settings) -> Iterator[Finding]:
+    if settings.audit_key is None:
+        if settings.is_production:
+            yield _error(
+                "E013",
+                "KEEL_AUDIT_KEY is not set: the audit chain would be sealed with a derived key",
+                "set KEEL_AUDIT_KEY to 32+ random characters kept outside the database",
+            )
+        return
+    if len(settings.audit_key.get_secret_value()) < MIN_SECRET_LENGTH:
+        yield _error(
+            "E014",
+            f"KEEL_AUDIT_KEY is shorter than {MIN_SECRET_LENGTH} characters",
+            "use 32+ random characters; rotate with KEEL_AUDIT_KEY_ID and KEEL_AUDIT_PREVIOUS_KEYS",
+        )
+
+
 def run_checks(settings: Settings) -> list[Finding]:
     """Every finding for ``settings``, errors first, each with a stable id."""
     findings = [
@@ -237,6 +254,7 @@ def run_checks(settings: Settings) -> list[Finding]:
         *_database_findings(settings),
         *_edge_findings(settings),
         *_cache_findings(settings),
+        *_audit_findings(settings),
     ]
     return sorted(findings, key=lambda f: (not f.is_error, f.id))
 

@@ -8,6 +8,8 @@ the CLI; every other module receives the one section it needs.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -17,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
+    "AuditSettings",
     "CacheSettings",
     "CorsSettings",
     "DatabaseSettings",
@@ -61,6 +64,19 @@ def normalize_database_url(url: str) -> str:
     return f"{driver}://{rest}"
 
 
+def _parse_keys(value: SecretStr) -> dict[str, SecretStr]:
+    """``kid:key,kid:key`` → mapping; raises ``ValueError`` naming only the bad key id."""
+    keys: dict[str, SecretStr] = {}
+    for entry in value.get_secret_value().split(","):
+        if not entry.strip():
+            continue
+        key_id, sep, key = entry.strip().partition(":")
+        if not sep or not key_id or len(key) < 32:
+            raise ValueError("KEEL_AUDIT_PREVIOUS_KEYS must be kid:key pairs, keys ≥ 32 chars")
+        keys[key_id] = SecretStr(key)
+    return keys
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -98,8 +114,27 @@ class DatabaseSettings:
             userinfo, _, hostport = netloc.rpartition("@")
             user = userinfo.split(":", 1)[0]
             netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-        query = urlencode(parse_qsl(parts.query))
+        query = urlencode(
+            [
+                (k, "***" if any(w in k.lower() for w in ("pass", "secret", "key", "token")) else v)
+                for k, v in parse_qsl(parts.query)
+            ]
+        )
         return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+# Used only in development when neither KEEL_AUDIT_KEY nor SECRET_KEY is set, so a
+# local chain still verifies across restarts; production refuses it (keel.E013).
+DEVELOPMENT_AUDIT_KEY = "keel-development-audit-key-never-use-in-production"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """What ``keel.audit`` needs: the sealing key and every older key rows may name."""
+
+    current_key_id: str
+    keys: dict[str, SecretStr]
+    is_development_key: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +250,10 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(default=5.0, gt=0)
     db_echo: bool = False
 
+    audit_key: SecretStr | None = None
+    audit_key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    audit_previous_keys: SecretStr | None = None
+
     cache_timeout: float = Field(default=0.25, gt=0)
     cache_retry_interval: float = Field(default=1.0, gt=0)
 
@@ -244,6 +283,20 @@ class Settings(BaseSettings):
     def _secret_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
+        return value
+
+    @field_validator("audit_key", "audit_previous_keys", mode="after")
+    @classmethod
+    def _optional_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("audit_previous_keys", mode="after")
+    @classmethod
+    def _previous_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _parse_keys(value)
         return value
 
     @field_validator("redis_url", mode="after")
@@ -302,6 +355,28 @@ class Settings(BaseSettings):
             pool_timeout=self.db_pool_timeout,
             connect_timeout=self.db_connect_timeout,
             echo=self.db_echo,
+        )
+
+    @property
+    def audit(self) -> AuditSettings:
+        keys: dict[str, SecretStr] = {}
+        if self.audit_previous_keys is not None:
+            keys.update(_parse_keys(self.audit_previous_keys))
+        development = False
+        if self.audit_key is not None:
+            current = self.audit_key
+        elif self.secret_key is not None:
+            # Derived, so that one secret is enough to start; production still wants its own.
+            current = SecretStr(
+                hmac.new(
+                    self.secret_key.get_secret_value().encode(), b"keel-audit-key", hashlib.sha256
+                ).hexdigest()
+            )
+        else:
+            current, development = SecretStr(DEVELOPMENT_AUDIT_KEY), True
+        keys[self.audit_key_id] = current
+        return AuditSettings(
+            current_key_id=self.audit_key_id, keys=keys, is_development_key=development
         )
 
     @property

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -101,6 +102,12 @@ async def test_migrated_table_round_trips_through_the_orm(
         assert row.created_at.tzinfo is UTC
     finally:
         await db.dispose()
+
+
+def test_current_does_not_create_a_sqlite_file(tmp_path: Path, make_settings: MakeSettings) -> None:
+    path = tmp_path / "absent.sqlite3"
+    assert current(make_settings(f"sqlite:///{path}")) is None
+    assert not path.exists()
 
 
 async def test_sync_api_refuses_a_running_loop(

@@ -155,7 +155,8 @@ def running_server(
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
             server_command(factory),
-            cwd=REPO_ROOT,
+            # Not the checkout: a core dump from a SIGABRTed worker lands in the temp dir.
+            cwd=workdir,
             env=_environment(port, database_url, env or {}),
             stdin=subprocess.DEVNULL,
             stdout=out,

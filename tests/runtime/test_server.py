@@ -15,13 +15,13 @@ import httpx
 import pytest
 
 from tests.runtime._harness import RunningServer, redis_server, running_server
-from tests.runtime.factories import SLOW_REQUEST_SECONDS
+from tests.runtime.factories import BLOCK_SECONDS, SLOW_REQUEST_SECONDS
 
 pytestmark = pytest.mark.runtime
 
 # Written by CPython when a pending task is garbage-collected or a finaliser fails.
 _UNCLEAN = ("Task was destroyed but it is pending", "Exception ignored", "Traceback")
-HEARTBEAT_TIMEOUT = 2.0
+HEARTBEAT_TIMEOUT = 3
 WATCH_SECONDS = 4.0
 
 
@@ -57,9 +57,9 @@ class WarmingObservation:
 
 @pytest.fixture(scope="module")
 def warming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WarmingObservation]:
-    # timeout=2: a worker whose loop stops heartbeating is SIGABRTed within ~2 s,
+    # timeout=3: a worker whose loop stops heartbeating is SIGABRTed within ~3 s,
     # so the watch below would see a new pid if anything blocked the loop that long.
-    env = {"KEEL_TIMEOUT": "2"}
+    env = {"KEEL_TIMEOUT": str(HEARTBEAT_TIMEOUT)}
     workdir = tmp_path_factory.mktemp("warming")
     with running_server(workdir, "tests.runtime.factories:slow_warmup", env=env) as s:
         first_live_at = time.time()
@@ -144,6 +144,57 @@ def test_sigterm_lets_the_inflight_request_finish_and_runs_lifespan_shutdown(
         logs = s.logs()
         for marker in _UNCLEAN:
             assert marker not in logs, logs
+
+
+def test_a_request_outliving_the_graceful_budget_is_cancelled_before_the_sigkill(
+    tmp_path: Path,
+) -> None:
+    # graceful_timeout 6 s, lifespan reserve 5 s → uvicorn cancels stragglers after 1 s,
+    # well before the master's SIGKILL at 6 s, so lifespan shutdown still runs.
+    with running_server(tmp_path, env={"KEEL_GRACEFUL_TIMEOUT": "6"}) as s:
+        result: dict[str, object] = {}
+
+        def slow_request() -> None:
+            try:
+                response = httpx.get(f"{s.base_url}/_test/slow", timeout=SLOW_REQUEST_SECONDS + 10)
+                result["status"] = response.status_code
+            except httpx.HTTPError as exc:
+                result["error"] = repr(exc)
+
+        client = threading.Thread(target=slow_request)
+        client.start()
+        assert _eventually(lambda: "/_test/slow" in s.get("/_test/hits").json(), deadline=5)
+
+        signalled = time.monotonic()
+        s.process.send_signal(signal.SIGTERM)
+        client.join(timeout=SLOW_REQUEST_SECONDS + 10)
+        code = s.wait_exit(deadline=20)
+        stopped_in = time.monotonic() - signalled
+
+        assert result == {"status": 500}, s.logs()
+        assert code == 0, s.logs()
+        assert stopped_in < 6, f"stopped after {stopped_in:.1f} s: the master had to SIGKILL"
+        logs = s.logs()
+        assert "timeout graceful shutdown exceeded" in logs
+        assert "lifespan_shutdown_complete" in [e.get("event") for e in _events(s)], logs
+        assert "SIGKILL" not in logs
+
+
+def test_a_blocked_worker_is_replaced_and_its_stacks_are_dumped(tmp_path: Path) -> None:
+    # worker_abort is never called with uvicorn workers; faulthandler (post_worker_init)
+    # is what turns the master's SIGABRT into a stack dump naming the blocking frame.
+    with running_server(tmp_path, env={"KEEL_TIMEOUT": "2"}) as s:
+        blocked_pid = s.get("/_test/pid").json()["pid"]
+        with pytest.raises(httpx.HTTPError):  # the worker dies mid-request: empty reply
+            s.get("/_test/block", timeout=BLOCK_SECONDS + 5)
+        s.wait_until_live()
+        assert s.get("/_test/pid").json()["pid"] != blocked_pid
+
+        logs = s.logs()
+        assert f"WORKER TIMEOUT (pid:{blocked_pid})" in logs
+        assert "Fatal Python error: Aborted" in logs
+        assert 'factories.py", line' in logs
+        assert " in block" in logs
 
 
 def test_database_down_keeps_livez_up_and_readyz_503(tmp_path: Path) -> None:

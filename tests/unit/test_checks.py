@@ -15,6 +15,7 @@ PRODUCTION_OK = {
     "DATABASE_URL": "postgresql://keel@db.internal/keel?sslmode=require",
     "REDIS_URL": "rediss://cache.internal:6380/0",
     "KEEL_PUBLIC_URL": "https://id.example.com",
+    "KEEL_AUDIT_KEY": "Audit-Kq8v2LmX9pT4wR7yK1nB3cF5hJ6dS0gA",
 }
 
 
@@ -53,6 +54,8 @@ def test_a_sound_production_configuration_has_no_findings(monkeypatch: pytest.Mo
         ({"KEEL_TRUSTED_PROXIES": "*"}, "keel.E010"),
         ({"KEEL_DOCS": "true"}, "keel.E011"),
         ({"KEEL_PUBLIC_URL": "http://id.example.com"}, "keel.E012"),
+        ({"KEEL_AUDIT_KEY": ""}, "keel.E013"),
+        ({"KEEL_AUDIT_KEY": "short-audit-key"}, "keel.E014"),
     ],
 )
 def test_each_insecure_production_setting_is_an_error(

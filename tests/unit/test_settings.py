@@ -97,6 +97,32 @@ def test_secrets_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.database.redacted_url() == "postgresql+asyncpg://user:***@db/x"
 
 
+def test_redacted_url_hides_password_query_parameters() -> None:
+    settings = Settings(database_url="postgresql://u@db/x?password=canary-q&sslmode=require")
+    assert "canary-q" not in settings.database.redacted_url()
+    assert "sslmode=require" in settings.database.redacted_url()
+
+
+def test_audit_key_falls_back_to_a_derived_then_a_development_key() -> None:
+    bare = Settings().audit
+    assert bare.is_development_key
+    derived = Settings(secret_key="Zq3v9LmX2pT7wR4yK8nB1cF6hJ0dS5gA-uE_iO").audit
+    assert not derived.is_development_key
+    assert derived.keys["k1"].get_secret_value() != bare.keys["k1"].get_secret_value()
+    explicit = Settings(
+        audit_key="A" * 40,
+        audit_key_id="k2",
+        audit_previous_keys="k1:" + "B" * 40,
+    ).audit
+    assert explicit.current_key_id == "k2"
+    assert {k: v.get_secret_value() for k, v in explicit.keys.items()} == {
+        "k1": "B" * 40,
+        "k2": "A" * 40,
+    }
+    with pytest.raises(ValidationError):
+        Settings(audit_previous_keys="k1:short")
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

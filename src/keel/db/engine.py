@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy import exc as sa_exc
@@ -84,7 +84,9 @@ _PASSTHROUGH_INT: Final[frozenset[str]] = frozenset(
         "max_cacheable_statement_size",
     }
 )
-_PASSTHROUGH: Final[frozenset[str]] = frozenset({"host", "port", "target_session_attrs"})
+_PASSTHROUGH: Final[frozenset[str]] = frozenset(
+    {"host", "port", "user", "password", "passfile", "target_session_attrs"}
+)
 
 # SQLSTATE classes that mean "the database cannot serve us", not "your SQL is wrong".
 _UNAVAILABLE_SQLSTATE_PREFIXES: Final[tuple[str, ...]] = (
@@ -192,7 +194,7 @@ def _postgres_options(url: URL, connect_timeout: float) -> _PostgresOptions:
     if query.get("channel_binding", "").lower() == "require":
         raise ConfigurationError("DATABASE_URL channel_binding=require is not supported by asyncpg")
     spec = _SslSpec(
-        mode=mode,  # type: ignore[arg-type]  # checked against _SSLMODES above
+        mode=cast(SSLMode | None, mode),  # checked against _SSLMODES above
         rootcert=query.get("sslrootcert"),
         cert=query.get("sslcert"),
         key=query.get("sslkey"),
@@ -374,7 +376,12 @@ class Database:
     def engine(self) -> AsyncEngine:
         """The async engine, built (not connected) on first access."""
         if self._engine is None:
-            self._engine = build_engine(self._settings)
+            try:
+                self._engine = build_engine(self._settings)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"cannot build the database engine from DATABASE_URL: {type(exc).__name__}"
+                ) from exc
             self._sessions = async_sessionmaker(
                 self._engine, expire_on_commit=False, autoflush=True
             )
@@ -419,7 +426,8 @@ class Database:
         except TimeoutError as exc:
             self._log_unavailable("ping", exc)
             raise DatabaseUnavailable("the database did not answer in time") from exc
-        except (sa_exc.SQLAlchemyError, OSError) as exc:
+        except Exception as exc:
+            # Whatever stops SELECT 1 (refused, auth, TLS, pool, configuration) means "not ready".
             self._log_unavailable("ping", exc)
             raise DatabaseUnavailable("the database is unavailable") from exc
 

@@ -83,6 +83,9 @@ def downgrade(settings: DatabaseSettings, revision: str = "-1") -> None:
 
 def current(settings: DatabaseSettings) -> str | None:
     """The revision the database is at; ``None`` when it was never migrated."""
+    _refuse_running_loop()
+    if _sqlite_file_missing(settings):
+        return None  # asking must not create the database file
     return _run(_current, settings)
 
 
@@ -127,6 +130,17 @@ def _refuse_running_loop() -> None:
     raise RuntimeError(
         "keel.db.migrate runs its own event loop; from async code use asyncio.to_thread"
     )
+
+
+def _sqlite_file_missing(settings: DatabaseSettings) -> bool:
+    if settings.dialect != "sqlite":
+        return False
+    from sqlalchemy.engine import make_url
+
+    path = make_url(settings.url.get_secret_value()).database or ""
+    if path in {"", ":memory:"} or path.startswith("file:"):
+        return False
+    return not Path(path).exists()
 
 
 def _run(fn: Callable[..., Coroutine[Any, Any, _T]], *args: Any) -> _T:

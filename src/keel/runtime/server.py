@@ -47,6 +47,8 @@ from keel.settings import Settings
 
 __all__ = [
     "DEFAULT_FACTORY",
+    "DEV_FACTORY_ENV",
+    "AppFactory",
     "CgroupLimits",
     "JsonGunicornLogger",
     "KeelApplication",
@@ -54,6 +56,8 @@ __all__ = [
     "dev",
     "graceful_shutdown_timeout",
     "gunicorn_options",
+    "import_factory",
+    "lifespan_reserve",
     "read_cgroup_limits",
     "require_fast_stack",
     "serve",
@@ -357,8 +361,14 @@ def _when_ready(arbiter: Any) -> None:
 
 def _post_worker_init(worker: Any) -> None:
     # The master SIGABRTs a worker whose loop stopped heartbeating; with faulthandler
-    # on, that prints every thread's stack before the worker dies.
-    faulthandler.enable(all_threads=True)
+    # on, that prints every thread's stack before the worker dies. The worker has just
+    # reset SIGABRT to SIG_DFL, and enable() is a no-op when faulthandler is already on
+    # (-X dev, PYTHONFAULTHANDLER), so switch it off first to reinstall the handlers.
+    try:
+        faulthandler.disable()
+        faulthandler.enable(all_threads=True)
+    except (OSError, RuntimeError, ValueError, AttributeError) as exc:  # stderr not a real file
+        event(_log, logging.WARNING, "faulthandler_unavailable", error=type(exc).__name__)
     event(_log, logging.INFO, "worker_ready", pid=os.getpid())
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from keel.db import Database, build_engine
 from keel.db.engine import _postgres_options
-from keel.errors import ConfigurationError
+from keel.errors import ConfigurationError, DatabaseUnavailable
 from keel.settings import DatabaseSettings, normalize_database_url
 
 BASE = "postgresql+asyncpg://app:pw@db.example.com:5432/app"
@@ -154,3 +154,18 @@ def test_settings_are_kept() -> None:
     db = Database(settings)
     assert db.settings is settings
     assert db.dialect == "postgresql"
+
+
+async def test_missing_tls_files_are_a_configuration_error(tmp_path: Any) -> None:
+    missing = tmp_path / "no-such-root.crt"
+    db = Database(_settings(f"{BASE}?sslmode=verify-full&sslrootcert={missing}"))
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            async with db.unit_of_work():
+                pass
+        assert isinstance(caught.value.__cause__, FileNotFoundError)
+        with pytest.raises(DatabaseUnavailable) as unready:
+            await db.ping(1.0)
+        assert isinstance(unready.value.__cause__, ConfigurationError)
+    finally:
+        await db.dispose()
