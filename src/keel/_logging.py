@@ -32,7 +32,13 @@ _SECRET_KEY = re.compile(
     r"|private|session[_-]?key|otp|totp|recovery|signature|dsn|database_url|redis_url",
     re.IGNORECASE,
 )
-_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "fields"}
+# uvicorn adds ``color_message`` (the same text with ANSI colours) to its records.
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "fields",
+    "color_message",
+}
 
 
 def redact(value: object, _depth: int = 0) -> object:
@@ -98,6 +104,8 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         lg = logging.getLogger(name)
         lg.handlers = []
         lg.propagate = True
+    # Alembic announces each of its plugins at INFO on every command.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # keel writes its own access line; uvicorn's would duplicate it unescaped.
     access = logging.getLogger("uvicorn.access")
     access.handlers = []

@@ -268,6 +268,11 @@ class Settings(BaseSettings):
     max_requests: int = Field(default=0, ge=0)
     max_requests_jitter: int = Field(default=0, ge=0)
 
+    @field_validator("web_concurrency", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

@@ -114,8 +114,10 @@ async def test_shutdown_cancels_warmups_and_closes_backends(
     settings_factory: SettingsFactory,
 ) -> None:
     cancelled = asyncio.Event()
+    entered = asyncio.Event()
 
     async def never_ends() -> None:
+        entered.set()
         try:
             await asyncio.sleep(3600)
         finally:
@@ -124,6 +126,7 @@ async def test_shutdown_cancels_warmups_and_closes_backends(
     app = create_app(settings_factory(), warmups=[Warmup("forever", never_ends, timeout=3600)])
     async with serve_in_process(app) as client:
         assert (await client.get("/livez")).status_code == 200
+        await asyncio.wait_for(entered.wait(), 5)
     context: Any = app.state.keel
     assert cancelled.is_set()
     assert context.supervisor.pending_tasks == 0

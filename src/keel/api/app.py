@@ -7,6 +7,7 @@ supervisor.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from keel.api.state import AppContext
 from keel.cache import build_store
 from keel.checks import errors_in, run_checks
 from keel.db import Database
-from keel.db.migrate import head as migration_head
+from keel.db.revision import HEAD_REVISION
 from keel.errors import ConfigurationError
 from keel.runtime.lifecycle import Supervisor, Warmup
 from keel.settings import Settings
@@ -99,10 +100,18 @@ def _schema_check(database: Database) -> Callable[[], Awaitable[None]]:
     """A warm-up that says, in the log, whether the schema is at the packaged head."""
 
     async def check() -> None:
-        current = await database.current_revision()
-        head = migration_head()
-        if current != head:
-            event(_log, logging.ERROR, "schema_outdated", current=current, head=head)
+        query = asyncio.ensure_future(database.current_revision())
+        try:
+            current = await asyncio.shield(query)
+        except asyncio.CancelledError:
+            # A driver's worker thread (aiosqlite) may be mid-call: let it finish, or it
+            # reports into a loop that shutdown is about to close. Then give up.
+            await asyncio.wait({query}, timeout=1.0)
+            if query.done() and not query.cancelled():
+                query.exception()  # retrieved: the outcome no longer matters
+            raise
+        if current != HEAD_REVISION:
+            event(_log, logging.ERROR, "schema_outdated", current=current, head=HEAD_REVISION)
         else:
             event(_log, logging.INFO, "schema_current", revision=current)
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from keel import __version__
 from keel.cli import check, db, serve
+from keel.cli._output import err
+from keel.errors import KeelError
 
 __all__ = ["main"]
 
@@ -27,5 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``keel`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    status: int = args.handler(args)
+    try:
+        status: int = args.handler(args)
+    except KeelError as exc:
+        # Expected failures (database down, bad configuration) get one line, no traceback.
+        err(f"keel: {exc.message} [{exc.code}]")
+        return 1
     return status

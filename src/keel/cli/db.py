@@ -7,7 +7,6 @@ from typing import Any
 
 from keel._logging import configure_logging
 from keel.cli._output import out, settings_or_exit
-from keel.db import migrate
 
 __all__ = ["register"]
 
@@ -26,6 +25,8 @@ def register(commands: Any) -> None:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
+    from keel.db import migrate  # Alembic is heavy: only the commands that migrate load it
+
     settings = settings_or_exit()
     configure_logging(settings.log_level)
     migrate.upgrade(settings.database, args.revision)
@@ -34,6 +35,8 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 
 def _downgrade(args: argparse.Namespace) -> int:
+    from keel.db import migrate
+
     settings = settings_or_exit()
     configure_logging(settings.log_level)
     migrate.downgrade(settings.database, args.revision)
@@ -42,6 +45,8 @@ def _downgrade(args: argparse.Namespace) -> int:
 
 
 def _current(_: argparse.Namespace) -> int:
+    from keel.db import migrate
+
     settings = settings_or_exit()
     current = migrate.current(settings.database)
     head = migrate.head()

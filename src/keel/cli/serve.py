@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from keel._logging import configure_logging
 from keel.checks import errors_in, run_checks
 from keel.cli._output import err, out, settings_or_exit
-from keel.runtime import server
 
 __all__ = ["register"]
 
@@ -45,7 +45,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = _refuse_on_errors()
     configure_logging(settings.log_level)
     out(f"keel: serving on http://{_host(settings.bind)}:{settings.port}")
-    server.serve(settings, factory=args.factory)
+    _server().serve(settings, factory=args.factory)
     return 0
 
 
@@ -56,8 +56,21 @@ def run_dev(args: argparse.Namespace) -> int:
         return 1
     configure_logging(settings.log_level)
     out(f"keel: development server on http://{_host(settings.bind)}:{settings.port}")
-    server.dev(settings, factory=args.factory)
+    _server().dev(settings, factory=args.factory)
     return 0
+
+
+def _server() -> Any:
+    """``keel.runtime.server``, imported only by the commands that serve.
+
+    gunicorn reads ``WEB_CONCURRENCY`` with ``int()`` when imported, so a blank
+    value (which keel treats as unset) is removed first.
+    """
+    if not os.environ.get("WEB_CONCURRENCY", "x").strip():
+        del os.environ["WEB_CONCURRENCY"]
+    from keel.runtime import server
+
+    return server
 
 
 def _host(bind: str) -> str:

@@ -14,14 +14,16 @@ the second finds nothing to do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable, Coroutine
+import importlib
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-from keel.db.engine import Database, build_engine
+from keel.db.engine import Database, build_engine, is_unavailable_error
 from keel.db.types import UTCDateTime
-from keel.errors import ConfigurationError
+from keel.errors import ConfigurationError, DatabaseUnavailable
 from keel.settings import DatabaseSettings
 
 if TYPE_CHECKING:
@@ -45,6 +47,10 @@ MIGRATIONS_DIR: Final = Path(__file__).resolve().with_name("migrations")
 ADVISORY_LOCK_KEY: Final = int.from_bytes(b"keel.mig", "big")
 SETTINGS_ATTRIBUTE: Final = "keel.database_settings"
 METADATA_ATTRIBUTE: Final = "keel.target_metadata"
+# Every module that declares tables on ``Base.metadata``, imported by name before a
+# comparison so that the migrations are always compared with all of keel's models
+# (by name because the models of higher layers may not be imported from keel.db).
+MODEL_MODULES: Final = ("keel.db.models", "keel.audit.models")
 
 _T = TypeVar("_T")
 
@@ -65,12 +71,26 @@ def alembic_config(
     return config
 
 
+@contextlib.contextmanager
+def _reachable(settings: DatabaseSettings) -> Iterator[None]:
+    """Turn "cannot reach the database" into ``DatabaseUnavailable`` (one line, no traceback)."""
+    try:
+        yield
+    except Exception as exc:
+        if is_unavailable_error(exc):
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {settings.redacted_url()}"
+            ) from exc
+        raise
+
+
 def upgrade(settings: DatabaseSettings, revision: str = "head") -> None:
     """Migrate the database up to ``revision`` (default: the packaged head)."""
     from alembic import command
 
     _refuse_running_loop()
-    command.upgrade(alembic_config(settings), revision)
+    with _reachable(settings):
+        command.upgrade(alembic_config(settings), revision)
 
 
 def downgrade(settings: DatabaseSettings, revision: str = "-1") -> None:
@@ -78,7 +98,8 @@ def downgrade(settings: DatabaseSettings, revision: str = "-1") -> None:
     from alembic import command
 
     _refuse_running_loop()
-    command.downgrade(alembic_config(settings), revision)
+    with _reachable(settings):
+        command.downgrade(alembic_config(settings), revision)
 
 
 def current(settings: DatabaseSettings) -> str | None:
@@ -86,7 +107,8 @@ def current(settings: DatabaseSettings) -> str | None:
     _refuse_running_loop()
     if _sqlite_file_missing(settings):
         return None  # asking must not create the database file
-    return _run(_current, settings)
+    with _reachable(settings):
+        return _run(_current, settings)
 
 
 @functools.cache
@@ -104,12 +126,17 @@ def head() -> str:
 def schema_diff(settings: DatabaseSettings, metadata: MetaData | None = None) -> list[Any]:
     """Alembic autogenerate's differences between ``metadata`` and the live schema.
 
-    ``metadata`` defaults to ``keel.db.Base.metadata`` (every model imported so
-    far). An empty list means the migrations build exactly what the models say.
+    ``metadata`` defaults to ``keel.db.Base.metadata`` with every module in
+    ``MODEL_MODULES`` imported. An empty list means the migrations build exactly
+    what the models say.
     """
     from keel.db.base import Base
 
-    return _run(_schema_diff, settings, metadata if metadata is not None else Base.metadata)
+    if metadata is None:
+        for name in MODEL_MODULES:
+            importlib.import_module(name)
+        metadata = Base.metadata
+    return _run(_schema_diff, settings, metadata)
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:

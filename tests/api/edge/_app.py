@@ -308,12 +308,17 @@ async def call_asgi(
     scope: dict[str, Any] | None = None,
     *,
     body: Sequence[bytes] = (),
+    sink: list[Message] | None = None,
     **scope_kwargs: Any,
 ) -> Exchange:
-    """Run ``app`` on one request; the body arrives in ``body`` chunks, then disconnect."""
+    """Run ``app`` on one request; the body arrives in ``body`` chunks, then disconnect.
+
+    ``sink``, when given, receives the messages as they are sent (to watch a
+    response that completes before the application call returns).
+    """
     scope = scope if scope is not None else make_scope(**scope_kwargs)
     chunks = list(body) or [b""]
-    messages: list[Message] = []
+    messages: list[Message] = sink if sink is not None else []
     index = 0
 
     async def receive() -> Message:

@@ -77,6 +77,9 @@ def _header_values(scope: Scope, wanted: bytes) -> list[str]:
     ]
 
 
+_FORWARDED: Final = frozenset({_XFF, _XFP})
+
+
 class TrustedProxyMiddleware:
     """Rewrite ``scope["client"]`` and ``scope["scheme"]`` from a trusted proxy's headers."""
 
@@ -105,6 +108,10 @@ class TrustedProxyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not any(name.lower() in _FORWARDED for name, _ in scope.get("headers", ())):
+            # Nothing forwarded: nothing to trust or parse (the common, direct case).
             await self.app(scope, receive, send)
             return
         peer_addr = scope.get("client")

@@ -94,18 +94,24 @@ class RequestContextMiddleware:
             failed = True
             raise
         finally:
-            duration_ms = (self.clock.monotonic() - started) * 1000.0
-            client = scope.get("client")
-            event(
-                self.logger,
-                logging.INFO,
-                "http_request",
-                method=scope.get("method"),
-                path=_clip(str(scope.get("path", "")), _PATH_MAX),
-                status=status if status is not None else (500 if failed else None),
-                duration_ms=round(duration_ms, 3),
-                client_ip=client[0] if client else None,
-                request_id=request_id,
-                user_agent=_clip(_header(scope, b"user-agent") or "", _USER_AGENT_MAX),
-            )
+            if self.logger.isEnabledFor(logging.INFO):
+                self._log(scope, request_id, status, failed, started)
             request_id_var.reset(token)
+
+    def _log(
+        self, scope: Scope, request_id: str, status: int | None, failed: bool, started: float
+    ) -> None:
+        duration_ms = (self.clock.monotonic() - started) * 1000.0
+        client = scope.get("client")
+        event(
+            self.logger,
+            logging.INFO,
+            "http_request",
+            method=scope.get("method"),
+            path=_clip(str(scope.get("path", "")), _PATH_MAX),
+            status=status if status is not None else (500 if failed else None),
+            duration_ms=round(duration_ms, 3),
+            client_ip=client[0] if client else None,
+            request_id=request_id,
+            user_agent=_clip(_header(scope, b"user-agent") or "", _USER_AGENT_MAX),
+        )
