@@ -124,6 +124,11 @@ async def test_sec_63_transfer_encoding_on_http_1_0_is_400(app: FastAPI, probe: 
         [("Content-Length", "3 3")],
         [("Content-Length", "")],
         [("Content-Length", "\u00b2")],  # superscript two: str.isdigit() says yes
+        [("Transfer-Encoding", "gzip, chunked")],
+        [("Transfer-Encoding", "chunked, identity")],
+        [("Transfer-Encoding", "xchunked")],
+        [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")],
+        [("Transfer-Encoding", "identity")],
     ],
 )
 async def test_sec_63_bad_framing_is_400(
@@ -135,6 +140,16 @@ async def test_sec_63_bad_framing_is_400(
     assert exchange.status == 400
     _assert_problem(exchange.json(), 400, "invalid_framing")
     assert probe.called == []
+
+
+async def test_chunked_in_any_case_is_accepted(app: FastAPI) -> None:
+    # Coding names are case-insensitive (RFC 9112 §7); uvicorn frames "Chunked" as chunked.
+    exchange = await call_asgi(
+        app,
+        make_scope(method="POST", path="/size", headers=[("Transfer-Encoding", " Chunked ")]),
+        body=[b"abc"],
+    )
+    assert exchange.status == 200
 
 
 async def test_repeated_identical_content_length_is_fine(app: FastAPI) -> None:
