@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +146,7 @@ def running_server(
     *,
     env: Mapping[str, str] | None = None,
     wait: bool = True,
+    command: Callable[[int], list[str]] | None = None,
 ) -> Iterator[RunningServer]:
     """Run keel on a free loopback port with a private SQLite file; always end its group."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +155,7 @@ def running_server(
     stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
-            server_command(factory),
+            command(port) if command is not None else server_command(factory),
             # Not the checkout: a core dump from a SIGABRTed worker lands in the temp dir.
             cwd=workdir,
             env=_environment(port, database_url, env or {}),

@@ -8,6 +8,7 @@ test can ask, over a fresh connection, whether a smuggled request ever arrived.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -17,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from keel.api.app import create_app
 from keel.runtime.lifecycle import Warmup
+from keel._logging import configure_logging
 from keel.settings import Settings
 
 __all__ = ["BLOCK_SECONDS", "SLOW_REQUEST_SECONDS", "SLOW_WARMUP_SECONDS", "app", "slow_warmup"]
@@ -91,9 +93,20 @@ def app(settings: Settings) -> FastAPI:
 
 
 async def _sleep_through_warmup() -> None:
-    await asyncio.sleep(SLOW_WARMUP_SECONDS)
+    try:
+        await asyncio.sleep(SLOW_WARMUP_SECONDS)
+    except asyncio.CancelledError:
+        # Proof, in the log, that shutdown cancelled the warm-up and awaited it.
+        logging.getLogger("keel.test").warning("test_warmup_cancelled")
+        raise
 
 
 def slow_warmup(settings: Settings) -> FastAPI:
     """keel plus the ``/_test`` routes and a 30 s warm-up (timeout 60 s)."""
     return _build(settings, (Warmup("test_slow_warmup", _sleep_through_warmup, timeout=60),))
+
+
+def uvicorn_slow_warmup() -> FastAPI:
+    """``slow_warmup`` for plain ``uvicorn --factory`` (which passes no arguments)."""
+    configure_logging("INFO")
+    return slow_warmup(Settings())
