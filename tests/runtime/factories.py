@@ -16,9 +16,9 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
+from keel._logging import configure_logging
 from keel.api.app import create_app
 from keel.runtime.lifecycle import Warmup
-from keel._logging import configure_logging
 from keel.settings import Settings
 
 __all__ = ["BLOCK_SECONDS", "SLOW_REQUEST_SECONDS", "SLOW_WARMUP_SECONDS", "app", "slow_warmup"]
