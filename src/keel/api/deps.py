@@ -20,4 +20,6 @@ async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
 
 
 Context = Annotated[AppContext, Depends(get_context)]
-UoW = Annotated[UnitOfWork, Depends(unit_of_work)]
+# scope="function": the transaction commits when the handler returns, before the
+# response is sent, so a 2xx always means the change is durable.
+UoW = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]
