@@ -147,3 +147,12 @@ async def test_docs_are_off_in_production_and_on_in_development(
     async with serve_in_process(create_app(production)) as client:
         assert (await client.get("/docs")).status_code == 404
         assert (await client.get("/openapi.json")).status_code == 404
+
+
+async def test_probes_answer_head_too(settings_factory: SettingsFactory) -> None:
+    async with serve_in_process(create_app(settings_factory())) as client:
+        for path in ("/livez", "/readyz"):
+            response = await client.head(path)
+            assert response.status_code == 200
+            assert response.content == b""
+        assert (await client.post("/livez")).status_code == 405

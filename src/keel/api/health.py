@@ -23,13 +23,14 @@ router = APIRouter(tags=["health"])
 Check = Literal["ok", "degraded", "down"]
 
 
-@router.get("/livez", include_in_schema=False)
+# HEAD too: load balancers probe with either.
+@router.api_route("/livez", methods=["GET", "HEAD"], include_in_schema=False)
 async def livez() -> Response:
     """Liveness: the worker's event loop answers. Constant body, touches nothing."""
     return Response(_LIVE_BODY, media_type="application/json")
 
 
-@router.get("/readyz", include_in_schema=False)
+@router.api_route("/readyz", methods=["GET", "HEAD"], include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: 200 ok/degraded while the database answers, 503 when it does not.
 
