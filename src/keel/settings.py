@@ -25,8 +25,10 @@ __all__ = [
     "DatabaseSettings",
     "HttpSettings",
     "LifecycleSettings",
+    "PasswordSettings",
     "ServerSettings",
     "Settings",
+    "TokenSettings",
     "normalize_database_url",
 ]
 
@@ -135,6 +137,36 @@ class AuditSettings:
     current_key_id: str
     keys: dict[str, SecretStr]
     is_development_key: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordSettings:
+    """Password policy (NIST SP 800-63B-4) and hashing cost (OWASP argon2id)."""
+
+    min_length: int
+    max_length: int
+    service_name: str
+    argon2_memory_kib: int
+    argon2_time_cost: int
+    argon2_parallelism: int
+    hash_concurrency: int
+
+
+JwtAlgorithm = Literal["EdDSA", "ES256", "HS256"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    """Access-token signing: algorithm, keys, issuer, audience, lifetime."""
+
+    algorithm: JwtAlgorithm
+    key_file: str | None
+    private_key: SecretStr | None
+    hmac_secret: SecretStr | None
+    issuer: str
+    audience: str
+    access_ttl: int
+    leeway: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +282,23 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(default=5.0, gt=0)
     db_echo: bool = False
 
+    service_name: str = Field(default="keel", min_length=1, max_length=64)
+    password_min_length: int = Field(default=15, ge=8, le=64)
+    password_max_length: int = Field(default=1024, ge=64, le=4096)
+    argon2_memory_kib: int = Field(default=19_456, ge=19_456, le=1_048_576)
+    argon2_time_cost: int = Field(default=2, ge=2, le=20)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    hash_concurrency: int = Field(default=2, ge=1, le=16)
+
+    jwt_algorithm: JwtAlgorithm = "EdDSA"
+    jwt_key_file: str | None = None
+    jwt_private_key: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str = Field(default="keel", min_length=1, max_length=256)
+    access_token_ttl: int = Field(default=900, ge=30, le=900)
+    jwt_leeway: int = Field(default=30, ge=0, le=60)
+
     audit_key: SecretStr | None = None
     audit_key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
     audit_previous_keys: SecretStr | None = None
@@ -290,7 +339,9 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("audit_key", "audit_previous_keys", mode="after")
+    @field_validator(
+        "audit_key", "audit_previous_keys", "jwt_private_key", "jwt_secret", mode="after"
+    )
     @classmethod
     def _optional_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
@@ -360,6 +411,31 @@ class Settings(BaseSettings):
             pool_timeout=self.db_pool_timeout,
             connect_timeout=self.db_connect_timeout,
             echo=self.db_echo,
+        )
+
+    @property
+    def passwords(self) -> PasswordSettings:
+        return PasswordSettings(
+            min_length=self.password_min_length,
+            max_length=self.password_max_length,
+            service_name=self.service_name,
+            argon2_memory_kib=self.argon2_memory_kib,
+            argon2_time_cost=self.argon2_time_cost,
+            argon2_parallelism=self.argon2_parallelism,
+            hash_concurrency=self.hash_concurrency,
+        )
+
+    @property
+    def tokens(self) -> TokenSettings:
+        return TokenSettings(
+            algorithm=self.jwt_algorithm,
+            key_file=self.jwt_key_file,
+            private_key=self.jwt_private_key,
+            hmac_secret=self.jwt_secret,
+            issuer=self.jwt_issuer or self.public_url or "keel",
+            audience=self.jwt_audience,
+            access_ttl=self.access_token_ttl,
+            leeway=self.jwt_leeway,
         )
 
     @property
