@@ -7,7 +7,9 @@
     ├── ClientError                 the caller sent something wrong
     │   ├── InvalidInput            well-formed but unacceptable input
     │   ├── NotFound                no such thing (or not yours to see)
-    │   └── Conflict                the change clashes with current state
+    │   ├── Conflict                the change clashes with current state
+    │   ├── Unauthenticated         no valid credentials (one opaque answer)
+    │   └── Forbidden               authenticated, but not allowed
     └── DependencyUnavailable       a backing service did not answer in time
         ├── DatabaseUnavailable
         └── CacheUnavailable
@@ -27,9 +29,11 @@ __all__ = [
     "Conflict",
     "DatabaseUnavailable",
     "DependencyUnavailable",
+    "Forbidden",
     "InvalidInput",
     "KeelError",
     "NotFound",
+    "Unauthenticated",
 ]
 
 
@@ -76,6 +80,18 @@ class Conflict(ClientError):
     """The change conflicts with the current state."""
 
     code = "conflict"
+
+
+class Unauthenticated(ClientError):
+    """Authentication required."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(ClientError):
+    """Not allowed."""
+
+    code = "forbidden"
 
 
 class DependencyUnavailable(KeelError):

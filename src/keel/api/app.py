@@ -20,6 +20,7 @@ from keel._logging import event
 from keel.api.errors import install_error_handlers
 from keel.api.health import router as health_router
 from keel.api.middleware import install_middleware
+from keel.api.principal import Authenticator, DenyAll
 from keel.api.state import AppContext
 from keel.cache import build_store
 from keel.checks import errors_in, run_checks
@@ -40,12 +41,14 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     warmups: Sequence[Warmup] = (),
     clock: Clock | None = None,
+    authenticator: Authenticator | None = None,
 ) -> FastAPI:
     """Build a keel application from ``settings``.
 
     ``routers`` are mounted after keel's own; ``warmups`` run in the background
-    after start-up, each under its timeout. In production the app refuses to
-    build while ``keel check`` reports an error.
+    after start-up, each under its timeout; ``authenticator`` finds the caller
+    of a request (default: nobody, so every guarded route answers 401). In
+    production the app refuses to build while ``keel check`` reports an error.
     """
     if settings.is_production:
         errors = errors_in(run_checks(settings))
@@ -58,7 +61,12 @@ def create_app(
     database = Database(settings.database)
     store = build_store(settings.cache, clock)
     context = AppContext(
-        settings=settings, clock=clock, supervisor=supervisor, database=database, store=store
+        settings=settings,
+        clock=clock,
+        supervisor=supervisor,
+        database=database,
+        store=store,
+        authenticator=authenticator or DenyAll(),
     )
 
     supervisor.add_closer("database", database.dispose)

@@ -42,9 +42,11 @@ from keel.errors import (
     ClientError,
     Conflict,
     DependencyUnavailable,
+    Forbidden,
     InvalidInput,
     KeelError,
     NotFound,
+    Unauthenticated,
 )
 
 __all__ = [
@@ -97,6 +99,8 @@ _ERROR_STATUS: Final[tuple[tuple[type[KeelError], int], ...]] = (
     (InvalidInput, 422),
     (NotFound, 404),
     (Conflict, 409),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
     (ClientError, 400),
     (DependencyUnavailable, 503),
 )
@@ -302,6 +306,15 @@ async def _on_keel_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KeelError)
     status = status_for_error(exc)
     request_id = get_request_id(request)
+    if status == 401:
+        # One opaque answer for every credential failure (SEC-10, RFC 6750 §3).
+        return problem_response(
+            401,
+            exc.code,
+            detail="Authentication required.",
+            request_id=request_id,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if status >= 500:
         event(
             _log,

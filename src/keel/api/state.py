@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
@@ -11,6 +12,9 @@ from keel.cache import Store
 from keel.db import Database
 from keel.runtime.lifecycle import Supervisor
 from keel.settings import Settings
+
+if TYPE_CHECKING:
+    from keel.api.principal import Authenticator
 
 __all__ = ["AppContext", "get_context"]
 
@@ -24,6 +28,7 @@ class AppContext:
     supervisor: Supervisor
     database: Database
     store: Store
+    authenticator: Authenticator
 
 
 def get_context(connection: HTTPConnection) -> AppContext:
