@@ -9,6 +9,7 @@ can never forge a second line (SEC-66, CWE-117).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -41,13 +42,24 @@ _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {
 }
 
 
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_key(key: str) -> bool:
+    # Keys repeat from line to line; the regex runs once per distinct key.
+    return _SECRET_KEY.search(key) is not None
+
+
 def redact(value: object, _depth: int = 0) -> object:
     """Return ``value`` with every secret-looking key's value replaced."""
+    if type(value) in _SCALARS:
+        return value  # the common case, first: no ABC checks per field
     if _depth > 8:
         return REDACTED
     if isinstance(value, Mapping):
         return {
-            str(k): (REDACTED if _SECRET_KEY.search(str(k)) else redact(v, _depth + 1))
+            str(k): (REDACTED if _is_secret_key(str(k)) else redact(v, _depth + 1))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
