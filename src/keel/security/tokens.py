@@ -1,0 +1,436 @@
+"""Signed tokens: keel's access tokens (RFC 9068 profile) issued and verified per RFC 8725.
+
+An access token is a compact JWS::
+
+    header  {"alg": <configured>, "kid": <key id>, "typ": "at+jwt"}
+    claims  {"iss", "aud", "sub", "iat", "exp", "jti", "sid", "scope"}   nothing else (SEC-35)
+
+Verification (:meth:`SignedTokens.decode`) checks, in this order, and every
+failure is the same opaque :class:`InvalidToken` chained from its reason:
+
+1. a ``str`` of at most :data:`MAX_TOKEN_LENGTH` characters, exactly three
+   non-empty base64url segments: no JSON or flattened serialization, no JWE,
+   no padding, no extra segments (SEC-29);
+2. the header, decoded strictly (canonical base64url, UTF-8 JSON object,
+   duplicate names refused): ``alg`` equal to the one configured algorithm,
+   case-sensitively (SEC-28); ``typ`` the token kind's type, compared
+   case-insensitively, with or without ``application/`` (RFC 7515 §4.1.9,
+   SEC-32); no ``crit`` (keel understands no extension, RFC 7515 §4.1.11) and
+   no ``b64``; a ``kid`` found in the configured :class:`~keel.security.keys.KeySet`,
+   which is a dictionary lookup and nothing else. ``jku``, ``x5u``, ``jwk`` and
+   ``x5c`` are never read (SEC-33);
+3. PyJWT with ``algorithms=[<configured>]`` and the key object the ``kid``
+   names: the signature, ``iss`` and ``aud`` (exact), the required claims;
+4. the claims against the clock seam: ``exp``, ``iat``, ``nbf`` (if present)
+   as integers with the configured leeway (≤ 60 s), a lifetime of at most the
+   kind's maximum, non-empty string ``sub``/``jti`` and the kind's own
+   claims (SEC-30, SEC-31).
+
+Token kinds (:class:`TokenKind`) each have their own ``typ`` and audience, so a
+token of one kind never passes for another (RFC 8725 §3.11/§3.12, SEC-32);
+only access tokens are issued so far. Tokens never appear in logs, ``repr``s
+or error messages (SEC-43, SEC-65).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Final, Protocol
+
+import jwt
+
+from keel._clock import Clock, SystemClock
+from keel._types import JSONValue
+from keel.errors import ConfigurationError, Unauthenticated
+from keel.security.keys import KeySet, SigningKey
+from keel.settings import TokenSettings
+
+__all__ = [
+    "MAX_ACCESS_TTL",
+    "MAX_LEEWAY",
+    "MAX_TOKEN_LENGTH",
+    "AccessClaims",
+    "AccessTokenIssuer",
+    "AccessTokenVerifier",
+    "AccessTokens",
+    "InvalidToken",
+    "IssuedToken",
+    "SignedTokens",
+    "TokenKind",
+]
+
+#: SEC-35: access tokens live at most 15 minutes.
+MAX_ACCESS_TTL: Final = 900
+#: SEC-30: clock skew tolerated on exp/iat/nbf.
+MAX_LEEWAY: Final = 60
+#: SEC-29: anything longer is refused before it is parsed.
+MAX_TOKEN_LENGTH: Final = 8 * 1024
+_MAX_CLAIM_LENGTH: Final = 256
+_MAX_KID_LENGTH: Final = 128
+
+_COMPACT_JWS: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_REGISTERED_CLAIMS: Final = ("iss", "aud", "sub", "iat", "exp", "jti")
+
+
+class InvalidToken(Unauthenticated):
+    """The token is not valid."""
+
+    code: ClassVar[str] = "invalid_token"
+
+
+class _Rejected(ValueError):
+    """Why a token was refused; only ever the ``__cause__`` of an ``InvalidToken``."""
+
+
+class TokenKind(StrEnum):
+    """A kind of signed token; the value is its JOSE ``typ`` (RFC 8725 §3.11)."""
+
+    ACCESS = "at+jwt"  # RFC 9068
+    REFRESH = "refresh+jwt"
+    MFA_PENDING = "mfa-pending+jwt"
+    PASSWORD_RESET = "password-reset+jwt"  # noqa: S105 - a JOSE typ, not a secret
+    EMAIL_VERIFICATION = "email-verification+jwt"
+
+    @property
+    def typ(self) -> str:
+        return self.value
+
+    def audience(self, base: str) -> str:
+        """The audience of this kind: ``base`` for access tokens, ``base/<kind>`` otherwise."""
+        if self is TokenKind.ACCESS:
+            return base
+        return f"{base}/{self.name.lower().replace('_', '-')}"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly signed token; ``token`` is kept out of ``repr`` so it never reaches a log."""
+
+    token: str = field(repr=False)
+    jti: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """What a verified access token says."""
+
+    subject: str
+    session_id: str
+    scopes: frozenset[str]
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+class AccessTokenIssuer(Protocol):
+    """Signs access tokens."""
+
+    def issue(self, *, subject: str, session_id: str, scopes: Sequence[str]) -> IssuedToken: ...
+
+
+class AccessTokenVerifier(Protocol):
+    """Verifies access tokens; raises ``InvalidToken`` for anything not valid."""
+
+    def verify(self, token: str) -> AccessClaims: ...
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(segment: str) -> bytes:
+    """A segment already matched against the base64url alphabet; canonical form only."""
+    if len(segment) % 4 == 1:
+        raise _Rejected("segment length")
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if _b64url(data) != segment:
+        raise _Rejected("non-canonical base64url")
+    return data
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise _Rejected("duplicate member")  # RFC 7515 §5.2 step 4 allows refusing them
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> Any:
+    raise _Rejected("non-JSON constant")
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    value = json.loads(
+        data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
+    )
+    if not isinstance(value, dict):
+        raise _Rejected("not a JSON object")
+    return value
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> int:
+    value = claims.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Rejected(f"{name} is not an integer")
+    return value
+
+
+def _text_claim(claims: Mapping[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM_LENGTH:
+        raise _Rejected(f"{name} is missing or malformed")
+    return value
+
+
+def _check_text(name: str, value: str) -> None:
+    if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM_LENGTH:
+        raise ValueError(f"{name} must be a non-empty string of at most {_MAX_CLAIM_LENGTH}")
+
+
+class SignedTokens:
+    """Issue and verify one :class:`TokenKind` of compact JWS, signed by a :class:`KeySet`.
+
+    The building block of every kind; each kind should get its own key set
+    (RFC 8725 §3.12). ``lifetime`` is what :meth:`encode` gives a token;
+    :meth:`decode` refuses any token whose ``exp - iat`` exceeds ``max_lifetime``.
+    """
+
+    def __init__(
+        self,
+        keys: KeySet,
+        settings: TokenSettings,
+        *,
+        kind: TokenKind,
+        lifetime: int,
+        max_lifetime: int,
+        required: Sequence[str] = (),
+        clock: Clock | None = None,
+    ) -> None:
+        if keys.algorithm != settings.algorithm:
+            raise ConfigurationError(
+                f"the signing keys are {keys.algorithm} but KEEL_JWT_ALGORITHM is "
+                f"{settings.algorithm}"
+            )
+        if not 0 <= settings.leeway <= MAX_LEEWAY:
+            raise ConfigurationError(f"KEEL_JWT_LEEWAY must be 0..{MAX_LEEWAY} seconds")
+        if not 0 < lifetime <= max_lifetime:
+            raise ConfigurationError(f"token lifetime must be 1..{max_lifetime} seconds")
+        if not settings.issuer or not settings.audience:
+            raise ConfigurationError("KEEL_JWT_ISSUER and KEEL_JWT_AUDIENCE must not be empty")
+        self._keys = keys
+        self._algorithm = settings.algorithm
+        self._issuer = settings.issuer
+        self._audience = kind.audience(settings.audience)
+        self._leeway = settings.leeway
+        self._kind = kind
+        self._typs = frozenset({kind.typ, f"application/{kind.typ}"})
+        self._lifetime = lifetime
+        self._max_lifetime = max_lifetime
+        self._required = tuple(required)
+        self._clock: Clock = clock or SystemClock()
+        # Time claims are checked against the clock seam below, not PyJWT's wall clock.
+        self._jwt = jwt.PyJWT(
+            options={
+                "verify_signature": True,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_iss": True,
+                "verify_aud": True,
+                "verify_sub": True,
+                "verify_jti": True,
+                "require": [*_REGISTERED_CLAIMS, *self._required],
+                "enforce_minimum_key_length": True,
+            }
+        )
+
+    @property
+    def keys(self) -> KeySet:
+        return self._keys
+
+    @property
+    def kind(self) -> TokenKind:
+        return self._kind
+
+    def encode(self, *, subject: str, claims: Mapping[str, JSONValue]) -> IssuedToken:
+        """Sign a token for ``subject`` carrying the registered claims plus ``claims``."""
+        _check_text("subject", subject)
+        clashing = set(claims) & set(_REGISTERED_CLAIMS)
+        if clashing:
+            raise ValueError(f"registered claims are set by keel: {sorted(clashing)}")
+        issued_at = int(self._clock.now().timestamp())
+        expires_at = issued_at + self._lifetime
+        jti = secrets.token_urlsafe(16)  # 128 bits from the CSPRNG
+        payload: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": subject,
+            "iat": issued_at,
+            "exp": expires_at,
+            "jti": jti,
+            **claims,
+        }
+        key = self._keys.current
+        token = self._jwt.encode(
+            payload,
+            key.private_material,
+            algorithm=self._algorithm,
+            headers={"typ": self._kind.typ, "kid": key.kid},
+        )
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise ValueError("the token would exceed MAX_TOKEN_LENGTH")
+        return IssuedToken(token, jti, datetime.fromtimestamp(expires_at, UTC))
+
+    def decode(self, token: object) -> dict[str, Any]:
+        """The verified claims of ``token``; ``InvalidToken`` for anything else."""
+        try:
+            return self._decode(token)
+        except (
+            jwt.PyJWTError,
+            ValueError,  # includes _Rejected, JSONDecodeError, UnicodeDecodeError
+            TypeError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
+            raise InvalidToken("invalid token") from exc
+
+    def _decode(self, token: object) -> dict[str, Any]:
+        if not isinstance(token, str):
+            raise _Rejected("not a string")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise _Rejected("too long")
+        if _COMPACT_JWS.fullmatch(token) is None:
+            raise _Rejected("not a compact JWS")
+        header_segment, payload_segment, _ = token.split(".")
+        header = _json_object(_b64url_decode(header_segment))
+        key = self._key_for(header)
+        self._jwt.decode(
+            token,
+            key.public_material,
+            algorithms=[self._algorithm],
+            issuer=self._issuer,
+            audience=self._audience,
+        )
+        # PyJWT verified the signature over these exact bytes; parse them strictly ourselves.
+        claims = _json_object(_b64url_decode(payload_segment))
+        self._check_claims(claims)
+        return claims
+
+    def _key_for(self, header: Mapping[str, Any]) -> SigningKey:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg != self._algorithm:
+            raise _Rejected("alg")  # RFC 8725 §3.1: one algorithm, compared exactly
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in self._typs:
+            raise _Rejected("typ")
+        if "crit" in header or "b64" in header:
+            raise _Rejected("crit")  # RFC 7515 §4.1.11: no extension is understood
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not 0 < len(kid) <= _MAX_KID_LENGTH:
+            raise _Rejected("kid")
+        key = self._keys.find(kid)  # an in-memory mapping; a kid is never a path or query
+        if key is None:
+            raise _Rejected("unknown kid")
+        return key
+
+    def _check_claims(self, claims: Mapping[str, Any]) -> None:
+        if claims.get("iss") != self._issuer:
+            raise _Rejected("iss")
+        aud = claims.get("aud")
+        if isinstance(aud, list):
+            if self._audience not in aud or not all(isinstance(a, str) for a in aud):
+                raise _Rejected("aud")
+        elif aud != self._audience:
+            raise _Rejected("aud")
+        _text_claim(claims, "sub")
+        _text_claim(claims, "jti")
+        for name in self._required:
+            _text_claim(claims, name)
+        issued_at = _numeric_date(claims, "iat")
+        expires_at = _numeric_date(claims, "exp")
+        if not 0 < expires_at - issued_at <= self._max_lifetime:
+            raise _Rejected("lifetime")
+        now = self._clock.now().timestamp()
+        if expires_at <= now - self._leeway:
+            raise _Rejected("expired")
+        if issued_at > now + self._leeway:
+            raise _Rejected("issued in the future")
+        if "nbf" in claims and _numeric_date(claims, "nbf") > now + self._leeway:
+            raise _Rejected("not yet valid")
+
+
+class AccessTokens:
+    """Issue and verify access tokens (``typ`` at+jwt, ≤ 15 minutes, allowlisted claims)."""
+
+    CLAIMS: ClassVar[frozenset[str]] = frozenset(
+        {"iss", "aud", "sub", "iat", "exp", "jti", "sid", "scope"}
+    )
+
+    def __init__(
+        self, keys: KeySet, settings: TokenSettings, *, clock: Clock | None = None
+    ) -> None:
+        if not 0 < settings.access_ttl <= MAX_ACCESS_TTL:
+            raise ConfigurationError(f"KEEL_ACCESS_TOKEN_TTL must be 1..{MAX_ACCESS_TTL} seconds")
+        # Verification allows the hard maximum, not the configured lifetime, so lowering
+        # the setting during a rolling deploy does not log out tokens already issued.
+        self._tokens = SignedTokens(
+            keys,
+            settings,
+            kind=TokenKind.ACCESS,
+            lifetime=settings.access_ttl,
+            max_lifetime=MAX_ACCESS_TTL,
+            required=("sid",),
+            clock=clock,
+        )
+
+    @property
+    def keys(self) -> KeySet:
+        return self._tokens.keys
+
+    def issue(self, *, subject: str, session_id: str, scopes: Sequence[str]) -> IssuedToken:
+        """Sign an access token for ``subject`` in session ``session_id`` with ``scopes``."""
+        _check_text("session_id", session_id)
+        if isinstance(scopes, str):
+            raise TypeError("scopes is a sequence of scope names, not a string")
+        for scope in scopes:
+            if not isinstance(scope, str) or _SCOPE_TOKEN.fullmatch(scope) is None:
+                raise ValueError("a scope is a non-empty RFC 6749 scope-token")
+        scope = " ".join(sorted(set(scopes)))
+        return self._tokens.encode(subject=subject, claims={"sid": session_id, "scope": scope})
+
+    def verify(self, token: str) -> AccessClaims:
+        """The claims of a valid access token; ``InvalidToken`` (one opaque error) otherwise."""
+        claims = self._tokens.decode(token)
+        try:
+            scopes = _parse_scope(claims.get("scope", ""))
+        except _Rejected as exc:
+            raise InvalidToken("invalid token") from exc
+        return AccessClaims(
+            subject=claims["sub"],
+            session_id=claims["sid"],
+            scopes=scopes,
+            jti=claims["jti"],
+            issued_at=datetime.fromtimestamp(claims["iat"], UTC),
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        )
+
+
+def _parse_scope(value: object) -> frozenset[str]:
+    if not isinstance(value, str):
+        raise _Rejected("scope")
+    if not value:
+        return frozenset()
+    scopes = value.split(" ")
+    if not all(_SCOPE_TOKEN.fullmatch(scope) for scope in scopes):
+        raise _Rejected("scope")
+    return frozenset(scopes)
