@@ -42,8 +42,9 @@ def test_version_and_help() -> None:
 def test_check_passes_on_the_embedded_defaults(tmp_path: Path) -> None:
     result = keel("check", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "keel.W001" in result.stdout
-    assert result.stdout.strip().endswith("0 error(s), 1 warning(s)")
+    assert "keel.W001" in result.stdout  # no SECRET_KEY
+    assert "keel.W009" in result.stdout  # throwaway signing key
+    assert result.stdout.strip().endswith("0 error(s), 2 warning(s)")
     assert not (tmp_path / "keel.sqlite3").exists(), "check must not create the database"
 
 
@@ -109,6 +110,8 @@ def test_dev_is_refused_in_a_sound_production_configuration(tmp_path: Path) -> N
         "SECRET_KEY": GOOD_SECRET,
         "KEEL_AUDIT_KEY": GOOD_SECRET[::-1],
         "DATABASE_URL": "postgresql://keel@127.0.0.1:1/keel",
+        "KEEL_JWT_ALGORITHM": "HS256",
+        "KEEL_JWT_SECRET": "Jwt-Hm7Qx2Lp9Vr4Ks8Tn3Wb6Yc1Zd5Fg0Aj",
     }
     result = keel("dev", env=env, cwd=tmp_path)
     assert result.returncode == 1

@@ -23,11 +23,12 @@ from keel.api.middleware import install_middleware
 from keel.api.principal import Authenticator, DenyAll
 from keel.api.state import AppContext
 from keel.cache import build_store
-from keel.checks import errors_in, run_checks
+from keel.checks import errors_in
 from keel.db import Database
 from keel.db.revision import HEAD_REVISION
 from keel.errors import ConfigurationError
 from keel.runtime.lifecycle import Supervisor, Warmup
+from keel.security.checks import all_findings
 from keel.settings import Settings
 
 __all__ = ["create_app"]
@@ -51,7 +52,7 @@ def create_app(
     production the app refuses to build while ``keel check`` reports an error.
     """
     if settings.is_production:
-        errors = errors_in(run_checks(settings))
+        errors = errors_in(all_findings(settings))
         if errors:
             ids = ", ".join(f.id for f in errors)
             raise ConfigurationError(f"refusing to start in production: {ids} (run `keel check`)")

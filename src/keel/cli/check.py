@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from keel.checks import errors_in, load_settings, run_checks
+from keel.checks import errors_in, load_settings
 from keel.cli._output import out
+from keel.security.checks import all_findings
 
 __all__ = ["register"]
 
@@ -21,7 +22,7 @@ def register(commands: Any) -> None:
 def run(_: argparse.Namespace) -> int:
     settings, findings = load_settings()
     if settings is not None:
-        findings = run_checks(settings)
+        findings = all_findings(settings)
     for finding in findings:
         out(str(finding))
     errors = len(errors_in(findings))

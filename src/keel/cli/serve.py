@@ -7,8 +7,9 @@ import os
 from typing import Any
 
 from keel._logging import configure_logging
-from keel.checks import errors_in, run_checks
+from keel.checks import errors_in
 from keel.cli._output import err, out, settings_or_exit
+from keel.security.checks import all_findings
 
 __all__ = ["register"]
 
@@ -32,7 +33,7 @@ def register(commands: Any) -> None:
 
 def _refuse_on_errors() -> Any:
     settings = settings_or_exit()
-    errors = errors_in(run_checks(settings))
+    errors = errors_in(all_findings(settings))
     if errors and settings.is_production:
         for finding in errors:
             err(str(finding))
