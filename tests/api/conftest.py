@@ -8,8 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
+from keel.api.principal import Principal
 from keel.settings import Settings
 
 AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -39,3 +40,14 @@ def settings_factory(sqlite_url: str) -> Callable[..., Settings]:
         return Settings(**values)
 
     return make
+
+
+class HeaderAuthenticator:
+    """Test double: ``X-Test-User: name scope scope`` authenticates as ``name``."""
+
+    async def authenticate(self, request: Request) -> Principal | None:
+        raw = request.headers.get("x-test-user")
+        if not raw:
+            return None
+        subject, *scopes = raw.split()
+        return Principal(subject=subject, scopes=frozenset(scopes))

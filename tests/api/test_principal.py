@@ -5,26 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from keel.api.app import create_app
 from keel.api.principal import ADMIN_SCOPE, Principal, require_scope
 from keel.settings import Settings
 
-from .conftest import serve_in_process
+from .conftest import HeaderAuthenticator, serve_in_process
 
 SettingsFactory = Callable[..., Settings]
-
-
-class HeaderAuthenticator:
-    """Test double: ``X-Test-User: name scope scope`` authenticates."""
-
-    async def authenticate(self, request: Request) -> Principal | None:
-        raw = request.headers.get("x-test-user")
-        if not raw:
-            return None
-        subject, *scopes = raw.split()
-        return Principal(subject=subject, scopes=frozenset(scopes))
 
 
 def _router() -> APIRouter:

@@ -17,11 +17,13 @@ from fastapi import APIRouter, FastAPI
 from keel import __version__
 from keel._clock import Clock, SystemClock
 from keel._logging import event
+from keel.api.audit import router as audit_router
 from keel.api.errors import install_error_handlers
 from keel.api.health import router as health_router
 from keel.api.middleware import install_middleware
 from keel.api.principal import Authenticator, DenyAll
 from keel.api.state import AppContext
+from keel.audit import AuditTrail
 from keel.cache import build_store
 from keel.checks import errors_in
 from keel.db import Database
@@ -67,6 +69,7 @@ def create_app(
         supervisor=supervisor,
         database=database,
         store=store,
+        audit=AuditTrail.from_settings(database, settings.audit, clock),
         authenticator=authenticator or DenyAll(),
     )
 
@@ -100,6 +103,7 @@ def create_app(
     install_error_handlers(app)
     install_middleware(app, http, logger=logging.getLogger("keel.access"))
     app.include_router(health_router)
+    app.include_router(audit_router)
     for router in routers:
         app.include_router(router)
     return app

@@ -9,14 +9,17 @@ errors (``Unauthenticated`` → 401 with ``WWW-Authenticate: Bearer``,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 
+from keel._logging import event
+from keel.api.origin import origin_of
 from keel.api.state import get_context
-from keel.audit.vocabulary import ActorType
+from keel.audit.vocabulary import Action, ActorType, Result
 from keel.errors import Forbidden, Unauthenticated
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
 ]
 
 ADMIN_SCOPE = "admin"
+
+_log = logging.getLogger("keel.api.principal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +66,43 @@ async def current_principal(request: Request) -> Principal:
     return principal
 
 
-def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, who must hold ``scope`` (403 otherwise)."""
 
     async def guard(
+        request: Request,
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Principal:
         if scope not in principal.scopes:
+            # A refused attempt changes nothing else: it gets a transaction of its own.
+            await _record_denial(request, principal, scope)
             raise Forbidden()
         return principal
 
     guard.__name__ = f"require_scope_{scope}"
     return guard
+
+
+async def _record_denial(request: Request, principal: Principal, scope: str) -> None:
+    trail = get_context(request).audit
+    origin = origin_of(request)
+    try:
+        await trail.record_alone(
+            trail.event(
+                Action.AUTHZ_FAIL,
+                Result.FAILURE,
+                actor_type=principal.actor_type,
+                actor_id=principal.subject,
+                target_type="route",
+                target_id=request.url.path,
+                source_ip=origin.source_ip,
+                user_agent=origin.user_agent,
+                request_id=origin.request_id,
+                details={"required_scope": scope, "method": request.method},
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - the answer is a denial either way
+        # The caller still gets its 403; losing this record is logged, never silent.
+        event(
+            _log, logging.ERROR, "audit_write_failed", action="authz_fail", error=type(exc).__name__
+        )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection
 
 from keel._clock import Clock
+from keel.audit import AuditTrail
 from keel.cache import Store
 from keel.db import Database
 from keel.runtime.lifecycle import Supervisor
@@ -28,6 +29,7 @@ class AppContext:
     supervisor: Supervisor
     database: Database
     store: Store
+    audit: AuditTrail
     authenticator: Authenticator
 
 

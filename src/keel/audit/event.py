@@ -53,7 +53,9 @@ class AuditEvent:
             if value is not None:
                 set_(self, name, _bounded(str(value)))
         if self.user_agent is not None:
-            set_(self, "user_agent", scrub_text(self.user_agent)[:MAX_FIELD])
+            # Scrubbed, then control characters (CR/LF: log forging, SEC-66) and
+            # unpaired surrogates (no UTF-8 form) replaced, then bounded.
+            set_(self, "user_agent", _bounded(scrub_text(str(self.user_agent))))
         details = scrub(dict(self.details))
         _reject_floats(details)
         set_(self, "details", details)

@@ -25,7 +25,7 @@ _SECRET_KEY = re.compile(
 )
 _SECRET_VALUE = re.compile(
     r"""
-    eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.?[A-Za-z0-9_-]*   # a JWT / JWS
+    eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.?[A-Za-z0-9_-]*       # a JWT / JWS (base64url of "{")
     | \$(argon2(id|i|d)|2[aby]?|scrypt|pbkdf2[-\w]*)\$      # a PHC / crypt hash
     | (?i:bearer|basic)\s+\S+                              # an Authorization value
     | -----BEGIN[ A-Z]*PRIVATE\ KEY-----

@@ -8,6 +8,8 @@ complete list is assembled at this layer. ``keel check``, ``keel serve`` and
 
 from __future__ import annotations
 
+from typing import Literal
+
 from keel.checks import Finding, run_checks
 from keel.security.keys import key_findings
 from keel.settings import Settings
@@ -21,6 +23,6 @@ def all_findings(settings: Settings) -> list[Finding]:
     for finding_id, message, hint in key_findings(
         settings.tokens, production=settings.is_production
     ):
-        level = "error" if finding_id.startswith("E") else "warning"
+        level: Literal["error", "warning"] = "error" if finding_id.startswith("E") else "warning"
         findings.append(Finding(f"keel.{finding_id}", level, message, hint))
     return sorted(findings, key=lambda f: (not f.is_error, f.id))

@@ -1,0 +1,93 @@
+"""``GET /admin/audit``: the audit trail, for admins, read-only, paginated, itself audited.
+
+SEC-69: only the ``admin`` scope reads it; every read is recorded (as
+``authz_admin`` with ``operation: audit_read``) in the same transaction that
+reads, so a page is never served without its record. Other methods get 405.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import AwareDatetime
+
+from keel.api.deps import Context, UoW
+from keel.api.middleware import no_store
+from keel.api.origin import origin_of
+from keel.api.principal import ADMIN_SCOPE, Principal, require_scope
+from keel.audit import MAX_PAGE, Action, Result, query_events
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(no_store)])
+
+Admin = Annotated[Principal, Depends(require_scope(ADMIN_SCOPE))]
+
+
+@router.get("/audit")
+async def read_audit(
+    request: Request,
+    admin: Admin,
+    context: Context,
+    uow: UoW,
+    action: Action | None = None,
+    actor_id: Annotated[str | None, Query(max_length=256)] = None,
+    target_type: Annotated[str | None, Query(max_length=64)] = None,
+    target_id: Annotated[str | None, Query(max_length=256)] = None,
+    result: Result | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    cursor: Annotated[int | None, Query(ge=0)] = None,
+    order: Literal["asc", "desc"] = "asc",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> dict[str, Any]:
+    """One page of audit events, oldest first (``order=desc``: newest first).
+
+    Continue with ``cursor`` = the previous page's ``next_cursor``; ``null``
+    means there is nothing more.
+    """
+    filters: dict[str, Any] = {
+        "action": action.value if action else None,
+        "actor_id": actor_id,
+        "target_type": target_type,
+        "target_id": target_id,
+        "result": result.value if result else None,
+        "since": since,
+        "until": until,
+    }
+    page = await query_events(
+        uow,
+        **filters,
+        after_seq=cursor if order == "asc" else None,
+        before_seq=cursor if order == "desc" else None,
+        descending=order == "desc",
+        limit=limit,
+    )
+    origin = origin_of(request)
+    await context.audit.record(
+        uow,
+        context.audit.event(
+            Action.AUTHZ_ADMIN,
+            actor_type=admin.actor_type,
+            actor_id=admin.subject,
+            target_type="audit_trail",
+            source_ip=origin.source_ip,
+            user_agent=origin.user_agent,
+            request_id=origin.request_id,
+            details={
+                "operation": "audit_read",
+                "returned": len(page),
+                "filters": {k: _text(v) for k, v in filters.items() if v is not None},
+            },
+        ),
+    )
+    return {
+        "items": [record.to_json() for record in page],
+        "next_cursor": page[-1].seq if len(page) == limit else None,
+    }
+
+
+def _text(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
