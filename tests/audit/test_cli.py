@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-import keel.cli.audit
+import keel.cli._audit_commands
 from keel.audit import Action
 from keel.cli import main
 from keel.db import Database
@@ -91,7 +91,7 @@ def cli_env(migrated_sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("DATABASE_URL", migrated_sqlite_url)
     monkeypatch.setenv("KEEL_AUDIT_KEY", KEY.decode())
     # configure_logging would replace pytest's handlers on the root logger.
-    monkeypatch.setattr(keel.cli.audit, "configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr(keel.cli._audit_commands, "configure_logging", lambda *a, **k: None)
     return migrated_sqlite_url
 
 

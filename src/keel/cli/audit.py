@@ -15,35 +15,19 @@ Settings come from the environment (``DATABASE_URL``, ``KEEL_AUDIT_KEY``...).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
-import os
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from keel._clock import SystemClock
-from keel._logging import configure_logging
-from keel.audit import (
-    AuditChainBroken,
-    ChainLink,
-    export_events,
-    keyring_from_settings,
-    prune,
-    take_checkpoint,
-    verify,
-)
-from keel.cli._output import err, out, settings_or_exit
-from keel.db import Database
-from keel.settings import Settings
+from keel.cli._lazy import lazy_handler
 
 __all__ = ["register"]
 
+_COMMANDS = "keel.cli._audit_commands"
 
-def _position(text: str) -> ChainLink:
+
+def _position(text: str) -> Any:
+    from keel.audit.chain import ChainLink
+
     try:
         return ChainLink.parse(text)
     except ValueError as exc:
@@ -69,10 +53,10 @@ def register(commands: Any) -> None:
         type=_position,
         help="a head printed earlier by `keel audit checkpoint` the chain must still reach",
     )
-    check.set_defaults(handler=_verify)
+    check.set_defaults(handler=lazy_handler(_COMMANDS, "verify_chain"))
 
     mark = sub.add_parser("checkpoint", help="record and print the current head as SEQ:HASH")
-    mark.set_defaults(handler=_checkpoint)
+    mark.set_defaults(handler=lazy_handler(_COMMANDS, "checkpoint"))
 
     export = sub.add_parser("export", help="write events as JSON Lines on stdout")
     export.add_argument(
@@ -82,112 +66,9 @@ def register(commands: Any) -> None:
         default=0,
         help="export events with a seq greater than SEQ (default 0: all)",
     )
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=lazy_handler(_COMMANDS, "export"))
 
     cut = sub.add_parser("prune", help="archive and delete events before a seq (audited)")
     cut.add_argument("--before", metavar="SEQ", type=_seq, required=True)
     cut.add_argument("--archive", metavar="FILE", type=Path, required=True)
-    cut.set_defaults(handler=_prune)
-
-
-def _run(settings: Settings, work: Callable[[Database], Awaitable[int]]) -> int:
-    """Run ``work`` on a database built from ``settings``; failures become one line.
-
-    A broken chain prints its ``BROKEN at seq ...`` line; file and SQL errors
-    print one line here; other ``KeelError``s (database unavailable, a request
-    that makes no sense) reach ``keel.cli.main``, which prints them the same way.
-    """
-    configure_logging(settings.log_level, stream=sys.stderr)
-    if settings.audit.is_development_key:
-        err("keel audit: warning: using the development audit key (set KEEL_AUDIT_KEY)")
-
-    async def main() -> int:
-        database = Database(settings.database)
-        try:
-            return await work(database)
-        finally:
-            await database.dispose()
-
-    try:
-        return asyncio.run(main())
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly, like any Unix filter.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except AuditChainBroken as exc:
-        out(str(exc.problem))
-        return 1
-    except OSError as exc:  # the archive file: exists, no permission, disk full
-        err(f"keel: {exc} [os_error]")
-        return 1
-    except SQLAlchemyError as exc:
-        err(
-            f"keel: the audit tables could not be used ({type(exc).__name__}); "
-            "is the database migrated (keel db upgrade)? [database_error]"
-        )
-        return 1
-
-
-def _verify(args: argparse.Namespace) -> int:
-    settings = settings_or_exit()
-
-    async def work(database: Database) -> int:
-        keyring = keyring_from_settings(settings.audit)
-        result = await verify(database, keyring, against=args.against)
-        out(str(result))
-        return 0 if result.ok else 1
-
-    return _run(settings, work)
-
-
-def _checkpoint(_: argparse.Namespace) -> int:
-    settings = settings_or_exit()
-
-    async def work(database: Database) -> int:
-        keyring = keyring_from_settings(settings.audit)
-        checkpoint = await take_checkpoint(database, keyring, clock=SystemClock())
-        out(f"checkpoint {checkpoint.id} recorded; keep this head outside the database:")
-        out(str(checkpoint.link))
-        return 0
-
-    return _run(settings, work)
-
-
-def _export(args: argparse.Namespace) -> int:
-    settings = settings_or_exit()
-
-    async def work(database: Database) -> int:
-        async for record in export_events(database, since_seq=args.since):
-            out(record.to_json_line())
-        return 0
-
-    return _run(settings, work)
-
-
-def _prune(args: argparse.Namespace) -> int:
-    settings = settings_or_exit()
-
-    async def work(database: Database) -> int:
-        keyring = keyring_from_settings(settings.audit)
-        result = await prune(
-            database,
-            keyring,
-            before_seq=args.before,
-            archive_path=args.archive,
-            clock=SystemClock(),
-            actor_id=_operator(),
-        )
-        last = result.checkpoint.link.seq
-        out(f"pruned {result.count} events (seq {result.first_seq}..{last}) to {result.archive}")
-        out(f"audit_pruned recorded at seq {result.event.seq}; chain now starts after:")
-        out(str(result.checkpoint.link))
-        return 0
-
-    return _run(settings, work)
-
-
-def _operator() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
-        return "cli"
+    cut.set_defaults(handler=lazy_handler(_COMMANDS, "prune_events"))
