@@ -202,10 +202,11 @@ def _edge_findings(settings: Settings) -> Iterator[Finding]:
             "unset KEEL_DOCS, or also set KEEL_DOCS_IN_PRODUCTION=true if this is intended",
         )
     if production and settings.public_url is None:
-        yield _warning(
-            "W006",
-            "KEEL_PUBLIC_URL is not set",
-            "set it to the URL users reach keel at; mailed links are built from it",
+        # Was W006 until accounts mailed links; the id is retired, not reused.
+        yield _error(
+            "E019",
+            "KEEL_PUBLIC_URL is not set: links in account mail would have nowhere to point",
+            "set it to the https:// URL users reach keel at",
         )
     elif production and settings.public_url and settings.public_url.startswith("http://"):
         yield _error("E012", "KEEL_PUBLIC_URL is plain http in production", "use https://")
@@ -246,6 +247,24 @@ def _audit_findings(settings: Settings) -> Iterator[Finding]:
         )
 
 
+def _mail_findings(settings: Settings) -> Iterator[Finding]:
+    if settings.mail_backend == "file" and not settings.mail_file:
+        yield _error("E020", "KEEL_MAIL_BACKEND is file but KEEL_MAIL_FILE is not set", "set it")
+    if settings.is_production and settings.mail_backend != "smtp":
+        yield _warning(
+            "W011",
+            "mail is not sent in production (KEEL_MAIL_BACKEND is not smtp)",
+            "set KEEL_MAIL_BACKEND=smtp and KEEL_SMTP_HOST, KEEL_SMTP_USERNAME, KEEL_SMTP_PASSWORD",
+        )
+    plain_smtp = settings.mail_backend == "smtp" and settings.smtp_security == "none"
+    if settings.is_production and plain_smtp and not _is_loopback(settings.smtp_host):
+        yield _error(
+            "E021",
+            "KEEL_SMTP_SECURITY is none for a non-loopback SMTP host",
+            "use starttls or tls",
+        )
+
+
 def run_checks(settings: Settings) -> list[Finding]:
     """Every finding for ``settings``, errors first, each with a stable id."""
     findings = [
@@ -255,6 +274,7 @@ def run_checks(settings: Settings) -> list[Finding]:
         *_edge_findings(settings),
         *_cache_findings(settings),
         *_audit_findings(settings),
+        *_mail_findings(settings),
     ]
     return sorted(findings, key=lambda f: (not f.is_error, f.id))
 

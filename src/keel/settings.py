@@ -283,6 +283,17 @@ class Settings(BaseSettings):
     db_echo: bool = False
 
     service_name: str = Field(default="keel", min_length=1, max_length=64)
+    require_verified_email: bool = True
+
+    mail_backend: Literal["console", "file", "smtp"] = "console"
+    mail_from: str | None = Field(default=None, max_length=320)
+    mail_file: str | None = None
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(default=10.0, gt=0, le=120)
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_max_length: int = Field(default=1024, ge=64, le=4096)
     argon2_memory_kib: int = Field(default=19_456, ge=19_456, le=1_048_576)
@@ -389,7 +400,7 @@ class Settings(BaseSettings):
     @field_validator("public_url", mode="after")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
-        if value is None:
+        if value is None or not value.strip():
             return None
         parts = urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.hostname:

@@ -145,6 +145,7 @@ async def test_docs_are_off_in_production_and_on_in_development(
         audit_key="Audit-Kq8v2LmX9pT4wR7yK1nB3cF5hJ6dS0gA",
         jwt_algorithm="HS256",
         jwt_secret="Jwt-Hm7Qx2Lp9Vr4Ks8Tn3Wb6Yc1Zd5Fg0Aj",
+        public_url="https://id.example.com",
     )
     async with serve_in_process(create_app(production)) as client:
         assert (await client.get("/docs")).status_code == 404

@@ -16,6 +16,8 @@ PRODUCTION_OK = {
     "REDIS_URL": "rediss://cache.internal:6380/0",
     "KEEL_PUBLIC_URL": "https://id.example.com",
     "KEEL_AUDIT_KEY": "Audit-Kq8v2LmX9pT4wR7yK1nB3cF5hJ6dS0gA",
+    "KEEL_MAIL_BACKEND": "smtp",
+    "KEEL_SMTP_HOST": "mx.example",
 }
 
 
@@ -55,6 +57,16 @@ def test_a_sound_production_configuration_has_no_findings(monkeypatch: pytest.Mo
         ({"KEEL_DOCS": "true"}, "keel.E011"),
         ({"KEEL_PUBLIC_URL": "http://id.example.com"}, "keel.E012"),
         ({"KEEL_AUDIT_KEY": ""}, "keel.E013"),
+        ({"KEEL_PUBLIC_URL": ""}, "keel.E019"),
+        ({"KEEL_MAIL_BACKEND": "file"}, "keel.E020"),
+        (
+            {
+                "KEEL_MAIL_BACKEND": "smtp",
+                "KEEL_SMTP_HOST": "mx.example",
+                "KEEL_SMTP_SECURITY": "none",
+            },
+            "keel.E021",
+        ),
         ({"KEEL_AUDIT_KEY": "short-audit-key"}, "keel.E014"),
     ],
 )

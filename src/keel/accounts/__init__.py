@@ -1,3 +1,90 @@
-"""keel.accounts (layer L4): not built yet."""
+"""keel.accounts (layer L4): users, their e-mail addresses, passwords and account mail.
 
-__all__: list[str] = []
+``AccountService`` holds the rules (register, verify, login, profile, delete,
+create an admin); ``AccountRepository`` the queries; ``models`` the tables
+(revision ``0003``). ``keel.auth`` reads a user's token-relevant state through
+:func:`load_user_state` and is told of changes through ``on_user_changed``;
+the two packages never import each other (they are wired in ``keel.api``).
+"""
+
+from keel.accounts.config import VERIFICATION_TTL, AccountSettings, account_settings_from
+from keel.accounts.email import EmailAddress, normalise_email
+from keel.accounts.errors import (
+    CurrentPasswordRequired,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidDisplayName,
+    InvalidEmail,
+    ReauthenticationFailed,
+    ScopeNotGranted,
+    VerificationFailed,
+)
+from keel.accounts.mail import (
+    ConsoleMailer,
+    FileMailer,
+    Mailer,
+    MailSettings,
+    Message,
+    Outbox,
+    SmtpMailer,
+    build_mailer,
+    mail_settings_from,
+)
+from keel.accounts.models import EmailVerificationToken, User
+from keel.accounts.names import normalise_display_name
+from keel.accounts.repository import AccountRepository
+from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER
+from keel.accounts.service import (
+    NO_ORIGIN,
+    UNSET,
+    AccountService,
+    CallerOrigin,
+    LoginResult,
+    Origin,
+    UserChanged,
+)
+from keel.accounts.state import UserState, load_user_state
+from keel.accounts.views import UserView, UserViewCache
+
+__all__ = [
+    "KNOWN_ROLES",
+    "NO_ORIGIN",
+    "ROLE_ADMIN",
+    "ROLE_USER",
+    "UNSET",
+    "VERIFICATION_TTL",
+    "AccountRepository",
+    "AccountService",
+    "AccountSettings",
+    "CallerOrigin",
+    "ConsoleMailer",
+    "CurrentPasswordRequired",
+    "EmailAddress",
+    "EmailTaken",
+    "EmailVerificationToken",
+    "FileMailer",
+    "InvalidCredentials",
+    "InvalidDisplayName",
+    "InvalidEmail",
+    "LoginResult",
+    "MailSettings",
+    "Mailer",
+    "Message",
+    "Origin",
+    "Outbox",
+    "ReauthenticationFailed",
+    "ScopeNotGranted",
+    "SmtpMailer",
+    "User",
+    "UserChanged",
+    "UserState",
+    "UserView",
+    "UserViewCache",
+    "VerificationFailed",
+    "account_settings_from",
+    "build_mailer",
+    "load_user_state",
+    "mail_settings_from",
+    "normalise_display_name",
+    "normalise_email",
+]

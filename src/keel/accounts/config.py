@@ -1,0 +1,60 @@
+"""``AccountSettings``: what ``AccountService`` needs from ``keel.settings.Settings``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from keel.errors import ConfigurationError
+from keel.settings import Settings
+
+__all__ = ["VERIFICATION_TTL", "AccountSettings", "account_settings_from"]
+
+#: How long an e-mail verification link works (seconds).
+VERIFICATION_TTL: Final = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    """Account rules: where links point, whether login needs a verified address."""
+
+    service_name: str
+    public_url: str
+    require_verified_email: bool = True
+    verification_ttl: int = VERIFICATION_TTL
+
+    def __post_init__(self) -> None:
+        if not self.public_url.startswith(("https://", "http://")):
+            raise ConfigurationError("KEEL_PUBLIC_URL must be an absolute http(s) URL")
+        if self.verification_ttl <= 0:
+            raise ConfigurationError("the verification link lifetime must be positive")
+
+    def link(self, path: str, token: str) -> str:
+        """A link for mail: always on ``public_url``, never on a request's Host (SEC-26).
+
+        The token travels in the fragment, which browsers never send to a
+        server: it stays out of access logs, proxies and ``Referer`` headers.
+        """
+        return f"{self.public_url.rstrip('/')}{path}#token={token}"
+
+
+def account_settings_from(settings: Settings) -> AccountSettings:
+    """``AccountSettings`` from a ``Settings`` object.
+
+    ``KEEL_PUBLIC_URL`` is required in production (links in mail must point
+    at the real site); in development it defaults to the local server.
+    ``require_verified_email`` is read with a default of ``True`` until
+    ``Settings`` declares ``KEEL_REQUIRE_VERIFIED_EMAIL``.
+    """
+    public_url = settings.public_url
+    if not public_url:
+        if settings.is_production:
+            raise ConfigurationError(
+                "KEEL_PUBLIC_URL must be set in production: links in account mail point at it"
+            )
+        public_url = f"http://localhost:{settings.port}"
+    return AccountSettings(
+        service_name=settings.service_name,
+        public_url=public_url,
+        require_verified_email=bool(getattr(settings, "require_verified_email", True)),
+    )

@@ -1,0 +1,83 @@
+"""The accounts tables (created by revision ``0003``; identical on PostgreSQL and SQLite).
+
+- ``users``: one row per account. ``email`` is the address as the user gave
+  it (NFKC, trimmed, domain lower-cased); ``email_key`` is the unique lookup
+  key (:func:`keel.accounts.email.normalise_email`), so two spellings of one
+  address can never make two accounts. ``roles`` holds space-separated role
+  names, which travel as access-token scopes. ``tokens_valid_after`` is whole
+  seconds: access tokens issued before it are refused (see ``UserState``).
+- ``email_verification_tokens``: single-use, expiring proofs that someone
+  reads a mailbox. Only the SHA-256 of the token is stored; ``email`` is the
+  address the token proves (the account's own, or a new one it is changing
+  to). Rows go with their user (``ON DELETE CASCADE``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from keel.accounts.roles import parse_roles
+from keel.db import Base
+
+__all__ = [
+    "DISPLAY_NAME_MAX",
+    "EMAIL_MAX",
+    "TOKEN_HASH_LENGTH",
+    "EmailVerificationToken",
+    "User",
+]
+
+#: RFC 5321 §4.5.3.1.3: a path is at most 256 octets, so an address at most 254.
+EMAIL_MAX = 320  # column width; the normaliser enforces 254
+DISPLAY_NAME_MAX = 100
+TOKEN_HASH_LENGTH = 64  # hex SHA-256
+
+
+class User(Base):
+    """An account."""
+
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
+    email_key: Mapped[str] = mapped_column(String(EMAIL_MAX), unique=True)
+    email_verified_at: Mapped[datetime | None]
+    display_name: Mapped[str | None] = mapped_column(String(DISPLAY_NAME_MAX))
+    password_hash: Mapped[str] = mapped_column(Text)
+    roles: Mapped[str] = mapped_column(String(200))
+    is_active: Mapped[bool]
+    tokens_valid_after: Mapped[datetime]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    def __repr__(self) -> str:
+        # Never the hash, never the address: reprs end up in logs and tracebacks.
+        return f"User(id={self.id!s})"
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return parse_roles(self.roles)
+
+
+class EmailVerificationToken(Base):
+    """One e-mail verification token, stored as its SHA-256."""
+
+    __tablename__ = "email_verification_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), unique=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
+    email_key: Mapped[str] = mapped_column(String(EMAIL_MAX))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"EmailVerificationToken(id={self.id!s}, user_id={self.user_id!s})"

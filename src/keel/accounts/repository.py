@@ -1,0 +1,92 @@
+"""The accounts queries; the only module that builds SQL over ``users`` and their tokens.
+
+Every statement is parameterised SQLAlchemy Core/ORM (SEC-55).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+
+from keel.accounts.models import EmailVerificationToken, User
+from keel.db import UnitOfWork
+
+__all__ = ["AccountRepository"]
+
+
+class AccountRepository:
+    """Reads and writes accounts inside one unit of work."""
+
+    __slots__ = ("_uow",)
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    async def by_email_key(self, key: str) -> User | None:
+        return (
+            await self._uow.session.execute(select(User).where(User.email_key == key))
+        ).scalar_one_or_none()
+
+    async def by_id(self, user_id: str | uuid.UUID, *, for_update: bool = False) -> User | None:
+        try:
+            key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(user_id)
+        except ValueError:
+            return None
+        query = select(User).where(User.id == key)
+        if for_update:
+            query = query.with_for_update()  # PostgreSQL row lock; SQLite locks on write
+        return (await self._uow.session.execute(query)).scalar_one_or_none()
+
+    async def email_key_taken(self, key: str, *, other_than: uuid.UUID | None = None) -> bool:
+        query = select(User.id).where(User.email_key == key)
+        if other_than is not None:
+            query = query.where(User.id != other_than)
+        return (await self._uow.session.execute(query.limit(1))).first() is not None
+
+    def add(self, user: User) -> None:
+        self._uow.session.add(user)
+
+    async def delete(self, user: User) -> None:
+        # The database cascades to the user's tokens (ON DELETE CASCADE).
+        await self._uow.session.execute(delete(User).where(User.id == user.id))
+
+    # E-mail verification tokens.
+
+    def add_token(self, token: EmailVerificationToken) -> None:
+        self._uow.session.add(token)
+
+    async def token_by_hash(self, token_hash: str) -> EmailVerificationToken | None:
+        query = select(EmailVerificationToken).where(
+            EmailVerificationToken.token_hash == token_hash
+        )
+        return (await self._uow.session.execute(query)).scalar_one_or_none()
+
+    async def consume_token(self, token_id: uuid.UUID, now: datetime) -> bool:
+        """Mark the token used; ``False`` when another request used it first (single use)."""
+        result = await self._uow.session.execute(
+            update(EmailVerificationToken)
+            .where(EmailVerificationToken.id == token_id, EmailVerificationToken.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def delete_unused_tokens(self, user_id: uuid.UUID) -> None:
+        """Forget every unused token of the user (a newer link replaces them, or one was used)."""
+        await self._uow.session.execute(
+            delete(EmailVerificationToken).where(
+                EmailVerificationToken.user_id == user_id,
+                EmailVerificationToken.used_at.is_(None),
+            )
+        )
+
+    async def replace_hash(self, user_id: uuid.UUID, old: str, new: str) -> None:
+        """Store an upgraded hash of the same password, unless the password changed meanwhile."""
+        await self._uow.session.execute(
+            update(User)
+            .where(User.id == user_id, User.password_hash == old)
+            .values(password_hash=new)
+            .execution_options(synchronize_session=False)
+        )

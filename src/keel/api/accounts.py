@@ -1,0 +1,492 @@
+"""The accounts routes and :func:`install_accounts`, the one place they are wired.
+
+Routes (public ones in :data:`PUBLIC_OPERATIONS`)::
+
+    POST   /auth/register      JSON {email, password, display_name?} → 202, one fixed body
+    POST   /auth/verify-email  JSON {token} → 200 {"status": "verified"}
+    POST   /auth/login         JSON {email, password} → {access_token, token_type, expires_in}
+    POST   /auth/token         OAuth2 password grant (RFC 6749 §4.3), form-encoded
+    GET    /users/me           the caller's account, from the shared cache
+    PATCH  /users/me           {display_name?, email?, current_password?}
+    DELETE /users/me           {password} → 204
+
+Request bodies are strict (unknown fields 422, SEC-48/51), responses carry
+only declared fields (SEC-49); token-bearing and personal responses are
+``Cache-Control: no-store`` (SEC-58). Handlers are thin: the rules live in
+``keel.accounts.AccountService``, which :func:`install_accounts` builds and
+stores on ``app.state.keel_accounts`` (read by :func:`get_accounts`).
+
+``/auth/token`` parses its ``application/x-www-form-urlencoded`` body itself
+(python-multipart is not a dependency): at most :data:`TOKEN_FORM_MAX` bytes,
+ASCII, strict ``&``/``=`` syntax, UTF-8 percent-escapes, each parameter at
+most once (RFC 6749 §3.2), unknown parameters ignored (same section). There
+are no confidential clients: ``client_id`` and HTTP Basic client credentials
+are accepted and ignored (RFC 6749 §2.1, public clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from keel._logging import event
+from keel.accounts import (
+    UNSET,
+    AccountService,
+    InvalidCredentials,
+    LoginResult,
+    Mailer,
+    Outbox,
+    ScopeNotGranted,
+    UserChanged,
+    UserView,
+    UserViewCache,
+    account_settings_from,
+    build_mailer,
+    mail_settings_from,
+)
+from keel.accounts.mail import ConsoleMailer
+from keel.api.middleware import no_store
+from keel.api.origin import origin_of
+from keel.api.principal import Principal, current_principal
+from keel.api.state import AppContext
+from keel.audit import ActorType
+from keel.errors import Forbidden
+from keel.runtime.lifecycle import Warmup
+from keel.security.hashing import PasswordHasher
+from keel.security.keys import load_key_set
+from keel.security.passwords import PasswordPolicy, PasswordRejected
+from keel.security.tokens import AccessTokens
+
+__all__ = [
+    "ACCOUNTS_STATE_KEY",
+    "PUBLIC_OPERATIONS",
+    "REGISTER_ACCEPTED",
+    "TOKEN_FORM_MAX",
+    "build_accounts_router",
+    "get_accounts",
+    "install_accounts",
+]
+
+#: ``app.state`` attribute holding the ``AccountService``.
+ACCOUNTS_STATE_KEY: Final = "keel_accounts"
+#: The routes here that need no credentials (for the SEC-46 route walker).
+PUBLIC_OPERATIONS: Final = frozenset(
+    {
+        ("POST", "/auth/register"),
+        ("POST", "/auth/verify-email"),
+        ("POST", "/auth/login"),
+        ("POST", "/auth/token"),
+    }
+)
+#: The one answer to every accepted registration, new address or taken (SEC-12).
+REGISTER_ACCEPTED: Final = {
+    "status": "accepted",
+    "detail": "Check your inbox: we sent a message to this address about the next step.",
+}
+TOKEN_FORM_MAX: Final = 16 * 1024
+_TOKEN_FORM_FIELDS: Final = 32
+_INVALID_GRANT: Final = "The e-mail address or password is wrong, or the account cannot log in."
+# Large enough that the password policy, not the schema, refuses long passwords with its
+# own reason code (KEEL_PASSWORD_MAX_LENGTH ≤ 4096, and NFKC may shrink the input).
+_PASSWORD_FIELD_MAX: Final = 16 * 1024
+_EMAIL_FIELD_MAX: Final = 320
+_NAME_FIELD_MAX: Final = 400
+_TOKEN_FIELD_MAX: Final = 128
+
+_log = logging.getLogger("keel.api.accounts")
+
+Password = Annotated[SecretStr, Field(min_length=1, max_length=_PASSWORD_FIELD_MAX)]
+Email = Annotated[str, Field(min_length=1, max_length=_EMAIL_FIELD_MAX)]
+DisplayName = Annotated[str, Field(min_length=1, max_length=_NAME_FIELD_MAX)]
+
+
+class _Strict(BaseModel):
+    # SEC-48/51: unknown fields are refused (no mass assignment), no type coercion.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RegisterRequest(_Strict):
+    email: Email
+    password: Password
+    display_name: DisplayName | None = None
+
+
+class VerifyEmailRequest(_Strict):
+    token: Annotated[str, Field(min_length=1, max_length=_TOKEN_FIELD_MAX)]
+
+
+class LoginRequest(_Strict):
+    email: Email
+    password: Password
+
+
+class UpdateMeRequest(_Strict):
+    """Only these fields; roles, activity, verification and the hash are never settable."""
+
+    display_name: DisplayName | None = None
+    email: Email | None = None
+    current_password: Password | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> UpdateMeRequest:
+        if not {"display_name", "email"} & self.model_fields_set:
+            raise ValueError("give display_name or email")
+        if "email" in self.model_fields_set and self.email is None:
+            raise ValueError("email cannot be removed")
+        return self
+
+
+class DeleteMeRequest(_Strict):
+    password: Password
+
+
+class AcceptedResponse(BaseModel):
+    status: Literal["accepted"]
+    detail: str
+
+
+class VerifiedResponse(BaseModel):
+    status: Literal["verified"]
+
+
+class TokenResponse(BaseModel):
+    """RFC 6749 §5.1."""
+
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+
+
+class OAuthTokenResponse(TokenResponse):
+    """RFC 6749 §5.1; ``scope`` only when the request named one (§3.3)."""
+
+    scope: str | None = None
+
+
+class UserResponse(BaseModel):
+    """The account as its owner sees it (declared fields only, SEC-49)."""
+
+    id: str
+    email: str
+    email_verified: bool
+    display_name: str | None
+    roles: list[str]
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, view: UserView) -> UserResponse:
+        return cls(
+            id=view.id,
+            email=view.email,
+            email_verified=view.email_verified,
+            display_name=view.display_name,
+            roles=list(view.roles),
+            created_at=view.created_at.isoformat(),
+            updated_at=view.updated_at.isoformat(),
+        )
+
+
+def get_accounts(request: Request) -> AccountService:
+    """The ``AccountService`` :func:`install_accounts` put on the app."""
+    service = getattr(request.app.state, ACCOUNTS_STATE_KEY, None)
+    if not isinstance(service, AccountService):  # pragma: no cover - wiring error
+        raise RuntimeError("accounts are not installed: call install_accounts(app, context)")
+    return service
+
+
+Accounts = Annotated[AccountService, Depends(get_accounts)]
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def _account_holder(principal: Principal) -> str:
+    # Account management is for the account's own user session, never an API key (SEC-45).
+    if principal.actor_type is not ActorType.USER:
+        raise Forbidden()
+    return principal.subject
+
+
+def _token_body(result: LoginResult) -> dict[str, Any]:
+    return {
+        "access_token": result.access_token.token,
+        "token_type": "bearer",
+        "expires_in": result.expires_in,
+    }
+
+
+def build_accounts_router() -> APIRouter:
+    """A fresh router with every accounts route (the service comes from the app state)."""
+    router = APIRouter(tags=["accounts"])
+
+    @router.post(
+        "/auth/register",
+        status_code=202,
+        response_model=AcceptedResponse,
+        dependencies=[Depends(no_store)],
+    )
+    async def register(body: RegisterRequest, request: Request, accounts: Accounts) -> Any:
+        """Start an account; the answer is the same whether or not the address has one."""
+        await accounts.register(
+            body.email, body.password.get_secret_value(), body.display_name, origin_of(request)
+        )
+        return REGISTER_ACCEPTED
+
+    @router.post("/auth/verify-email", response_model=VerifiedResponse)
+    async def verify_email(body: VerifyEmailRequest, request: Request, accounts: Accounts) -> Any:
+        """Redeem the token from a verification mail (single use, 24 hours)."""
+        await accounts.verify_email(body.token, origin_of(request))
+        return {"status": "verified"}
+
+    @router.post("/auth/login", response_model=TokenResponse, dependencies=[Depends(no_store)])
+    async def login(body: LoginRequest, request: Request, accounts: Accounts) -> Any:
+        """Exchange an e-mail address and password for an access token."""
+        result = await accounts.login(
+            body.email, body.password.get_secret_value(), origin_of(request)
+        )
+        return _token_body(result)
+
+    @router.post(
+        "/auth/token",
+        response_model=OAuthTokenResponse,
+        dependencies=[Depends(no_store)],
+        responses={400: {"description": "RFC 6749 §5.2 error"}},
+        openapi_extra={"requestBody": _TOKEN_REQUEST_BODY},
+    )
+    async def token(request: Request, accounts: Accounts) -> Response:
+        """OAuth 2.0 resource owner password grant (RFC 6749 §4.3): ``username`` is the e-mail."""
+        return await _password_grant(request, accounts)
+
+    @router.get("/users/me", response_model=UserResponse, dependencies=[Depends(no_store)])
+    async def read_me(principal: Caller, accounts: Accounts) -> Any:
+        """The caller's account, served from the shared cache (no database round trip)."""
+        return UserResponse.of(await accounts.profile(_account_holder(principal)))
+
+    @router.patch("/users/me", response_model=UserResponse, dependencies=[Depends(no_store)])
+    async def update_me(
+        body: UpdateMeRequest, request: Request, principal: Caller, accounts: Accounts
+    ) -> Any:
+        """Change the display name, or ask to change the address (needs ``current_password``)."""
+        given = body.model_fields_set
+        view = await accounts.update_profile(
+            _account_holder(principal),
+            origin_of(request),
+            display_name=body.display_name if "display_name" in given else UNSET,
+            email=body.email,
+            current_password=(
+                body.current_password.get_secret_value() if body.current_password else None
+            ),
+        )
+        return UserResponse.of(view)
+
+    @router.delete("/users/me", status_code=204, dependencies=[Depends(no_store)])
+    async def delete_me(
+        body: DeleteMeRequest, request: Request, principal: Caller, accounts: Accounts
+    ) -> Response:
+        """Delete the account; needs the password again. Its tokens stop working at once."""
+        await accounts.delete_account(
+            _account_holder(principal), body.password.get_secret_value(), origin_of(request)
+        )
+        return Response(status_code=204)
+
+    return router
+
+
+# --- /auth/token ---------------------------------------------------------------------------
+
+_TOKEN_REQUEST_BODY: Final[dict[str, Any]] = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "required": ["grant_type", "username", "password"],
+                "properties": {
+                    "grant_type": {"type": "string", "enum": ["password"]},
+                    "username": {"type": "string", "maxLength": _EMAIL_FIELD_MAX},
+                    "password": {
+                        "type": "string",
+                        "format": "password",
+                        "maxLength": _PASSWORD_FIELD_MAX,
+                    },
+                    "scope": {"type": "string"},
+                    "client_id": {"type": "string"},
+                },
+            }
+        }
+    },
+}
+
+
+def _oauth_error(error: str, description: str) -> JSONResponse:
+    """RFC 6749 §5.2: 400 with ``error`` and a fixed ``error_description``."""
+    return JSONResponse(
+        {"error": error, "error_description": description},
+        status_code=400,
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+class _FormError(ValueError):
+    pass
+
+
+def _parse_form(request: Request, body: bytes) -> dict[str, str]:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        raise _FormError("The body must be application/x-www-form-urlencoded.")
+    if len(body) > TOKEN_FORM_MAX:
+        raise _FormError("The request body is too large.")
+    try:
+        pairs = parse_qsl(
+            body.decode("ascii"),
+            keep_blank_values=True,
+            strict_parsing=bool(body),
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=_TOKEN_FORM_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _FormError("The request body is not a valid form.") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise _FormError("A parameter appears more than once.")  # RFC 6749 §3.2
+        params[name] = value
+    return params
+
+
+def _requested_scopes(params: dict[str, str]) -> frozenset[str] | None:
+    raw = params.get("scope")
+    if raw is None or raw == "":
+        return None
+    scopes = raw.split(" ")
+    if any(not scope for scope in scopes):
+        raise _FormError("The scope parameter is malformed.")
+    return frozenset(scopes)
+
+
+async def _password_grant(request: Request, accounts: AccountService) -> Response:
+    try:
+        params = _parse_form(request, await request.body())
+        grant_type = params.get("grant_type")
+        if grant_type is None:
+            raise _FormError("grant_type is required.")
+        if grant_type != "password":
+            return _oauth_error("unsupported_grant_type", "Only the password grant is supported.")
+        username, password = params.get("username"), params.get("password")
+        if not username or not password:
+            raise _FormError("username and password are required.")
+        if len(username) > _EMAIL_FIELD_MAX or len(password) > _PASSWORD_FIELD_MAX:
+            raise _FormError("A parameter is too long.")
+        scopes = _requested_scopes(params)
+    except _FormError as exc:
+        return _oauth_error("invalid_request", str(exc))
+    try:
+        result = await accounts.login(username, password, origin_of(request), scopes=scopes)
+    except (InvalidCredentials, PasswordRejected):
+        # One answer for every credential failure (SEC-10), as RFC 6749 §5.2 names it.
+        return _oauth_error(
+            "invalid_grant",
+            "The e-mail address or password is wrong, or the account cannot log in.",
+        )
+    except ScopeNotGranted:
+        return _oauth_error("invalid_scope", "The requested scope is not available.")
+    body = _token_body(result)
+    if scopes is not None:
+        body["scope"] = " ".join(sorted(result.scopes))
+    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def install_accounts(
+    app: FastAPI,
+    context: AppContext,
+    *,
+    access_tokens: AccessTokens | None = None,
+    mailer: Mailer | None = None,
+    hasher: PasswordHasher | None = None,
+    on_user_changed: UserChanged | Sequence[UserChanged] = (),
+    mail_backoff: Sequence[float] = (1.0, 5.0),
+) -> AccountService:
+    """Build the ``AccountService`` for ``context``, mount the routes, return the service.
+
+    - ``access_tokens``: the issuer; pass the same ``AccessTokens`` (same key
+      set) the bearer authenticator verifies with. Without one, a key set is
+      loaded from the settings here, which in development without a key file
+      is a throwaway key no other component shares.
+    - ``mailer``: default from the settings (``KEEL_MAIL_BACKEND``, console).
+      Delivery runs on supervised background tasks (``context.supervisor``).
+    - ``hasher``: default one per app, pre-warmed by a warm-up and closed at
+      shutdown; the password blocklist is loaded by a warm-up too.
+    - ``on_user_changed``: called with a user id after every committed change
+      (``keel.auth`` refreshes its cached user state there). More can be
+      added later with ``service.add_change_listener``.
+
+    Call before the app starts (warm-ups are registered on the supervisor).
+    """
+    settings = context.settings
+    supervisor = context.supervisor
+    account_settings = account_settings_from(settings)
+
+    if hasher is None:
+        owned = PasswordHasher(settings.passwords)
+
+        async def close_hasher() -> None:
+            owned.close()
+
+        supervisor.add_warmup(Warmup("password_hasher", owned.prewarm))
+        supervisor.add_closer("password_hasher", close_hasher)
+        hasher = owned
+    policy = PasswordPolicy(settings.passwords)
+
+    async def load_blocklist() -> None:
+        await asyncio.to_thread(lambda: policy.blocklist)
+
+    supervisor.add_warmup(Warmup("password_blocklist", load_blocklist))
+
+    if access_tokens is None:
+        keys = load_key_set(settings.tokens, production=settings.is_production)
+        access_tokens = AccessTokens(keys, settings.tokens, clock=context.clock)
+    if mailer is None:
+        mailer = build_mailer(
+            mail_settings_from(settings),
+            development=not settings.is_production,
+            clock=context.clock,
+        )
+    if isinstance(mailer, ConsoleMailer) and settings.is_production:
+        event(
+            _log,
+            logging.WARNING,
+            "mail_console_in_production",
+            detail="account mail is only logged, never delivered: set KEEL_MAIL_BACKEND=smtp",
+        )
+    outbox = Outbox(
+        mailer, spawn=supervisor.spawn, audit=context.audit, backoff=tuple(mail_backoff)
+    )
+    service = AccountService(
+        database=context.database,
+        audit=context.audit,
+        hasher=hasher,
+        policy=policy,
+        settings=account_settings,
+        clock=context.clock,
+        tokens=access_tokens,
+        outbox=outbox,
+        views=UserViewCache(context.store),
+    )
+    listeners = [on_user_changed] if callable(on_user_changed) else list(on_user_changed)
+    for listener in listeners:
+        service.add_change_listener(listener)
+    setattr(app.state, ACCOUNTS_STATE_KEY, service)
+    app.include_router(build_accounts_router())
+    return service

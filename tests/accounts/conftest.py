@@ -1,0 +1,113 @@
+"""An ``AccountService`` over a migrated database of each kind (a SQLite file, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keel._clock import FrozenClock
+from keel.accounts import AccountService, AccountSettings, FileMailer, Outbox, UserViewCache
+from keel.audit import AuditTrail
+from keel.cache import MemoryStore
+from keel.db import Database, migrate
+from keel.security.hashing import PasswordHasher
+from keel.security.keys import KeySet
+from keel.security.passwords import PasswordPolicy
+from keel.security.tokens import AccessTokens
+from keel.settings import Settings
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, redis_url=None)
+
+
+@pytest.fixture
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    await asyncio.to_thread(migrate.upgrade, settings.database)
+    db = Database(settings.database)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+async def hasher(settings: Settings) -> AsyncIterator[PasswordHasher]:
+    cheap = dataclasses.replace(settings.passwords, argon2_memory_kib=1024, argon2_time_cost=1)
+    owned = PasswordHasher(cheap)
+    try:
+        yield owned
+    finally:
+        owned.close()
+
+
+class Tasks:
+    """A ``spawn`` for tests: plain tasks, awaited at teardown."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+ServiceFactory = Callable[..., AccountService]
+
+
+@pytest.fixture
+async def service_factory(
+    settings: Settings,
+    database: Database,
+    hasher: PasswordHasher,
+    clock: FrozenClock,
+    tmp_path: Path,
+) -> AsyncIterator[ServiceFactory]:
+    """Services sharing one database, hasher, mailbox and cache; ``AccountSettings`` overridable."""
+    tasks = Tasks()
+    audit = AuditTrail.from_settings(database, settings.audit, clock)
+    mailer = FileMailer(tmp_path / "mail.jsonl", sender="keel <no-reply@keel.example>")
+    outbox = Outbox(mailer, spawn=tasks.spawn, audit=audit, backoff=(0.01,))
+    store = MemoryStore(clock)
+    tokens = AccessTokens(KeySet.generate("EdDSA"), settings.tokens, clock=clock)
+
+    def make(**overrides: Any) -> AccountService:
+        account_settings = AccountSettings(
+            service_name="keel", public_url="https://app.keel.example"
+        )
+        return AccountService(
+            database=database,
+            audit=audit,
+            hasher=hasher,
+            policy=PasswordPolicy(settings.passwords),
+            settings=dataclasses.replace(account_settings, **overrides),
+            clock=clock,
+            tokens=tokens,
+            outbox=outbox,
+            views=UserViewCache(store),
+        )
+
+    yield make
+    await outbox.drain()
+    await store.close()
+
+
+@pytest.fixture
+def service(service_factory: ServiceFactory) -> AccountService:
+    return service_factory()
