@@ -1,0 +1,84 @@
+"""``BearerAuthenticator``: the HTTP transport of keel's access tokens (RFC 6750 §2.1).
+
+The token travels in exactly one ``Authorization: Bearer <token>`` header and
+nowhere else: never a query string (``?access_token=``) or a form field, which
+end up in logs, browser history and Referer headers (RFC 6750 §2.2-2.3 are
+deliberately not supported; SEC-43, ASVS 14.2.1). A request without that
+header, or with a malformed or repeated one, has no principal (401 on guarded
+routes); a well-formed header with a token that fails any check is one opaque
+``InvalidToken`` (401 with ``WWW-Authenticate: Bearer``).
+
+The checks themselves are :class:`keel.auth.TokenAuthenticator`'s; this
+module only finds the token and turns the result into a :class:`Principal`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from fastapi import Request
+
+from keel.api.principal import Principal
+from keel.api.state import get_context
+from keel.auth import TokenAuthenticator
+from keel.cache import Store
+from keel.security.tokens import MAX_TOKEN_LENGTH
+
+__all__ = ["BearerAuthenticator", "BearerPrincipal", "bearer_token"]
+
+# RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token; the scheme is case-insensitive
+# (RFC 9110 §11.1), the token is not.
+_CREDENTIALS: Final = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
+_MAX_HEADER: Final = MAX_TOKEN_LENGTH + 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BearerPrincipal(Principal):
+    """A caller authenticated by an access token; ``token_id``/``expires_at`` serve logout."""
+
+    session_id: str
+    token_id: str
+    expires_at: datetime
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of the request's one ``Authorization: Bearer`` header, else ``None``."""
+    values = request.headers.getlist("authorization")
+    if len(values) != 1:
+        return None  # none, or ambiguous: two credentials are no credential
+    value = values[0]
+    if len(value) > _MAX_HEADER:
+        return None
+    match = _CREDENTIALS.fullmatch(value)
+    return match.group(1) if match is not None else None
+
+
+class BearerAuthenticator:
+    """An ``Authenticator`` for access tokens in the ``Authorization`` header.
+
+    ``store`` holds the subject states and the deny-list; by default the
+    app's own cache store (``AppContext.store``), so every worker and instance
+    sharing that Redis sees the same revocations.
+    """
+
+    def __init__(self, tokens: TokenAuthenticator, *, store: Store | None = None) -> None:
+        self._tokens = tokens
+        self._store = store
+
+    async def authenticate(self, request: Request) -> Principal | None:
+        """The token's principal; ``None`` without a usable header; ``InvalidToken`` if refused."""
+        token = bearer_token(request)
+        if token is None:
+            return None
+        store = self._store if self._store is not None else get_context(request).store
+        authentication = await self._tokens.authenticate(token, store)
+        return BearerPrincipal(
+            subject=authentication.subject,
+            scopes=authentication.scopes,
+            session_id=authentication.session_id,
+            token_id=authentication.token_id,
+            expires_at=authentication.expires_at,
+        )

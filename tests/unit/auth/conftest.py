@@ -1,0 +1,72 @@
+"""Fixtures for the keel.auth tests: keys, tokens, a test directory, and a store per backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from keel._clock import FrozenClock
+from keel.auth import TokenAuthenticator
+from keel.cache import MemoryStore, RedisStore, Store
+from keel.security.keys import KeySet
+from keel.security.tokens import AccessTokens
+from tests.unit.auth._support import Directory, active, token_settings
+from tests.unit.cache._servers import RedisServer, redis_server
+
+
+@pytest.fixture
+def keys() -> KeySet:
+    return KeySet.generate("EdDSA")
+
+
+@pytest.fixture
+def tokens(keys: KeySet, clock: FrozenClock) -> AccessTokens:
+    return AccessTokens(keys, token_settings(), clock=clock)
+
+
+@pytest.fixture
+def directory() -> Directory:
+    return Directory({"user-1": active("user"), "admin-1": active("user", "admin")})
+
+
+@pytest.fixture
+def authenticator(tokens: AccessTokens, directory: Directory) -> TokenAuthenticator:
+    return TokenAuthenticator(tokens, directory.load)
+
+
+@pytest.fixture
+async def memory_store(clock: FrozenClock) -> AsyncIterator[MemoryStore]:
+    store = MemoryStore(clock)
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, clock: FrozenClock) -> AsyncIterator[Store]:
+    """The same tests over the in-process store and the real Redis (the shared backend)."""
+    backend: Store
+    if request.param == "memory":
+        backend = MemoryStore(clock)
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        namespace: str = request.getfixturevalue("redis_namespace")
+        backend = RedisStore(url, namespace=namespace, timeout=1.0)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` of this test's own, which the test may kill (never the shared one)."""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("KEEL_TEST_REQUIRE_BACKENDS"):
+            pytest.fail("redis-server is not on PATH but KEEL_TEST_REQUIRE_BACKENDS is set")
+        pytest.skip("redis-server is not on PATH")
+    with redis_server(tmp_path) as server:
+        yield server
