@@ -137,7 +137,11 @@ def build_accounts_app(
     clock = clock or FrozenClock()
     tokens = AccessTokens(KeySet.generate("EdDSA"), settings.tokens, clock=clock)
     app = create_app(
-        settings, clock=clock, authenticator=authenticator or TokenAuthenticator(tokens)
+        settings,
+        clock=clock,
+        authenticator=authenticator or TokenAuthenticator(tokens),
+        keys=tokens.keys,
+        accounts=False,  # installed below with a file mailer and a cheap hasher
     )
     context = app.state.keel
     hasher = hasher or cheap_hasher(settings)

@@ -9,7 +9,7 @@ import pytest
 
 from keel._clock import FrozenClock
 from keel.api.app import create_app
-from keel.api.jwks import JWKS_CACHE_CONTROL, JWKS_PATH, jwks_router
+from keel.api.jwks import JWKS_CACHE_CONTROL, JWKS_PATH
 from keel.security.keys import KeySet, SigningKey
 from keel.security.tokens import AccessTokens
 from keel.settings import JwtAlgorithm, Settings
@@ -26,7 +26,7 @@ async def test_publishes_the_public_keys_and_nothing_private(
     settings_factory: SettingsFactory, algorithm: JwtAlgorithm
 ) -> None:
     keys = KeySet.generate(algorithm).rotated()  # current + previous
-    app = create_app(settings_factory(), routers=[jwks_router(keys)])
+    app = create_app(settings_factory(jwt_algorithm=keys.algorithm), keys=keys)
     async with serve_in_process(app) as client:
         response = await client.get(JWKS_PATH)
     assert response.status_code == 200
@@ -42,7 +42,7 @@ async def test_publishes_the_public_keys_and_nothing_private(
 
 async def test_hmac_keys_are_never_published(settings_factory: SettingsFactory) -> None:
     keys = KeySet(SigningKey.generate("HS256"))
-    app = create_app(settings_factory(), routers=[jwks_router(keys)])
+    app = create_app(settings_factory(jwt_algorithm=keys.algorithm), keys=keys)
     async with serve_in_process(app) as client:
         response = await client.get(JWKS_PATH)
     assert response.json() == {"keys": []}
@@ -55,7 +55,7 @@ async def test_is_cacheable_while_keeping_every_other_security_header(
     settings_factory: SettingsFactory,
 ) -> None:
     """The one deliberate exception to no-store: the middleware keeps the route's own value."""
-    app = create_app(settings_factory(), routers=[jwks_router(KeySet.generate())])
+    app = create_app(settings_factory(), keys=KeySet.generate())
     async with serve_in_process(app) as client:
         jwks = await client.get(JWKS_PATH)
         other = await client.get("/livez")
@@ -70,7 +70,7 @@ async def test_is_cacheable_while_keeping_every_other_security_header(
 async def test_needs_no_credentials_and_only_answers_get(
     settings_factory: SettingsFactory,
 ) -> None:
-    app = create_app(settings_factory(), routers=[jwks_router(KeySet.generate())])
+    app = create_app(settings_factory(), keys=KeySet.generate())
     async with serve_in_process(app) as client:
         assert (await client.get(JWKS_PATH, headers={"Authorization": "Bearer junk"})).is_success
         refused = await client.post(JWKS_PATH)
@@ -79,7 +79,7 @@ async def test_needs_no_credentials_and_only_answers_get(
 
 
 async def test_the_operation_is_documented(settings_factory: SettingsFactory) -> None:
-    app = create_app(settings_factory(docs=True), routers=[jwks_router(KeySet.generate())])
+    app = create_app(settings_factory(docs=True), keys=KeySet.generate())
     async with serve_in_process(app) as client:
         schema = (await client.get("/openapi.json")).json()
     assert "get" in schema["paths"][JWKS_PATH]
@@ -91,7 +91,7 @@ async def test_pyjwt_verifies_keel_tokens_with_the_served_set(
 ) -> None:
     keys = KeySet.generate(algorithm)
     tokens = AccessTokens(keys, token_settings(algorithm), clock=clock)
-    app = create_app(settings_factory(), routers=[jwks_router(keys)])
+    app = create_app(settings_factory(jwt_algorithm=keys.algorithm), keys=keys)
     async with serve_in_process(app) as client:
         served = jwt.PyJWKSet.from_dict((await client.get(JWKS_PATH)).json())
     issued = tokens.issue(subject="user-1", session_id="sid-1", scopes=["user"])

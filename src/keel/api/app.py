@@ -17,13 +17,18 @@ from fastapi import APIRouter, FastAPI
 from keel import __version__
 from keel._clock import Clock, SystemClock
 from keel._logging import event
+from keel.accounts import load_user_state
+from keel.api.accounts import install_accounts
 from keel.api.audit import router as audit_router
+from keel.api.bearer import BearerAuthenticator
 from keel.api.errors import install_error_handlers
 from keel.api.health import router as health_router
+from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
-from keel.api.principal import Authenticator, DenyAll
+from keel.api.principal import Authenticator
 from keel.api.state import AppContext
 from keel.audit import AuditTrail
+from keel.auth import SubjectState, TokenAuthenticator, VerifiedTokenCache, publish_subject_state
 from keel.cache import build_store
 from keel.checks import errors_in
 from keel.db import Database
@@ -31,6 +36,8 @@ from keel.db.revision import HEAD_REVISION
 from keel.errors import ConfigurationError
 from keel.runtime.lifecycle import Supervisor, Warmup
 from keel.security.checks import all_findings
+from keel.security.keys import KeySet, load_key_set
+from keel.security.tokens import AccessTokens
 from keel.settings import Settings
 
 __all__ = ["create_app"]
@@ -45,13 +52,16 @@ def create_app(
     warmups: Sequence[Warmup] = (),
     clock: Clock | None = None,
     authenticator: Authenticator | None = None,
+    keys: KeySet | None = None,
+    accounts: bool = True,
 ) -> FastAPI:
     """Build a keel application from ``settings``.
 
     ``routers`` are mounted after keel's own; ``warmups`` run in the background
     after start-up, each under its timeout; ``authenticator`` finds the caller
-    of a request (default: nobody, so every guarded route answers 401). In
-    production the app refuses to build while ``keel check`` reports an error.
+    of a request (default: bearer access tokens checked against the shared
+    per-user state). In production the app refuses to build while
+    ``keel check`` reports an error.
     """
     if settings.is_production:
         errors = errors_in(all_findings(settings))
@@ -63,6 +73,21 @@ def create_app(
     supervisor = Supervisor(settings.lifecycle, clock=clock)
     database = Database(settings.database)
     store = build_store(settings.cache, clock)
+    keys = keys or load_key_set(settings.tokens, production=settings.is_production)
+    # One AccessTokens for issuing (accounts) and verifying (bearer): the same key set.
+    access_tokens = AccessTokens(keys, settings.tokens, clock=clock)
+
+    async def subject_state(user_id: str) -> SubjectState | None:
+        user = await load_user_state(database, user_id)
+        if user is None:
+            return None
+        return SubjectState(user.active, user.tokens_valid_after, user.scopes)
+
+    async def publish_user(user_id: str) -> None:
+        # Write-through after the commit, so every worker and instance sees the change
+        # on its next request (publish, not forget: a forget races a concurrent refill).
+        await publish_subject_state(store, user_id, await subject_state(user_id))
+
     context = AppContext(
         settings=settings,
         clock=clock,
@@ -70,7 +95,10 @@ def create_app(
         database=database,
         store=store,
         audit=AuditTrail.from_settings(database, settings.audit, clock),
-        authenticator=authenticator or DenyAll(),
+        authenticator=authenticator
+        or BearerAuthenticator(
+            TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), subject_state)
+        ),
     )
 
     supervisor.add_closer("database", database.dispose)
@@ -103,7 +131,10 @@ def create_app(
     install_error_handlers(app)
     install_middleware(app, http, logger=logging.getLogger("keel.access"))
     app.include_router(health_router)
+    app.include_router(jwks_router(keys))
     app.include_router(audit_router)
+    if accounts:
+        install_accounts(app, context, access_tokens=access_tokens, on_user_changed=publish_user)
     for router in routers:
         app.include_router(router)
     return app

@@ -23,6 +23,7 @@ Nothing here starts or connects anything at import.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import importlib
 import ipaddress
 import logging
@@ -369,7 +370,12 @@ def _post_worker_init(worker: Any) -> None:
         faulthandler.enable(all_threads=True)
     except (OSError, RuntimeError, ValueError, AttributeError) as exc:  # stderr not a real file
         event(_log, logging.WARNING, "faulthandler_unavailable", error=type(exc).__name__)
-    event(_log, logging.INFO, "worker_ready", pid=os.getpid())
+    # Everything built so far (modules, the app) lives as long as the worker: move it out
+    # of the collector's sight, so full collections stay short (they were 100-170 ms
+    # here, straight into request p99).
+    gc.collect()
+    gc.freeze()
+    event(_log, logging.INFO, "worker_ready", pid=os.getpid(), frozen_objects=gc.get_freeze_count())
 
 
 def _worker_abort(worker: Any) -> None:  # pragma: no cover - never called by uvicorn workers

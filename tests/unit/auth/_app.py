@@ -93,7 +93,11 @@ def build_auth_app(
     verifier = VerifiedTokenCache(tokens, clock=clock)  # as production wires it
     authenticator = BearerAuthenticator(TokenAuthenticator(verifier, directory.load), store=store)
     app = create_app(
-        settings, routers=[protected_router(), *routers], clock=clock, authenticator=authenticator
+        settings,
+        routers=[protected_router(), *routers],
+        clock=clock,
+        authenticator=authenticator,
+        keys=keys,
     )
     served = {context.path for context in iter_route_contexts(app.routes)}
     if JWKS_PATH not in served:  # once create_app mounts it itself, do not mount it twice
