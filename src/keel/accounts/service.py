@@ -244,13 +244,11 @@ class AccountService:
         token = self._new_token(repo, user, address, now)
         await self._audit.record(
             uow,
-            self._event(
+            self._self_event(
                 Action.USER_CREATED,
                 Result.SUCCESS,
                 origin,
-                actor_type=ActorType.USER,
-                actor_id=str(user.id),
-                target_id=str(user.id),
+                user.id,
                 details={"roles": [ROLE_USER], "via": "register"},
             ),
         )
@@ -383,13 +381,11 @@ class AccountService:
         await uow.flush()
         await self._audit.record(
             uow,
-            self._event(
+            self._self_event(
                 Action.AUTHN_EMAIL_VERIFIED,
                 Result.SUCCESS,
                 origin,
-                actor_type=ActorType.USER,
-                actor_id=str(user.id),
-                target_id=str(user.id),
+                user.id,
                 details={"change": change},
             ),
         )
@@ -493,13 +489,11 @@ class AccountService:
                 await AccountRepository(uow).replace_hash(user.id, user.password_hash, upgraded)
             await self._audit.record(
                 uow,
-                self._event(
+                self._self_event(
                     Action.AUTHN_LOGIN_SUCCESS,
                     Result.SUCCESS,
                     origin,
-                    actor_type=ActorType.USER,
-                    actor_id=str(user.id),
-                    target_id=str(user.id),
+                    user.id,
                     details={**details, "rehashed": upgraded is not None},
                 ),
             )
@@ -552,13 +546,11 @@ class AccountService:
                 raise CurrentPasswordRequired()
             if not await self._hasher.verify(current.password_hash, current_password):
                 await self._record_alone(
-                    self._event(
+                    self._self_event(
                         Action.USER_UPDATED,
                         Result.FAILURE,
                         origin,
-                        actor_type=ActorType.USER,
-                        actor_id=str(current.id),
-                        target_id=str(current.id),
+                        current.id,
                         details={"reason": "reauthentication_failed"},
                     )
                 )
@@ -587,13 +579,11 @@ class AccountService:
             await uow.flush()
             await self._audit.record(
                 uow,
-                self._event(
+                self._self_event(
                     Action.USER_UPDATED,
                     Result.SUCCESS,
                     origin,
-                    actor_type=ActorType.USER,
-                    actor_id=str(user.id),
-                    target_id=str(user.id),
+                    user.id,
                     details={"fields": changed},
                 ),
             )
@@ -629,13 +619,11 @@ class AccountService:
             raise Unauthenticated()
         if not await self._hasher.verify(current.password_hash, password):
             await self._record_alone(
-                self._event(
+                self._self_event(
                     Action.USER_DELETED,
                     Result.FAILURE,
                     origin,
-                    actor_type=ActorType.USER,
-                    actor_id=str(current.id),
-                    target_id=str(current.id),
+                    current.id,
                     details={"reason": "reauthentication_failed"},
                 )
             )
@@ -648,13 +636,11 @@ class AccountService:
             await repo.delete(user)
             await self._audit.record(
                 uow,
-                self._event(
+                self._self_event(
                     Action.USER_DELETED,
                     Result.SUCCESS,
                     origin,
-                    actor_type=ActorType.USER,
-                    actor_id=str(user.id),
-                    target_id=str(user.id),
+                    user.id,
                     details={"via": "self"},
                 ),
             )
@@ -742,6 +728,26 @@ class AccountService:
             source_ip=origin.source_ip,
             user_agent=origin.user_agent,
             request_id=origin.request_id,
+            details=details,
+        )
+
+    def _self_event(
+        self,
+        action: Action,
+        result: Result,
+        origin: Origin,
+        user_id: object,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """An event about a user acting on their own account."""
+        return self._event(
+            action,
+            result,
+            origin,
+            actor_type=ActorType.USER,
+            actor_id=str(user_id),
+            target_id=str(user_id),
             details=details,
         )
 
