@@ -1,7 +1,7 @@
-"""Start keel as a real server process, a private redis-server, and talk raw HTTP/1.1.
+"""Start keel as a real server process and talk raw HTTP/1.1 to it.
 
 Every process started here runs in its own session (its own process group),
-and leaving a ``running_server``/``redis_server`` block always ends that group:
+and leaving a ``running_server`` block always ends that group:
 SIGTERM first, SIGKILL after a deadline. The shared Redis at 6379 is never
 touched.
 """
@@ -24,11 +24,9 @@ import httpx
 
 __all__ = [
     "RawExchange",
-    "RedisServer",
     "RunningServer",
     "exchange",
     "free_port",
-    "redis_server",
     "running_server",
     "server_command",
 ]
@@ -174,79 +172,7 @@ def running_server(
         _end_group(process)
 
 
-# -- a private redis-server -----------------------------------------------------------------
-
-
-class RedisServer:
-    """A throwaway ``redis-server`` on a fixed loopback port that can be killed and restarted."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._workdir = workdir
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def _pong(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def start(self, deadline: float = 5.0) -> None:
-        if self._process is not None:
-            raise RuntimeError("already running")
-        with (self._workdir / f"redis-{self.port}.log").open("ab") as log:
-            self._process = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self._workdir),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        end = time.monotonic() + deadline
-        while not self._pong():
-            if self._process.poll() is not None or time.monotonic() > end:
-                self.stop()
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL: the server vanishes the way a crashed one does."""
-        if self._process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=STOP_DEADLINE)
-            self._process = None
-
-    def stop(self) -> None:
-        if self._process is not None:
-            _end_group(self._process, deadline=5.0)
-            self._process = None
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(free_port(), workdir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# -- a private redis-server: the cache tests' helper (tests.unit.cache._servers) -----------
 
 
 # -- raw HTTP/1.1 ---------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.runtime._harness import RunningServer, redis_server, running_server
+from tests.runtime._harness import RunningServer, running_server
 from tests.runtime.factories import BLOCK_SECONDS, SLOW_REQUEST_SECONDS
+from tests.unit.cache._servers import redis_server
 
 pytestmark = pytest.mark.runtime
 

@@ -98,6 +98,7 @@ class RedisServer:
 @contextlib.contextmanager
 def redis_server(workdir: Path) -> Iterator[RedisServer]:
     """A running private ``redis-server``, always terminated on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
     server = RedisServer(free_port(), workdir)
     server.start()
     try:
