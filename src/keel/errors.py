@@ -9,7 +9,8 @@
     │   ├── NotFound                no such thing (or not yours to see)
     │   ├── Conflict                the change clashes with current state
     │   ├── Unauthenticated         no valid credentials (one opaque answer)
-    │   └── Forbidden               authenticated, but not allowed
+    │   ├── Forbidden               authenticated, but not allowed
+    │   └── TooManyRequests         a rate limit or lockout delay: retry later
     └── DependencyUnavailable       a backing service did not answer in time
         ├── DatabaseUnavailable
         └── CacheUnavailable
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidInput",
     "KeelError",
     "NotFound",
+    "TooManyRequests",
     "Unauthenticated",
 ]
 
@@ -92,6 +94,19 @@ class Forbidden(ClientError):
     """Not allowed."""
 
     code = "forbidden"
+
+
+class TooManyRequests(ClientError):
+    """Too many attempts: try again later."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after: float, *, limit: str = "rate", message: str = "") -> None:
+        super().__init__(message)
+        #: Whole seconds the caller should wait (``Retry-After``), at least 1.
+        self.retry_after = max(1, int(-(-retry_after // 1)))
+        #: Which limit refused the attempt (``account``, ``account_ip``, ``ip``, ``global``...).
+        self.limit = limit
 
 
 class DependencyUnavailable(KeelError):

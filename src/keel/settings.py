@@ -27,7 +27,9 @@ __all__ = [
     "LifecycleSettings",
     "PasswordSettings",
     "ServerSettings",
+    "SessionSettings",
     "Settings",
+    "ThrottleSettings",
     "TokenSettings",
     "normalize_database_url",
 ]
@@ -170,6 +172,40 @@ class TokenSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """Refresh-token sessions: lifetimes and the concurrent-refresh grace window (seconds)."""
+
+    idle_ttl: int
+    absolute_ttl: int
+    refresh_grace: float
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleSettings:
+    """Brute-force and rate limits on the authentication endpoints (SEC-13..SEC-16).
+
+    - ``account_failures``: consecutive failures on one account (from sources it
+      has not recently logged in from) before each further attempt waits
+      ``account_base_delay * 2 ** (failures - threshold)`` seconds, capped at
+      ``account_max_delay``; the count forgets after ``account_failure_window``.
+    - ``account_ip_limit`` failures per (account, IP) per ``window``.
+    - ``ip_limit`` attempts per IP and ``global_limit`` attempts in all per ``window``.
+    - ``known_source_ttl``: how long a source an account logged in from stays "known".
+    """
+
+    enabled: bool
+    account_failures: int
+    account_base_delay: float
+    account_max_delay: float
+    account_failure_window: int
+    account_ip_limit: int
+    ip_limit: int
+    global_limit: int
+    window: int
+    known_source_ttl: int
+
+
+@dataclass(frozen=True, slots=True)
 class CacheSettings:
     """What ``keel.cache`` needs."""
 
@@ -309,6 +345,22 @@ class Settings(BaseSettings):
     jwt_audience: str = Field(default="keel", min_length=1, max_length=256)
     access_token_ttl: int = Field(default=900, ge=30, le=900)
     jwt_leeway: int = Field(default=30, ge=0, le=60)
+
+    session_idle_ttl: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
+    session_absolute_ttl: int = Field(default=24 * 3600, ge=300, le=365 * 24 * 3600)
+    refresh_grace_seconds: float = Field(default=5.0, ge=0, le=60)
+    password_reset_ttl: int = Field(default=3600, ge=300, le=3600)
+
+    throttle_enabled: bool = True
+    lockout_threshold: int = Field(default=10, ge=3, le=100)
+    lockout_base_delay: float = Field(default=30.0, gt=0, le=3600)
+    lockout_max_delay: float = Field(default=900.0, gt=0, le=24 * 3600)
+    lockout_window: int = Field(default=12 * 3600, ge=60, le=7 * 24 * 3600)
+    rate_limit_account_ip: int = Field(default=20, ge=1, le=10_000)
+    rate_limit_ip: int = Field(default=50, ge=1, le=100_000)
+    rate_limit_global: int = Field(default=5_000, ge=1, le=10_000_000)
+    rate_limit_window: int = Field(default=60, ge=1, le=3600)
+    known_source_ttl: int = Field(default=30 * 24 * 3600, ge=3600, le=365 * 24 * 3600)
 
     audit_key: SecretStr | None = None
     audit_key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
@@ -469,6 +521,29 @@ class Settings(BaseSettings):
         keys[self.audit_key_id] = current
         return AuditSettings(
             current_key_id=self.audit_key_id, keys=keys, is_development_key=development
+        )
+
+    @property
+    def sessions(self) -> SessionSettings:
+        return SessionSettings(
+            idle_ttl=self.session_idle_ttl,
+            absolute_ttl=self.session_absolute_ttl,
+            refresh_grace=self.refresh_grace_seconds,
+        )
+
+    @property
+    def throttle(self) -> ThrottleSettings:
+        return ThrottleSettings(
+            enabled=self.throttle_enabled,
+            account_failures=self.lockout_threshold,
+            account_base_delay=self.lockout_base_delay,
+            account_max_delay=self.lockout_max_delay,
+            account_failure_window=self.lockout_window,
+            account_ip_limit=self.rate_limit_account_ip,
+            ip_limit=self.rate_limit_ip,
+            global_limit=self.rate_limit_global,
+            window=self.rate_limit_window,
+            known_source_ttl=self.known_source_ttl,
         )
 
     @property

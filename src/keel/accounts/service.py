@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from sqlalchemy.exc import IntegrityError
 
@@ -54,6 +54,7 @@ from keel.accounts.messages import (
 )
 from keel.accounts.models import EmailVerificationToken, User
 from keel.accounts.names import normalise_display_name
+from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import ROLE_ADMIN, ROLE_USER, format_roles
 from keel.accounts.state import UserState, whole_second
@@ -84,31 +85,6 @@ _CLI_ACTOR: Final = "keel-cli"
 
 UserChanged = Callable[[str], Awaitable[None]]
 """Called with a user id after each commit that changes what a token or a view depends on."""
-
-
-class Origin(Protocol):
-    """Where a call came from (``keel.api.origin.RequestOrigin`` fits)."""
-
-    @property
-    def source_ip(self) -> str | None: ...
-
-    @property
-    def user_agent(self) -> str | None: ...
-
-    @property
-    def request_id(self) -> str | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class CallerOrigin:
-    """An ``Origin`` for calls that are not HTTP requests (the CLI, tests)."""
-
-    source_ip: str | None = None
-    user_agent: str | None = None
-    request_id: str | None = None
-
-
-NO_ORIGIN: Final = CallerOrigin()
 
 
 class _Unset(enum.Enum):

@@ -46,6 +46,7 @@ from keel.errors import (
     InvalidInput,
     KeelError,
     NotFound,
+    TooManyRequests,
     Unauthenticated,
 )
 
@@ -101,6 +102,7 @@ _ERROR_STATUS: Final[tuple[tuple[type[KeelError], int], ...]] = (
     (Conflict, 409),
     (Unauthenticated, 401),
     (Forbidden, 403),
+    (TooManyRequests, 429),
     (ClientError, 400),
     (DependencyUnavailable, 503),
 )
@@ -314,6 +316,15 @@ async def _on_keel_error(request: Request, exc: Exception) -> Response:
             detail="Authentication required.",
             request_id=request_id,
             headers={"WWW-Authenticate": "Bearer"},
+        )
+    if isinstance(exc, TooManyRequests):
+        # Which limit fired stays in the log and the audit trail, not in the answer.
+        return problem_response(
+            429,
+            exc.code,
+            detail="Too many attempts. Try again later.",
+            request_id=request_id,
+            headers={"Retry-After": str(exc.retry_after)},
         )
     if status >= 500:
         event(
