@@ -9,16 +9,25 @@ reference measured in the same run on the same database:
   (``record`` in its own transaction, committed). The reference is the same
   loop inserting the same row into an unchained copy of the table (same
   indexes, no chain lock): what the disk's commit latency allows.
+- batched appends: the same writers, each unit of work appending
+  ``--batch`` events with ``record_many`` (a request that changes several
+  things); events/s, not transactions/s.
+- the commit ceiling: one-row INSERT transactions (autocommit) through bare
+  asyncpg connections, one per writer, on a plain table: what this disk and
+  server allow per second with no Python framework at all. With ``pgbench``
+  on the PATH its figure for the same one-row insert is printed too.
 - verification: ``verify`` over ``--events`` events (best of three). The
   reference reads the same rows the same way without hashing them.
 
-A second table repeats the appends with ``synchronous_commit = off`` on the
-bench database only: no wait for the WAL flush, so it shows what the chain
-code itself can do when commits are cheap (as on a server with a
-battery-backed or NVMe write cache). ``--profile`` adds cProfile's top
-functions for one writer and for verification.
+Every append holds the chain lock from its first statement until its commit,
+so chained appends cannot beat one commit (WAL flush) at a time; the ceiling
+shows how far that is. ``--no-flush-variant`` repeats the appends with
+``synchronous_commit = off`` on the bench database only (what the chain code
+can do when commits are cheap). ``--profile`` adds cProfile's top functions
+for one writer and for verification.
 
-    python bench/audit.py [--seconds 4] [--writers 1 8 32] [--events 100000] [--profile]
+    python bench/audit.py [--seconds 4] [--writers 1 8 32] [--batch 10] [--events 100000]
+                          [--profile] [--no-flush-variant]
 """
 
 from __future__ import annotations
@@ -32,7 +41,10 @@ import itertools
 import os
 import pstats
 import secrets
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +69,7 @@ from keel.audit import (
     record_many,
     verify,
 )
-from keel.audit._reading import CHUNK, iter_ranges
+from keel.audit._reading import CHUNK, iter_ranges, read_head, snapshot_connection
 from keel.audit.canonical import canonical_json
 from keel.db import Database
 from keel.db.migrate import upgrade
@@ -73,8 +85,11 @@ KEYRING = AuditKeyring(current_id="bench", keys={"bench": b"bench-audit-key-0123
 @dataclass
 class AppendFigure:
     writers: int
-    chained: float  # events/s
+    chained: float  # events/s, one event per transaction
     plain: float  # rows/s, the reference
+    batched: float = 0.0  # events/s, ``batch`` events per transaction
+    ceiling: float = 0.0  # one-row insert commits/s through bare asyncpg
+    pgbench: float | None = None  # the same through pgbench, if installed
 
 
 @dataclass
@@ -82,6 +97,7 @@ class AuditBenchResult:
     server: str
     appends: list[AppendFigure] = field(default_factory=list)
     appends_no_flush: list[AppendFigure] = field(default_factory=list)
+    batch: int = 10
     verified: float = 0.0  # events/s
     read_only: float = 0.0  # rows/s read without hashing, the reference
     events: int = 0
@@ -130,7 +146,13 @@ def bench_database() -> Iterator[str]:
     url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
     try:
         upgrade(_settings(url, 1))
-        asyncio.run(_admin(url, "CREATE TABLE bench_plain (LIKE audit_events INCLUDING ALL)"))
+        asyncio.run(
+            _admin(
+                url,
+                "CREATE TABLE bench_plain (LIKE audit_events INCLUDING ALL)",
+                "CREATE TABLE bench_ceiling (id bigserial PRIMARY KEY, payload text NOT NULL)",
+            )
+        )
         yield url
     finally:
         asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -155,7 +177,9 @@ def _event(n: int) -> AuditEvent:
 # --------------------------------------------------------------------------- appends
 
 
-async def _append_rate(url: str, writers: int, seconds: float, *, chained: bool) -> float:
+async def _append_rate(
+    url: str, writers: int, seconds: float, *, chained: bool, batch: int = 1
+) -> float:
     """Events (or plain rows) committed per second by ``writers`` concurrent tasks."""
     database = Database(_settings(url, writers))
     plain = text(
@@ -168,7 +192,9 @@ async def _append_rate(url: str, writers: int, seconds: float, *, chained: bool)
 
     async def one(n: int) -> None:
         async with database.unit_of_work() as uow:
-            if chained:
+            if chained and batch > 1:
+                await record_many(uow, [_event(n * batch + i) for i in range(batch)], KEYRING)
+            elif chained:
                 await record(uow, _event(n), KEYRING)
             else:
                 sample = _event(n)
@@ -194,7 +220,7 @@ async def _append_rate(url: str, writers: int, seconds: float, *, chained: bool)
         n = w
         while time.perf_counter() < stop_at:
             await one(n)
-            done += 1
+            done += batch
             n += writers
 
     try:
@@ -208,6 +234,63 @@ async def _append_rate(url: str, writers: int, seconds: float, *, chained: bool)
         return done / (time.perf_counter() - began)
     finally:
         await database.dispose()
+
+
+_CEILING_INSERT = "INSERT INTO bench_ceiling (payload) VALUES ($1)"
+_PAYLOAD = "203.0.113.9 Mozilla/5.0 (X11; Linux x86_64) keel-bench " + "x" * 300
+# The same insert for pgbench (a literal: pgbench's script has no parameters).
+_PGBENCH_SCRIPT = (
+    "INSERT INTO bench_ceiling (payload) VALUES "
+    "('203.0.113.9 Mozilla/5.0 (X11; Linux x86_64) keel-bench ' || repeat('x', 300));\n"
+)
+
+
+async def _ceiling_rate(url: str, writers: int, seconds: float) -> float:
+    """One-row INSERT transactions/s through bare asyncpg, one connection per writer."""
+    conns = [await asyncpg.connect(url) for _ in range(writers)]
+    done = 0
+    stop_at = 0.0
+
+    async def writer(conn: asyncpg.Connection) -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await conn.execute(_CEILING_INSERT, _PAYLOAD)
+            done += 1
+
+    try:
+        stop_at = time.perf_counter() + min(1.0, seconds / 4)
+        await asyncio.gather(*(writer(c) for c in conns))
+        done = 0
+        began = time.perf_counter()
+        stop_at = began + seconds
+        await asyncio.gather(*(writer(c) for c in conns))
+        return done / (time.perf_counter() - began)
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+def _pgbench_rate(url: str, writers: int, seconds: float) -> float | None:
+    """pgbench's tps for the same one-row insert (``-n -f``), or ``None`` without pgbench."""
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        return None
+    parts = urlsplit(url)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write(_PGBENCH_SCRIPT)
+        script.flush()
+        argv = [pgbench, "-n", "-f", script.name, "-T", str(max(1, round(seconds)))]
+        argv += ["-c", str(writers), "-j", str(min(writers, os.cpu_count() or 1))]
+        argv += ["-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432)]
+        argv += ["-U", parts.username or "postgres", parts.path.lstrip("/")]
+        env = {**os.environ, "PGPASSWORD": parts.password or ""}
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + 60, check=False, env=env
+        )
+    for line in done.stdout.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    return None
 
 
 async def _set_flush_wait(url: str, wait: bool) -> None:
@@ -264,8 +347,10 @@ async def _read_rate(url: str) -> float:
     """The reference: the same range reads as ``verify``, without hashing."""
     database = Database(_settings(url, 1))
     try:
-        async with database.engine.connect() as conn:
+        async with database.unit_of_work() as uow:
+            conn = await snapshot_connection(uow)
             began = time.perf_counter()
+            await read_head(conn)  # begins the snapshot, as ``verify`` does
             rows = 0
             async with contextlib.aclosing(iter_ranges(conn, 1, CHUNK)) as ranges:
                 async for _, chunk in ranges:
@@ -295,16 +380,29 @@ def _profiled(work: Callable[[], Awaitable[object]]) -> str:
 
 
 def run(
-    *, seconds: float, writers: Sequence[int], events: int, profile: bool, no_flush: bool
+    *,
+    seconds: float,
+    writers: Sequence[int],
+    batch: int,
+    events: int,
+    profile: bool,
+    no_flush: bool,
 ) -> AuditBenchResult:
     with bench_database() as url:
         server = asyncio.run(_server_version(url))
-        result = AuditBenchResult(server=server)
+        result = AuditBenchResult(server=server, batch=batch)
         for count in writers:
             chained = asyncio.run(_append_rate(url, count, seconds, chained=True))
             plain = asyncio.run(_append_rate(url, count, seconds, chained=False))
-            result.appends.append(AppendFigure(count, chained, plain))
-            print(f"  {count:>2} writer(s): {chained:,.0f} appends/s, plain {plain:,.0f} rows/s")
+            batched = asyncio.run(_append_rate(url, count, seconds, chained=True, batch=batch))
+            ceiling = asyncio.run(_ceiling_rate(url, count, seconds))
+            pgbench = _pgbench_rate(url, count, seconds)
+            result.appends.append(AppendFigure(count, chained, plain, batched, ceiling, pgbench))
+            print(
+                f"  {count:>2} writer(s): {chained:,.0f} appends/s, plain {plain:,.0f} rows/s, "
+                f"batched {batched:,.0f} events/s, ceiling {ceiling:,.0f} commits/s"
+                + ("" if pgbench is None else f" (pgbench {pgbench:,.0f})")
+            )
         if no_flush:
             asyncio.run(_set_flush_wait(url, False))
             for count in writers:
@@ -371,6 +469,17 @@ def report(result: AuditBenchResult) -> str:
                 _ratio(figure.chained, figure.plain),
             ]
         )
+    for figure in result.appends:
+        rows.append(
+            [
+                f"BATCHED {result.batch}/tx events/s, {figure.writers} w",
+                f"{figure.batched:,.0f}",
+                f"{APPEND_TARGET:,.0f}",
+                _ratio(figure.batched, APPEND_TARGET),
+                f"{figure.plain:,.0f}",
+                _ratio(figure.batched, figure.plain),
+            ]
+        )
     rows.append(
         [
             f"verified events/s ({result.events:,})",
@@ -387,6 +496,20 @@ def report(result: AuditBenchResult) -> str:
         "reference: appends = unchained insert+commit of the same row, same writers;",
         "           verify = the same range reads without hashing",
         _table(headers, rows),
+        "",
+        "commit ceiling: one-row INSERT transactions/s (autocommit, no framework):",
+        _table(
+            ["writers", "bare asyncpg", "pgbench", "appends vs asyncpg"],
+            [
+                [
+                    str(figure.writers),
+                    f"{figure.ceiling:,.0f}",
+                    "n/a" if figure.pgbench is None else f"{figure.pgbench:,.0f}",
+                    _ratio(figure.chained, figure.ceiling),
+                ]
+                for figure in result.appends
+            ],
+        ),
     ]
     if result.appends_no_flush:
         rows = [
@@ -411,19 +534,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="per append measurement")
     parser.add_argument("--writers", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--batch", type=int, default=10, help="events per batched transaction")
     parser.add_argument("--events", type=int, default=100_000, help="chain length to verify")
     parser.add_argument("--profile", action="store_true", help="add cProfile summaries")
     parser.add_argument(
         "--no-flush-variant",
         dest="no_flush",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also measure appends with synchronous_commit = off (default: yes)",
+        default=False,
+        help="also measure appends with synchronous_commit = off (default: no)",
     )
     args = parser.parse_args(argv)
     result = run(
         seconds=args.seconds,
         writers=args.writers,
+        batch=args.batch,
         events=args.events,
         profile=args.profile,
         no_flush=args.no_flush,

@@ -1,4 +1,11 @@
-"""Reading the chain: ranges of seqs, read ahead, inside one consistent snapshot."""
+"""Reading the chain: ranges of seqs, read ahead, inside one consistent snapshot.
+
+On PostgreSQL a range is read straight through the asyncpg connection under
+the SQLAlchemy connection (the same transaction, so the same snapshot), as a
+prepared statement whose rows come back as asyncpg records: SQLAlchemy's
+result rows cost more per row than hashing them (verification ran at the
+speed of reading through SQLAlchemy). SQLite reads through SQLAlchemy.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +31,8 @@ __all__ = [
 ]
 
 # Seqs (rows) per range query: big enough to amortise the round trip, small enough
-# that memory stays flat however long the chain is.
-CHUNK: Final = 5000
+# that memory stays flat however long the chain is (about 10 MB of rows).
+CHUNK: Final = 10_000
 
 _events = events_table
 _head = chain_head_table
@@ -37,6 +44,18 @@ _head = chain_head_table
 # ``canonical.format_timestamp`` on both. A value formatted any other way fails
 # its row's HMAC: it can make verification fail, never pass.
 _PG_TIMESTAMP_FORMAT: Final = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+
+# ``chain_columns("postgresql")`` for asyncpg, over ``first <= seq < stop`` (a test
+# checks it against the SQLAlchemy query).
+_PG_RANGE: Final = (
+    "SELECT seq, to_char(timezone('UTC', occurred_at), "
+    + "'"
+    + _PG_TIMESTAMP_FORMAT
+    + "'), action, result, actor_type, actor_id, target_type, target_id, source_ip, "
+    "user_agent, request_id, details, key_id, prev_hash, hash "
+    "FROM audit_events WHERE seq >= $1 AND seq < $2 ORDER BY seq"
+)
 
 
 def _timestamp_text(dialect: str) -> ColumnElement[str]:
@@ -102,9 +121,27 @@ async def read_range(conn: AsyncConnection, first: int, stop: int) -> Sequence[S
     planner's statistics say (``seq > n ORDER BY seq LIMIT m`` was planned as
     a full scan and sort right after a bulk load).
     """
+    driver = await _asyncpg_in_transaction(conn)
+    if driver is not None:
+        rows: Sequence[Sequence[Any]] = await driver.fetch(_PG_RANGE, first, stop)
+        return rows
     seq = _events.c.seq
     query = select(*chain_columns(conn.dialect.name)).where(seq >= first, seq < stop)
     return (await conn.execute(query.order_by(seq))).all()
+
+
+async def _asyncpg_in_transaction(conn: AsyncConnection) -> Any | None:
+    """The asyncpg connection under ``conn`` if it is inside a transaction, else ``None``.
+
+    Only then does a statement sent past SQLAlchemy read the snapshot ``conn``
+    reads (SQLAlchemy begins its transaction lazily, at its first statement).
+    """
+    if conn.dialect.name != "postgresql":
+        return None
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver is None or not driver.is_in_transaction():
+        return None
+    return driver
 
 
 async def iter_ranges(

@@ -13,12 +13,19 @@ stays gapless. The insert is the second and last statement: a trigger
 Call ``record`` as the last step of a unit of work, after the business writes:
 the chain lock is then held only for the commit, and no other lock is taken
 while it is held (no lock-order deadlocks).
+
+Appends are serialised on that lock, so what happens while it is held bounds
+the append rate: everything that does not depend on the seq or the previous
+hash (details JSON, timestamp text) is prepared before the lock is taken, and
+on PostgreSQL the insert goes straight through the asyncpg connection under
+the session (same transaction; prepared once per connection), without
+SQLAlchemy's per-statement work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import BigInteger, bindparam, insert, update
 
@@ -42,6 +49,81 @@ _ADVANCE: Final = (
     .returning(_head.c.seq, _head.c.hash)
 )
 _INSERT: Final = insert(_events)
+_COLUMNS: Final = (
+    "seq",
+    "occurred_at",
+    "action",
+    "result",
+    "actor_type",
+    "actor_id",
+    "target_type",
+    "target_id",
+    "source_ip",
+    "user_agent",
+    "request_id",
+    "details",
+    "key_id",
+    "prev_hash",
+    "hash",
+)
+# The same insert for asyncpg (``_COLUMNS`` in order; a test checks the two agree).
+_PG_INSERT: Final = (
+    "INSERT INTO audit_events (seq, occurred_at, action, result, actor_type, actor_id, "
+    "target_type, target_id, source_ip, user_agent, request_id, details, key_id, prev_hash, "
+    "hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+)
+
+# An event's stored values but seq, key id and hashes, and its timestamp text.
+_Prepared = tuple[tuple[Any, ...], str]
+
+
+def _prepare(event: AuditEvent) -> _Prepared:
+    """What can be computed before the chain lock: every value that is not chained."""
+    values = (
+        event.occurred_at,
+        event.action.value,
+        event.result.value,
+        event.actor_type.value,
+        event.actor_id,
+        event.target_type,
+        event.target_id,
+        event.source_ip,
+        event.user_agent,
+        event.request_id,
+        canonical_json(event.details).decode("utf-8"),
+    )
+    return values, format_timestamp(event.occurred_at)
+
+
+def _seal_rows(
+    prepared: Sequence[_Prepared], first_seq: int, prev_hash: str, keyring: AuditKeyring
+) -> list[tuple[Any, ...]]:
+    """The rows to insert, in ``_COLUMNS`` order, chained from ``prev_hash``."""
+    key_id = keyring.current_id
+    rows = []
+    for seq, (values, timestamp) in enumerate(prepared, start=first_seq):
+        (_, action, result, actor_type, actor_id, target_type, target_id) = values[:7]
+        source_ip, user_agent, request_id, details_json = values[7:]
+        canonical = canonical_row_text(
+            seq,
+            key_id,
+            prev_hash,
+            timestamp,
+            action,
+            result,
+            actor_type,
+            actor_id,
+            target_type,
+            target_id,
+            source_ip,
+            user_agent,
+            request_id,
+            details_json,
+        )
+        digest = keyring.seal(canonical)
+        rows.append((seq, *values, key_id, prev_hash, digest))
+        prev_hash = digest
+    return rows
 
 
 async def record(uow: UnitOfWork, event: AuditEvent, keyring: AuditKeyring) -> ChainLink:
@@ -55,57 +137,35 @@ async def record_many(
     """Append ``events``, in order, inside ``uow``'s transaction (one lock, one insert)."""
     if not events:
         return []
+    prepared = [_prepare(event) for event in events]
     session = uow.session
+    # Flushes the caller's pending changes first (autoflush), then takes the lock.
     advanced = (await session.execute(_ADVANCE, {"reserve": len(events)})).one_or_none()
     if advanced is None:
         raise ConfigurationError("the audit chain head row is missing: run `keel db upgrade`")
-    last_seq, prev_hash = int(advanced[0]), str(advanced[1])
-    key_id = keyring.current_id
-    rows: list[dict[str, object]] = []
-    links: list[ChainLink] = []
-    for seq, event in enumerate(events, start=last_seq - len(events) + 1):
-        details_json = canonical_json(event.details).decode("utf-8")
-        canonical = canonical_row_text(
-            seq,
-            key_id,
-            prev_hash,
-            format_timestamp(event.occurred_at),
-            event.action.value,
-            event.result.value,
-            event.actor_type.value,
-            event.actor_id,
-            event.target_type,
-            event.target_id,
-            event.source_ip,
-            event.user_agent,
-            event.request_id,
-            details_json,
-        )
-        digest = keyring.seal(canonical)
-        rows.append(
-            {
-                "seq": seq,
-                "occurred_at": event.occurred_at,
-                "action": event.action.value,
-                "result": event.result.value,
-                "actor_type": event.actor_type.value,
-                "actor_id": event.actor_id,
-                "target_type": event.target_type,
-                "target_id": event.target_id,
-                "source_ip": event.source_ip,
-                "user_agent": event.user_agent,
-                "request_id": event.request_id,
-                "details": details_json,
-                "key_id": key_id,
-                "prev_hash": prev_hash,
-                "hash": digest,
-            }
-        )
-        links.append(ChainLink(seq, digest))
-        prev_hash = digest
+    last_seq = int(advanced[0])
+    rows = _seal_rows(prepared, last_seq - len(events) + 1, str(advanced[1]), keyring)
     # The head's hash follows each inserted row (trigger ``audit_events_head``).
-    await session.execute(_INSERT, rows if len(rows) > 1 else rows[0])
-    return links
+    driver = await _asyncpg_in_transaction(uow)
+    if driver is None:
+        mapped = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        await session.execute(_INSERT, mapped if len(mapped) > 1 else mapped[0])
+    elif len(rows) == 1:
+        await driver.execute(_PG_INSERT, *rows[0])
+    else:
+        await driver.executemany(_PG_INSERT, rows)
+    return [ChainLink(row[0], row[-1]) for row in rows]
+
+
+async def _asyncpg_in_transaction(uow: UnitOfWork) -> Any | None:
+    """The asyncpg connection under ``uow`` (PostgreSQL), once its transaction has begun."""
+    conn = await uow.session.connection()
+    if conn.dialect.name != "postgresql":
+        return None
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver is None or not driver.is_in_transaction():
+        return None
+    return driver
 
 
 async def record_alone(database: Database, event: AuditEvent, keyring: AuditKeyring) -> ChainLink:

@@ -1,0 +1,78 @@
+"""The PostgreSQL fast paths (asyncpg under the session) agree with the SQLAlchemy ones.
+
+Appends insert through the asyncpg connection and verification reads ranges
+through it; both must write and read exactly what the SQLAlchemy statements
+would, and stay inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from keel.audit import record_many, verify
+from keel.audit._reading import _PG_RANGE, chain_columns, read_head, read_range, snapshot_connection
+from keel.audit.models import events_table
+from keel.audit.writer import _COLUMNS, _PG_INSERT
+from keel.db import Database
+from tests.audit._support import KEYRING, event, fill, head, rows
+
+
+def test_the_asyncpg_insert_names_every_column_in_order() -> None:
+    match = re.fullmatch(r"INSERT INTO audit_events \((.*)\) VALUES \((.*)\)", _PG_INSERT)
+    assert match is not None
+    assert tuple(match.group(1).split(", ")) == _COLUMNS
+    assert set(_COLUMNS) == {column.name for column in events_table.columns}
+    placeholders = match.group(2).split(", ")
+    assert placeholders == [f"${i}" for i in range(1, len(_COLUMNS) + 1)]
+
+
+def test_the_asyncpg_range_reads_the_chain_columns_in_order() -> None:
+    names = [column.name for column in events_table.columns]
+    read = re.fullmatch(r"SELECT (.*) FROM audit_events WHERE .*", _PG_RANGE)
+    assert read is not None
+    selected = [
+        part.strip()
+        for part in re.sub(
+            r"to_char\(timezone\('UTC', occurred_at\), '[^']*'\)", "occurred_at", read.group(1)
+        ).split(",")
+    ]
+    assert selected == names  # chain_columns' order is the table's
+    assert len(chain_columns("postgresql")) == len(selected)
+
+
+async def test_range_reads_match_sqlalchemy_rows(database: Database) -> None:
+    await fill(database, 7)
+    async with database.unit_of_work() as uow:
+        conn = await snapshot_connection(uow)
+        assert await read_head(conn) is not None
+        fast = [tuple(row) for row in await read_range(conn, 2, 6)]
+        seq = events_table.c.seq
+        query = select(*chain_columns(conn.dialect.name)).where(seq >= 2, seq < 6).order_by(seq)
+        slow = [tuple(row) for row in (await conn.execute(query)).all()]
+    assert [row[0] for row in fast] == [2, 3, 4, 5]
+    assert fast == slow
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_batched_append_rolls_back_with_the_caller(database: Database, count: int) -> None:
+    async def append_then_fail() -> None:
+        async with database.unit_of_work() as uow:
+            await record_many(uow, [event(i) for i in range(count)], KEYRING)
+            raise RuntimeError("business failure after the events")
+
+    with pytest.raises(RuntimeError):
+        await append_then_fail()
+    assert await rows(database) == []
+    assert (await head(database)).seq == 0
+    async with database.unit_of_work() as uow:
+        links = await record_many(uow, [event(i) for i in range(count)], KEYRING)
+    assert [link.seq for link in links] == list(range(1, count + 1))
+    stored = await rows(database)
+    assert [(row["seq"], row["hash"]) for row in stored] == [
+        (link.seq, link.hash) for link in links
+    ]
+    assert await head(database) == links[-1]
+    assert (await verify(database, KEYRING)).count == count
