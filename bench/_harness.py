@@ -3,8 +3,9 @@
 Every server is started exactly like production (``keel serve [--factory ...]``:
 gunicorn master + keel's uvicorn worker class), in its own process group, on a
 free loopback port, with its logs captured to a temporary file. Load comes from
-``wrk``; memory comes from ``/proc``. Nothing here talks to anything but
-127.0.0.1.
+``wrk`` when it is installed, else from ``bench/_load.py`` (a closed-loop
+generator on uvloop, same figures, more CPU of its own); memory comes from
+``/proc``. Nothing here talks to anything but 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -48,16 +50,25 @@ class BenchError(RuntimeError):
 # --------------------------------------------------------------------------- tools
 
 
-def require_wrk() -> str:
-    """The path of ``wrk``, or exit 2 saying how to install it."""
+def require_wrk() -> str | None:
+    """The path of ``wrk``; ``None`` (said once on stderr) when the Python generator stands in."""
     path = shutil.which("wrk")
-    if path is None:
+    if path is None and not _said_no_wrk:
+        _said_no_wrk.append(True)
         print(
-            "bench: `wrk` was not found on PATH: install wrk (apt-get install wrk)",
+            "bench: `wrk` is not on PATH: using bench/_load.py, a Python load generator "
+            "(more client CPU on the same cores; compare ratios, not absolute figures)",
             file=sys.stderr,
         )
-        raise SystemExit(2)
     return path
+
+
+_said_no_wrk: list[bool] = []
+
+
+def load_tool() -> str:
+    """``"wrk"`` or ``"bench/_load.py"``: what drives the load, for the reports."""
+    return "wrk" if shutil.which("wrk") else "bench/_load.py"
 
 
 def keel_command() -> list[str]:
@@ -402,6 +413,84 @@ class Server:
 _template: list[Path] = []
 
 
+def upgrade_database(server: Server) -> None:
+    """``keel db upgrade`` on the database ``server`` uses (for a ``database_url`` of its own)."""
+    done = subprocess.run(
+        [*keel_command(), "db", "upgrade"],
+        env=server.env(),
+        cwd=server.dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+        raise BenchError("`keel db upgrade` failed:\n    " + "\n    ".join(tail))
+
+
+def create_admin(server: Server, email: str, password: str) -> None:
+    """An active, verified account on ``server``'s database, made by keel's own CLI.
+
+    ``keel users create-admin`` (password on stdin) hashes with the server's
+    settings, audits the creation and leaves the account ready to log in.
+    """
+    done = subprocess.run(
+        [*keel_command(), "users", "create-admin", "--email", email],
+        env=server.env(),
+        cwd=server.dir,
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+        raise BenchError("`keel users create-admin` failed:\n    " + "\n    ".join(tail))
+
+
+class PeakMemory:
+    """Samples the workers' VmRSS every ``interval`` seconds in a thread; reads VmHWM at the end.
+
+    ``peak_rss_kib`` is the largest worker RSS seen while sampling; ``hwm_kib``
+    the largest worker high-water mark (the kernel's own peak, since the
+    worker started, so it includes boot and anything between samples).
+    """
+
+    def __init__(self, server: Server, interval: float = 0.05) -> None:
+        self._server = server
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.peak_rss_kib = 0
+        self.hwm_kib = 0
+        self.samples = 0
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for pid in self._workers():
+            hwm = _read_kib(Path(f"/proc/{pid}/status"), "VmHWM")
+            self.hwm_kib = max(self.hwm_kib, hwm or 0)
+
+    def _workers(self) -> list[int]:
+        proc = self._server.proc
+        return children_of(proc.pid) if proc is not None else []
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._workers():
+                rss = _read_kib(Path(f"/proc/{pid}/status"), "VmRSS")
+                self.peak_rss_kib = max(self.peak_rss_kib, rss or 0)
+            self.samples += 1
+            self._stop.wait(self._interval)
+
+
 def _migrated_template(env: dict[str, str]) -> Path:
     """A SQLite file migrated to head by ``keel db upgrade``, made once per bench process."""
     if _template:
@@ -515,26 +604,153 @@ def parse_wrk(text: str) -> WrkResult:
 
 
 def run_wrk(
-    url: str, *, duration: float = 10.0, connections: int = 64, threads: int = 2
+    url: str,
+    *,
+    duration: float = 10.0,
+    connections: int = 64,
+    threads: int = 2,
+    headers: Sequence[str] = (),
+    method: str = "GET",
+    body: str = "",
 ) -> WrkResult:
-    """``wrk --latency -t2 -c64 -d10s URL`` (by default) and its parsed figures."""
+    """``wrk --latency -t2 -c64 -d10s URL`` (by default) and its parsed figures.
+
+    Without ``wrk``, the same load from ``bench/_load.py`` (see the module docstring).
+    """
+    return start_load(
+        url,
+        duration=duration,
+        connections=connections,
+        threads=threads,
+        headers=headers,
+        method=method,
+        body=body,
+    ).result()
+
+
+class Load:
+    """A load generator running in the background; ``result()`` waits for its figures."""
+
+    def __init__(self, argv: list[str], timeout: float, wrk: bool, script: Path | None) -> None:
+        self._proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self._timeout = timeout
+        self._wrk = wrk
+        self._script = script
+
+    def result(self) -> WrkResult:
+        try:
+            stdout, stderr = self._proc.communicate(timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.communicate()
+            raise BenchError("the load generator did not finish in time") from None
+        finally:
+            if self._script is not None:
+                self._script.unlink(missing_ok=True)
+        if self._proc.returncode != 0:
+            raise BenchError(f"load generator exited with {self._proc.returncode}:\n{stderr}")
+        if self._wrk:
+            return parse_wrk(stdout)
+        figures = json.loads(stdout)
+        return WrkResult(
+            rps=float(figures["rps"]),
+            p50_ms=float(figures["p50_ms"]),
+            p99_ms=float(figures["p99_ms"]),
+            requests=int(figures["requests"]),
+            socket_errors=int(figures["socket_errors"]),
+            non_2xx=int(figures["non_2xx"]),
+            raw=stdout,
+        )
+
+
+def start_load(
+    url: str,
+    *,
+    duration: float = 10.0,
+    connections: int = 64,
+    threads: int = 2,
+    headers: Sequence[str] = (),
+    method: str = "GET",
+    body: str = "",
+) -> Load:
+    """Start ``wrk`` (or ``bench/_load.py``) against ``url``; read it with ``result()``."""
     wrk = require_wrk()
     seconds = max(1, round(duration))
-    argv = [wrk, "--latency", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout=5s"]
-    argv.append(url)
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"wrk exited with {done.returncode}:\n{done.stdout}{done.stderr}")
-    return parse_wrk(done.stdout)
+    script: Path | None = None
+    if wrk is not None:
+        argv = [wrk, "--latency", f"-t{threads}", f"-c{connections}", f"-d{seconds}s"]
+        argv.append("--timeout=5s")
+        for header in headers:
+            argv += ["-H", header]
+        if method != "GET" or body:
+            fd, name = tempfile.mkstemp(suffix=".lua", prefix="keel-bench-")
+            with os.fdopen(fd, "w") as out:
+                out.write(f"wrk.method = {json.dumps(method)}\nwrk.body = {json.dumps(body)}\n")
+            script = Path(name)
+            argv += ["-s", name]
+        argv.append(url)
+    else:
+        argv = [sys.executable, "-m", "bench._load", url, f"--duration={seconds}"]
+        argv += [f"--connections={connections}", f"--method={method}", f"--body={body}"]
+        argv += [f"--header={header}" for header in headers]
+    return Load(argv, seconds + 30, wrk is not None, script)
 
 
 # --------------------------------------------------------------------------- reporting
+
+
+@dataclass
+class Series:
+    """Repeated runs of one load; the report quotes their medians."""
+
+    label: str
+    runs: list[WrkResult] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return median([r.rps for r in self.runs])
+
+    @property
+    def p50(self) -> float:
+        return median([r.p50_ms for r in self.runs])
+
+    @property
+    def p99(self) -> float:
+        return median([r.p99_ms for r in self.runs])
+
+    def add(self, run: WrkResult, notes: list[str]) -> WrkResult:
+        """Keep ``run``; note socket errors and non-2xx answers in ``notes``."""
+        self.runs.append(run)
+        if run.socket_errors or run.non_2xx:
+            notes.append(
+                f"{self.label}: {run.socket_errors} socket errors, {run.non_2xx} non-2xx "
+                f"in {run.requests} requests"
+            )
+        return run
+
+    def row(self, reference: Series | None = None) -> list[str]:
+        """req/s, p50, p99, the req/s ratio to ``reference`` and each run's req/s."""
+        return [
+            self.label,
+            f"{self.rps:,.0f}",
+            f"{self.p50:.2f}",
+            f"{self.p99:.2f}",
+            ratio(self.rps, reference.rps) if reference is not None else "",
+            " / ".join(f"{r.rps:,.0f}" for r in self.runs),
+        ]
+
+
+SERIES_HEADERS = ("", "req/s", "p50 ms", "p99 ms", "req/s vs ref", "runs (req/s)")
+
+
+def loadavg() -> str:
+    """The 1/5/15-minute load averages: the machine is shared, say how busy it was."""
+    try:
+        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def median(values: Sequence[float]) -> float:

@@ -28,29 +28,11 @@ IDLE_PAUSE = 1.0
 
 
 @dataclass
-class Series:
-    label: str
-    runs: list[h.WrkResult] = field(default_factory=list)
-
-    @property
-    def rps(self) -> float:
-        return h.median([r.rps for r in self.runs])
-
-    @property
-    def p50(self) -> float:
-        return h.median([r.p50_ms for r in self.runs])
-
-    @property
-    def p99(self) -> float:
-        return h.median([r.p99_ms for r in self.runs])
-
-
-@dataclass
 class WorkerResult:
     workers: int
-    keel: Series
-    bare: Series
-    info: Series | None = None
+    keel: h.Series
+    bare: h.Series
+    info: h.Series | None = None
     info_log_lines: int | None = None
     notes: list[str] = field(default_factory=list)
     # label -> (idle after warm-up, after all the measured runs): read by bench/rss.py's report
@@ -67,16 +49,10 @@ class LivezResult:
 
 
 def _measure(
-    server: h.Server, series: Series, result: WorkerResult, duration: float, connections: int
+    server: h.Server, series: h.Series, result: WorkerResult, duration: float, connections: int
 ) -> h.WrkResult:
     run = h.run_wrk(server.url + "/livez", duration=duration, connections=connections)
-    series.runs.append(run)
-    if run.socket_errors or run.non_2xx:
-        result.notes.append(
-            f"{series.label}: {run.socket_errors} socket errors, {run.non_2xx} non-2xx "
-            f"in {run.requests} requests"
-        )
-    return run
+    return series.add(run, result.notes)
 
 
 def run_for_workers(
@@ -88,7 +64,7 @@ def run_for_workers(
     ]
     if info:
         specs.append(h.keel_spec("keel@INFO", workers=workers, log_level="INFO", migrate=True))
-    result = WorkerResult(workers=workers, keel=Series("keel"), bare=Series("bare"))
+    result = WorkerResult(workers=workers, keel=h.Series("keel"), bare=h.Series("bare"))
     with h.servers(*specs) as running:
         into.servers.extend(running)
         for server in running:
@@ -105,7 +81,7 @@ def run_for_workers(
             _measure(bare, result.bare, result, duration, connections)
             if info and i == 0:
                 keel_info = running[2]
-                result.info = Series("keel@INFO")
+                result.info = h.Series("keel@INFO")
                 offset = keel_info.log_size()
                 run = _measure(keel_info, result.info, result, duration, connections)
                 result.info_log_lines = keel_info.log_lines_since(offset)
@@ -145,7 +121,7 @@ def run(
 
 def report(result: LivezResult) -> None:
     print(
-        f"== /livez: wrk --latency -t2 -c{result.connections} -d{result.duration:.0f}s, "
+        f"== /livez: {h.load_tool()} -c{result.connections} -d{result.duration:.0f}s, "
         "alternating keel/bare, medians; logs at WARNING unless @INFO =="
     )
     rows: list[list[str]] = []

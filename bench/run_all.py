@@ -2,7 +2,9 @@
 
 Each figure sits beside the bare-FastAPI reference measured in the same run,
 served the same way; on a shared, noisy machine only the ratios mean anything.
-Takes about 3 minutes. Needs ``wrk`` (apt-get install wrk).
+Takes about 6 minutes. Uses ``wrk`` when installed (apt-get install wrk),
+else ``bench/_load.py``. Needs Redis at ``KEEL_TEST_REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``) for the ``/users/me`` and login benches.
 
     python bench/run_all.py
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -20,7 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _harness as h
-from bench import boot, livez, rss
+from bench import boot, livez, login, rss, users_me
 
 
 def _section(title: str) -> None:
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     h.require_wrk()
 
     began = time.perf_counter()
-    load_before = _loadavg()
+    load_before = h.loadavg()
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before} at start")
     failed: list[str] = []
     boot_result: boot.BootResult | None = None
@@ -151,12 +154,28 @@ def main(argv: list[str] | None = None) -> int:
         failed.append("rss")
         _failure("rss", exc)
 
+    _section("users_me")
+    try:
+        with tempfile.TemporaryDirectory(prefix="keel-bench-me-") as tmp:
+            users_me.report(users_me.run(duration=args.duration, directory=Path(tmp)))
+    except Exception as exc:  # noqa: BLE001
+        failed.append("users_me")
+        _failure("users_me", exc)
+
+    _section("login")
+    try:
+        with tempfile.TemporaryDirectory(prefix="keel-bench-login-") as tmp:
+            login.report(login.run(duration=args.duration, directory=Path(tmp)))
+    except Exception as exc:  # noqa: BLE001
+        failed.append("login")
+        _failure("login", exc)
+
     _section(
         f"summary (keel vs bare FastAPI, same `keel serve` stack, 2 workers unless 1w; "
         f"logs at WARNING unless INFO; {time.perf_counter() - began:.0f}s)"
     )
     print(summary(boot_result, livez_result, rss_result))
-    print(f"load average: {load_before} at start, {_loadavg()} at end (1/5/15 min)")
+    print(f"load average: {load_before} at start, {h.loadavg()} at end (1/5/15 min)")
     print(
         "req/s ratio > 1 is better for keel; latency, boot and RSS ratios > 1 are worse. "
         "Reference figures (RUNTIME-FACTS.md): bare ~10k req/s at 2w, ~6k at 1w, "
@@ -166,13 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _loadavg() -> str:
-    try:
-        return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def _failure(name: str, exc: BaseException) -> None:

@@ -112,6 +112,10 @@ class UserViewCache:
             raw = await self._store.get(self.key(user_id))
         except CacheUnavailable:
             return None
+        return self.parse(user_id, raw)
+
+    def parse(self, user_id: str, raw: bytes | None) -> UserView | None:
+        """The view in ``raw``, the entry under ``key(user_id)`` read elsewhere (a prefetch)."""
         if raw is None:
             return None
         try:

@@ -10,13 +10,19 @@ routes); a well-formed header with a token that fails any check is one opaque
 
 The checks themselves are :class:`keel.auth.TokenAuthenticator`'s; this
 module only finds the token and turns the result into a :class:`Principal`.
+A route that serves cached data of its caller (``GET /users/me``) can have
+its keys read in the same cache round trip as the checks: ``prefetch`` maps
+``(method, path)`` to the keys, and the values arrive in
+``BearerPrincipal.prefetched``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Final
 
 from fastapi import Request
@@ -24,6 +30,7 @@ from fastapi import Request
 from keel.api.principal import Principal
 from keel.api.state import get_context
 from keel.auth import TokenAuthenticator
+from keel.auth.authenticator import Prefetch
 from keel.cache import Store
 from keel.security.tokens import MAX_TOKEN_LENGTH
 
@@ -42,6 +49,10 @@ class BearerPrincipal(Principal):
     session_id: str
     token_id: str
     expires_at: datetime
+    #: The values of the route's prefetched cache keys (see ``BearerAuthenticator``).
+    prefetched: Mapping[str, bytes | None] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
 
 
 def bearer_token(request: Request) -> str | None:
@@ -61,12 +72,20 @@ class BearerAuthenticator:
 
     ``store`` holds the subject states and the deny-list; by default the
     app's own cache store (``AppContext.store``), so every worker and instance
-    sharing that Redis sees the same revocations.
+    sharing that Redis sees the same revocations. ``prefetch`` maps a route's
+    ``(method, path)`` to the cache keys of the caller it will read anyway.
     """
 
-    def __init__(self, tokens: TokenAuthenticator, *, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        tokens: TokenAuthenticator,
+        *,
+        store: Store | None = None,
+        prefetch: Mapping[tuple[str, str], Prefetch] | None = None,
+    ) -> None:
         self._tokens = tokens
         self._store = store
+        self._prefetch = dict(prefetch or {})
 
     async def authenticate(self, request: Request) -> Principal | None:
         """The token's principal; ``None`` without a usable header; ``InvalidToken`` if refused."""
@@ -74,11 +93,15 @@ class BearerAuthenticator:
         if token is None:
             return None
         store = self._store if self._store is not None else get_context(request).store
-        authentication = await self._tokens.authenticate(token, store)
+        prefetch = (
+            self._prefetch.get((request.method, request.scope["path"])) if self._prefetch else None
+        )
+        authentication = await self._tokens.authenticate(token, store, prefetch=prefetch)
         return BearerPrincipal(
             subject=authentication.subject,
             scopes=authentication.scopes,
             session_id=authentication.session_id,
             token_id=authentication.token_id,
             expires_at=authentication.expires_at,
+            prefetched=authentication.prefetched,
         )

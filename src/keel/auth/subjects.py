@@ -43,6 +43,7 @@ __all__ = [
     "forget_subject",
     "publish_subject_state",
     "subject_key",
+    "subject_state_from",
 ]
 
 #: Seconds a cached subject state lives: the bound on staleness if a publish is lost.
@@ -171,8 +172,25 @@ async def cached_subject_state(
     ``None`` means the subject is unknown (that too is cached, for
     :data:`UNKNOWN_STATE_TTL` at most). An unreadable entry counts as a miss.
     """
+    raw = await store.get(subject_key(subject_id))
+    return await subject_state_from(store, subject_id, raw, loader, ttl=ttl)
+
+
+async def subject_state_from(
+    store: Store,
+    subject_id: str,
+    raw: bytes | None,
+    loader: StateLoader,
+    *,
+    ttl: float = DEFAULT_STATE_TTL,
+) -> SubjectState | None:
+    """The state in ``raw`` (what ``store`` held under :func:`subject_key`), else load it.
+
+    For a caller that already read the entry, batched with other keys in one
+    ``get_many``: the rest is :func:`cached_subject_state`'s (a missing or
+    unreadable entry is loaded and filled with ``add``).
+    """
     key = subject_key(subject_id)
-    raw = await store.get(key)
     if raw is not None:
         try:
             return _decode(raw)

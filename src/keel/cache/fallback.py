@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from keel._clock import Clock
@@ -67,6 +67,10 @@ class FallbackStore:
     async def get(self, key: str) -> bytes | None:
         """Return the value under ``key``, or ``None`` when absent or expired."""
         return await self._run(lambda store: store.get(key))
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values under ``keys``, in order; all from the same store (primary or fallback)."""
+        return await self._run(lambda store: store.get_many(keys))
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, replacing any value and any previous expiry."""

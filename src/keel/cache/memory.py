@@ -10,6 +10,7 @@ import heapq
 import itertools
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from keel._clock import Clock
@@ -64,6 +65,15 @@ class MemoryStore:
         """Return the value under ``key``, or ``None`` when absent or expired."""
         entry = self._live(key, self._clock.monotonic())
         return None if entry is None else entry.value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values under ``keys``, in order; ``None`` for each absent or expired one."""
+        now = self._clock.monotonic()
+        found: list[bytes | None] = []
+        for key in keys:
+            entry = self._live(key, now)
+            found.append(None if entry is None else entry.value)
+        return found
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, replacing any value and any previous expiry."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -82,6 +82,15 @@ class RedisStore:
             value = await self._redis().get(self._namespace + key)
         # A URL with ?decode_responses=true would hand back str; the contract is bytes.
         return value.encode() if isinstance(value, str) else value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values under ``keys``, in order, by one ``MGET``; ``None`` for absent ones."""
+        if not keys:
+            return []
+        names = [self._namespace + key for key in keys]
+        with self._guard():
+            values: list[bytes | str | None] = await self._redis().mget(names)
+        return [value.encode() if isinstance(value, str) else value for value in values]
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, replacing any value and any previous expiry."""

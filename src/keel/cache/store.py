@@ -9,6 +9,7 @@ seconds; ``None`` means "no expiry". An expired key is gone: ``get`` returns
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal, Protocol, TypeAlias
 
 __all__ = ["INT64_MAX", "INT64_MIN", "CacheStatus", "Store", "validate_ttl"]
@@ -30,6 +31,15 @@ class Store(Protocol):
 
     async def get(self, key: str) -> bytes | None:
         """Return the value under ``key``, or ``None`` when absent or expired."""
+        ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values under ``keys``, in order (``None`` for each absent or expired one).
+
+        One round trip to a shared backend (Redis ``MGET``): several lookups a
+        request needs cost the latency of one. Not a snapshot across keys on
+        every backend; each value is what ``get`` would have returned.
+        """
         ...
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -41,6 +42,10 @@ class CountingStore:
         self.calls.append(f"get {key}")
         return await self.inner.get(key)
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self.calls.append(f"get_many {' '.join(keys)}")
+        return await self.inner.get_many(keys)
+
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         self.calls.append(f"set {key}")
         await self.inner.set(key, value, ttl=ttl)
@@ -75,6 +80,9 @@ class DownStore(CountingStore):
     """Every read fails the way an unreachable Redis does."""
 
     async def get(self, key: str) -> bytes | None:
+        raise CacheUnavailable("Redis did not answer")
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         raise CacheUnavailable("Redis did not answer")
 
 
@@ -254,7 +262,7 @@ async def test_forged_tokens_never_reach_the_cache_or_the_loader(
     assert directory.loads == 0
 
 
-async def test_the_warm_path_is_three_cache_reads_and_no_load(
+async def test_the_warm_path_is_one_cache_round_trip_and_no_load(
     tokens: AccessTokens, directory: Directory, clock: FrozenClock
 ) -> None:
     store = CountingStore(MemoryStore(clock))
@@ -262,15 +270,57 @@ async def test_the_warm_path_is_three_cache_reads_and_no_load(
     issued = tokens.issue(subject="user-1", session_id="sid-1", scopes=["user"])
     await authenticator.authenticate(issued.token, store)  # cold: one load, one fill
     assert directory.loads == 1
+    assert store.calls == [
+        f"get_many auth:subject:user-1 revoked:jti:{issued.jti} revoked:sid:sid-1",
+        "add auth:subject:user-1",
+    ]
     store.calls.clear()
     for _ in range(10):
         await authenticator.authenticate(issued.token, store)
     assert directory.loads == 1
+    # Subject state, jti and sid deny-list entries: one get_many (one MGET on Redis).
     assert store.calls == 10 * [
-        "get auth:subject:user-1",
-        f"get revoked:jti:{issued.jti}",
-        "get revoked:sid:sid-1",
+        f"get_many auth:subject:user-1 revoked:jti:{issued.jti} revoked:sid:sid-1"
     ]
+
+
+async def test_an_unreadable_state_entry_is_reloaded_and_refilled(
+    authenticator: TokenAuthenticator, tokens: AccessTokens, directory: Directory, store: Store
+) -> None:
+    await store.set("auth:subject:user-1", b"not a state")
+    result = await authenticator.authenticate(issue(tokens), store)
+    assert result.subject == "user-1"
+    assert directory.loads == 1
+    assert await store.get("auth:subject:user-1") not in (None, b"not a state")
+
+
+async def test_prefetched_keys_come_back_with_the_authentication(
+    tokens: AccessTokens, directory: Directory, clock: FrozenClock
+) -> None:
+    store = CountingStore(MemoryStore(clock))
+    authenticator = TokenAuthenticator(tokens, directory.load)
+    await store.inner.set("view:user-1", b"cached view")
+    token = issue(tokens)
+    await authenticator.authenticate(token, store)  # cold
+    store.calls.clear()
+    result = await authenticator.authenticate(
+        token, store, prefetch=lambda subject: [f"view:{subject}", "absent"]
+    )
+    assert dict(result.prefetched) == {"view:user-1": b"cached view", "absent": None}
+    [call] = store.calls
+    assert call.startswith("get_many auth:subject:user-1 ")
+    assert call.endswith(" view:user-1 absent")
+    assert dict((await authenticator.authenticate(token, store)).prefetched) == {}
+
+
+async def test_a_refused_token_hands_back_no_prefetched_value(
+    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store, clock: FrozenClock
+) -> None:
+    issued = tokens.issue(subject="user-1", session_id="sid-1", scopes=["user"])
+    await revoke_token(store, issued.jti, issued.expires_at, clock=clock)
+    await store.set("view:user-1", b"secret-ish")
+    with pytest.raises(InvalidToken):
+        await authenticator.authenticate(issued.token, store, prefetch=lambda s: [f"view:{s}"])
 
 
 async def test_an_unreachable_cache_is_an_outage_not_a_bad_token(

@@ -92,6 +92,34 @@ async def test_set_with_ttl_expires(backend: Backend) -> None:
     assert await store.ttl("k") is None
 
 
+async def test_get_many_answers_each_key_in_order(backend: Backend) -> None:
+    store = backend.store
+    await store.set("a", b"\x00first\r\n")
+    await store.set("c", b"")
+    await store.incr("n", 7)
+    assert await store.get_many(["a", "b", "c", "n", "a"]) == [
+        b"\x00first\r\n",
+        None,
+        b"",
+        b"7",
+        b"\x00first\r\n",
+    ]
+    assert await store.get_many(["missing"]) == [None]
+    assert await store.get_many([]) == []
+
+
+async def test_get_many_agrees_with_get_after_expiry_and_delete(backend: Backend) -> None:
+    store = backend.store
+    await store.set("short", b"s", ttl=0.2)
+    await store.set("long", b"l", ttl=30)
+    await store.set("gone", b"g")
+    await store.delete("gone")
+    await backend.elapse(0.3)
+    keys = ["short", "long", "gone"]
+    assert await store.get_many(keys) == [await store.get(key) for key in keys]
+    assert await store.get_many(keys) == [None, b"l", None]
+
+
 async def test_set_without_ttl_clears_previous_expiry(backend: Backend) -> None:
     store = backend.store
     await store.set("k", b"v1", ttl=0.2)

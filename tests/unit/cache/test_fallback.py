@@ -79,6 +79,35 @@ async def test_outage_is_served_from_memory_then_redis_again(
     assert len(_events(caplog_cache, "cache_degraded")) == 1
 
 
+async def test_get_many_follows_get_through_an_outage(
+    store: FallbackStore,
+    private_redis: RedisServer,
+    clock: FrozenClock,
+    caplog_cache: pytest.LogCaptureFixture,
+) -> None:
+    await store.set("a", b"in redis")
+    assert await store.get_many(["a", "b"]) == [b"in redis", None]
+
+    private_redis.kill()
+    # Answered from memory within the same call: the caller never sees the outage.
+    assert await store.get_many(["a", "b"]) == [None, None]
+    assert _status(store) == "degraded"
+    await store.set("b", b"in memory")
+    assert await store.get_many(["a", "b"]) == [None, b"in memory"]
+    assert len(_events(caplog_cache, "cache_degraded")) == 1
+
+    private_redis.start()
+    before = private_redis.connections_received()
+    clock.advance(RETRY / 2)
+    assert await store.get_many(["b"]) == [b"in memory"]  # no probe before the interval
+    assert private_redis.connections_received() == before + 1  # only this INFO call
+    clock.advance(RETRY / 2)
+    # Probed and recovered: Redis is the truth again, memory is not consulted.
+    assert await store.get_many(["a", "b"]) == [None, None]
+    assert _status(store) == "ok"
+    assert len(_events(caplog_cache, "cache_recovered")) == 1
+
+
 async def test_concurrent_failures_degrade_once(
     store: FallbackStore, private_redis: RedisServer, caplog_cache: pytest.LogCaptureFixture
 ) -> None:

@@ -47,6 +47,41 @@ async def test_every_key_carries_the_namespace(redis_url: str, redis_namespace: 
         await other.close()
 
 
+async def test_get_many_is_one_mget_within_the_namespace(private_redis: RedisServer) -> None:
+    # A private server: nobody else's MGETs show in its command counts.
+    store = RedisStore(private_redis.url, namespace="t:", timeout=1.0)
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        raw.set("bare", b"outside the namespace")
+        await store.set("bare", b"inside")
+        await store.set("x", b"1")
+        await store.get_many(["x"])  # the connection is open: the stats below count one call
+        before = _mget_calls(raw)
+        assert await store.get_many(["bare", "x", "nope"]) == [b"inside", b"1", None]
+        assert _mget_calls(raw) == before + 1
+    finally:
+        raw.delete("bare")
+        raw.close()
+        await store.close()
+
+
+def _mget_calls(raw: redis.Redis) -> int:
+    stats = raw.info("commandstats")
+    entry = stats.get("cmdstat_mget", {})
+    return int(entry.get("calls", 0)) if isinstance(entry, dict) else 0
+
+
+async def test_get_many_on_a_closed_port_raises_cache_unavailable() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.25)
+    try:
+        with pytest.raises(CacheUnavailable):
+            await store.get_many(["a", "b"])
+        assert _status(store) == "degraded"
+        assert await store.get_many([]) == []  # nothing to read: no round trip at all
+    finally:
+        await store.close()
+
+
 @pytest.mark.redis
 async def test_incr_with_ttl_sets_the_expiry_in_redis(redis_url: str, redis_namespace: str) -> None:
     store = RedisStore(redis_url, namespace=redis_namespace, timeout=0.25)

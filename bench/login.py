@@ -1,0 +1,272 @@
+"""Login throughput vs keel's hashing bound, and what a login storm does to ``/livez`` and memory.
+
+keel's own app (``keel serve``, default factory, 2 workers, real argon2id
+parameters from the settings' defaults) with an account made by ``keel users
+create-admin``. Measured in one run:
+
+- the hashing bound, in this process with keel's ``PasswordHasher`` and the
+  same parameters: ``cores / single verification time`` (the median of
+  sequential verifications), and beside it the hasher's own throughput with
+  ``hash_concurrency`` threads (what one worker can do at most);
+- ``POST /auth/login`` with the right password (every login a real argon2
+  verification, a token, a session, an audit row) from one load generator at
+  ``--login-connections``; its rate over the bound is the figure (target
+  >= 90 %);
+- during that storm, ``GET /livez`` from a second generator at 4 connections:
+  its p99 (target <= 20 ms: hashing never runs on the event loop);
+- the workers' peak memory during the storm: the largest VmRSS sampled every
+  50 ms and the kernel's VmHWM at the end (target <= 120 MB).
+
+The brute-force limits are off for the run (``KEEL_THROTTLE_ENABLED=false``):
+one client logging in from one address is what they exist to stop.
+
+    python bench/login.py [--duration 10] [--workers 2] [--login-connections 16]
+                          [--database-url URL] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _harness as h
+from bench.users_me import DEFAULT_REDIS, Setup, log_in
+from keel.security.hashing import PasswordHasher
+from keel.settings import Settings
+
+__all__ = ["LoginResult", "main", "run"]
+
+LIVEZ_CONNECTIONS = 4
+WARMUP_SECONDS = 2.0
+
+
+@dataclass
+class HashBound:
+    single_ms: float  # one verification, nothing else running
+    cores: int
+    pool_per_second: float  # hash_concurrency threads kept busy, one worker's hasher
+    concurrency: int
+
+    @property
+    def bound(self) -> float:
+        return self.cores / (self.single_ms / 1000)
+
+
+@dataclass
+class LoginResult:
+    duration: float
+    workers: int
+    connections: int
+    bound: HashBound | None = None
+    login: h.WrkResult | None = None
+    livez: h.WrkResult | None = None
+    livez_idle: h.WrkResult | None = None
+    peak_rss_kib: int = 0
+    hwm_kib: int = 0
+    notes: list[str] = field(default_factory=list)
+    servers: list[h.Server] = field(default_factory=list)
+    loadavg: list[str] = field(default_factory=list)
+
+
+def measure_bound(settings: Settings, password: str, seconds: float = 3.0) -> HashBound:
+    """The hashing bound with keel's ``PasswordHasher`` at the server's parameters."""
+    hasher = PasswordHasher(settings.passwords)
+
+    async def measure() -> tuple[float, float]:
+        stored = await hasher.hash(password)
+        await hasher.verify(stored, password)
+        singles = []
+        for _ in range(9):
+            began = time.perf_counter()
+            await hasher.verify(stored, password)
+            singles.append(time.perf_counter() - began)
+        done = 0
+        began = time.perf_counter()
+        deadline = began + seconds
+
+        async def loop() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await hasher.verify(stored, password)
+                done += 1
+
+        await asyncio.gather(*(loop() for _ in range(settings.passwords.hash_concurrency)))
+        return statistics.median(singles), done / (time.perf_counter() - began)
+
+    try:
+        single, pool = asyncio.run(measure())
+    finally:
+        hasher.close()
+    return HashBound(single * 1000, os.cpu_count() or 1, pool, settings.passwords.hash_concurrency)
+
+
+def run(
+    *,
+    duration: float = 10.0,
+    workers: int = 2,
+    connections: int = 16,
+    database_url: str | None = None,
+    redis_url: str = DEFAULT_REDIS,
+    directory: Path,
+) -> LoginResult:
+    from keel.security.keys import generate_key_file
+
+    key_file = directory / "login-keys.json"
+    if not key_file.exists():
+        generate_key_file(key_file, "EdDSA")
+    setup = Setup(directory, key_file, redis_url)
+    result = LoginResult(duration, workers, connections)
+    spec = h.ServerSpec(
+        "keel", None, workers, "WARNING", database_url, database_url is None, setup.env()
+    )
+    body = json.dumps({"email": setup.email, "password": setup.password})
+    json_header = ("Content-Type: application/json",)
+    with h.servers(spec) as running:
+        result.servers.extend(running)
+        [keel] = running
+        keel.wait_ready("/livez")
+        if database_url is not None:
+            h.upgrade_database(keel)
+        h.create_admin(keel, setup.email, setup.password)
+        log_in(keel.port, setup.email, setup.password)  # the account works, the hasher is warm
+        result.bound = measure_bound(Settings(), setup.password)
+        result.livez_idle = h.run_wrk(
+            keel.url + "/livez", duration=WARMUP_SECONDS * 2, connections=LIVEZ_CONNECTIONS
+        )
+        h.run_wrk(
+            keel.url + "/auth/login",
+            duration=WARMUP_SECONDS,
+            connections=connections,
+            headers=json_header,
+            method="POST",
+            body=body,
+        )
+        result.loadavg.append(f"start {h.loadavg()}")
+        with h.PeakMemory(keel) as memory:
+            storm = h.start_load(
+                keel.url + "/auth/login",
+                duration=duration,
+                connections=connections,
+                headers=json_header,
+                method="POST",
+                body=body,
+            )
+            time.sleep(0.5)  # measure /livez inside the storm, not while it ramps up
+            probe = h.start_load(
+                keel.url + "/livez", duration=duration - 1.0, connections=LIVEZ_CONNECTIONS
+            )
+            result.livez = probe.result()
+            result.login = storm.result()
+        result.loadavg.append(f"end {h.loadavg()}")
+        result.peak_rss_kib, result.hwm_kib = memory.peak_rss_kib, memory.hwm_kib
+    for label, run_ in (("login", result.login), ("livez", result.livez)):
+        if run_ is not None and (run_.socket_errors or run_.non_2xx):
+            result.notes.append(
+                f"{label}: {run_.socket_errors} socket errors, {run_.non_2xx} non-2xx "
+                f"in {run_.requests} requests"
+            )
+    return result
+
+
+def report(result: LoginResult) -> None:
+    bound, login, livez = result.bound, result.login, result.livez
+    if bound is None or login is None or livez is None:
+        print("login bench: no figures")
+        return
+    share = login.rps / bound.bound
+    print(
+        f"== POST /auth/login storm: {h.load_tool()} -c{result.connections} "
+        f"-d{result.duration:.0f}s on keel {result.workers}w (argon2id at the default "
+        f"parameters), /livez from a second generator at -c{LIVEZ_CONNECTIONS} =="
+    )
+    rows = [
+        [
+            "hash bound (cores / one verification)",
+            f"{bound.bound:.1f}/s",
+            f"{bound.cores} cores / {bound.single_ms:.1f} ms",
+        ],
+        [
+            f"one hasher, {bound.concurrency} threads busy",
+            f"{bound.pool_per_second:.1f}/s",
+            "in-process, PasswordHasher",
+        ],
+        [
+            "login throughput",
+            f"{login.rps:.1f}/s",
+            f"p50 {login.p50_ms:.0f} ms, p99 {login.p99_ms:.0f} ms, {login.requests} logins",
+        ],
+        [
+            "/livez during the storm",
+            f"{livez.rps:,.0f}/s",
+            f"p50 {livez.p50_ms:.2f} ms, p99 {livez.p99_ms:.2f} ms",
+        ],
+    ]
+    if result.livez_idle is not None:
+        idle = result.livez_idle
+        rows.append(
+            [
+                "/livez before the storm (same -c)",
+                f"{idle.rps:,.0f}/s",
+                f"p50 {idle.p50_ms:.2f} ms, p99 {idle.p99_ms:.2f} ms",
+            ]
+        )
+    rows.append(
+        [
+            "worker peak memory",
+            h.mib(result.peak_rss_kib),
+            f"sampled VmRSS max; VmHWM {h.mib(result.hwm_kib)}",
+        ]
+    )
+    print(h.table(["", "figure", "detail"], rows))
+    verdict = "met" if share >= 0.90 else "missed"
+    print(f"login throughput = {share * 100:.0f} % of the hash bound (target >= 90 %: {verdict})")
+    verdict = "met" if livez.p99_ms <= 20 else "missed"
+    print(f"/livez p99 during the storm {livez.p99_ms:.1f} ms (target <= 20 ms: {verdict})")
+    peak = max(result.peak_rss_kib, result.hwm_kib) / 1024
+    verdict = "met" if peak <= 120 else "missed"
+    print(f"worker peak memory {peak:.1f} MiB (target <= 120 MB: {verdict})")
+    print("load average: " + "; ".join(result.loadavg))
+    for note in result.notes:
+        print(f"note: {note}")
+    h.print_findings(result.servers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--login-connections", type=int, default=16)
+    parser.add_argument("--database-url", default=None, help="default: a migrated SQLite file")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS)
+    args = parser.parse_args(argv)
+    h.require_wrk()
+    with tempfile.TemporaryDirectory(prefix="keel-bench-login-") as tmp:
+        try:
+            result = run(
+                duration=args.duration,
+                workers=args.workers,
+                connections=args.login_connections,
+                database_url=args.database_url,
+                redis_url=args.redis_url,
+                directory=Path(tmp),
+            )
+        except h.BenchError as exc:
+            print(f"bench login: {exc}", file=sys.stderr)
+            return 1
+    report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
