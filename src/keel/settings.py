@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
@@ -212,6 +212,7 @@ class CacheSettings:
     redis_url: SecretStr | None
     timeout: float
     retry_interval: float
+    namespace: str = "keel:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +367,7 @@ class Settings(BaseSettings):
     audit_key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
     audit_previous_keys: SecretStr | None = None
 
+    cache_namespace: str = Field(default="keel:", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     cache_timeout: float = Field(default=0.25, gt=0)
     cache_retry_interval: float = Field(default=1.0, gt=0)
 
@@ -458,6 +460,12 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("KEEL_PUBLIC_URL must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _session_lifetimes(self) -> Settings:
+        if self.session_idle_ttl > self.session_absolute_ttl:
+            raise ValueError("KEEL_SESSION_IDLE_TTL must not exceed KEEL_SESSION_ABSOLUTE_TTL")
+        return self
 
     # Sections handed to the layers below.
 
@@ -552,6 +560,7 @@ class Settings(BaseSettings):
             redis_url=self.redis_url,
             timeout=self.cache_timeout,
             retry_interval=self.cache_retry_interval,
+            namespace=self.cache_namespace,
         )
 
     @property

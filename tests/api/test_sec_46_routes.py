@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute
 
 import keel.api
 from keel._clock import FrozenClock
+from keel.api.passwords import PUBLIC_PASSWORD_OPERATIONS
 from keel.api.principal import Principal, current_principal
 from keel.db import migrate
 from keel.settings import Settings
@@ -43,7 +44,7 @@ from .conftest import serve_in_process
 SettingsFactory = Callable[..., Settings]
 
 #: (method, path) pairs anyone may call. Keep it short; every entry is a decision.
-PUBLIC: frozenset[tuple[str, str]] = frozenset(
+PUBLIC: frozenset[tuple[str, str]] = PUBLIC_PASSWORD_OPERATIONS | frozenset(
     {
         ("GET", "/livez"),
         ("HEAD", "/livez"),
@@ -54,6 +55,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/auth/login"),
         ("POST", "/auth/token"),
         ("POST", "/auth/verify-email"),
+        ("POST", "/auth/refresh"),
         ("GET", "/docs"),
         ("HEAD", "/docs"),
         ("GET", "/openapi.json"),

@@ -1,13 +1,21 @@
 """keel.accounts (layer L4): users, their e-mail addresses, passwords and account mail.
 
 ``AccountService`` holds the rules (register, verify, login, profile, delete,
+password change, forgot and reset, admin changes to activity and roles,
 create an admin); ``AccountRepository`` the queries; ``models`` the tables
-(revision ``0003``). ``keel.auth`` reads a user's token-relevant state through
+(revisions ``0003`` and ``0004``). Sessions and brute-force limits plug in
+through the ``SessionHooks`` and ``LoginGuard`` protocols (``hooks``).
+``keel.auth`` reads a user's token-relevant state through
 :func:`load_user_state` and is told of changes through ``on_user_changed``;
 the two packages never import each other (they are wired in ``keel.api``).
 """
 
-from keel.accounts.config import VERIFICATION_TTL, AccountSettings, account_settings_from
+from keel.accounts.config import (
+    PASSWORD_RESET_TTL,
+    VERIFICATION_TTL,
+    AccountSettings,
+    account_settings_from,
+)
 from keel.accounts.email import EmailAddress, normalise_email
 from keel.accounts.errors import (
     CurrentPasswordRequired,
@@ -15,10 +23,15 @@ from keel.accounts.errors import (
     InvalidCredentials,
     InvalidDisplayName,
     InvalidEmail,
+    OwnAdminAccess,
     ReauthenticationFailed,
+    ResetTokenInvalid,
     ScopeNotGranted,
+    UnknownRole,
+    UserNotFound,
     VerificationFailed,
 )
+from keel.accounts.hooks import LoginGuard, SessionHooks
 from keel.accounts.mail import (
     ConsoleMailer,
     FileMailer,
@@ -30,7 +43,7 @@ from keel.accounts.mail import (
     build_mailer,
     mail_settings_from,
 )
-from keel.accounts.models import EmailVerificationToken, User
+from keel.accounts.models import EmailVerificationToken, PasswordResetToken, User
 from keel.accounts.names import normalise_display_name
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER
@@ -49,6 +62,7 @@ from keel.accounts.views import UserView, UserViewCache
 __all__ = [
     "KNOWN_ROLES",
     "NO_ORIGIN",
+    "PASSWORD_RESET_TTL",
     "ROLE_ADMIN",
     "ROLE_USER",
     "UNSET",
@@ -66,17 +80,24 @@ __all__ = [
     "InvalidCredentials",
     "InvalidDisplayName",
     "InvalidEmail",
+    "LoginGuard",
     "LoginResult",
     "MailSettings",
     "Mailer",
     "Message",
     "Origin",
     "Outbox",
+    "OwnAdminAccess",
+    "PasswordResetToken",
     "ReauthenticationFailed",
+    "ResetTokenInvalid",
     "ScopeNotGranted",
+    "SessionHooks",
     "SmtpMailer",
+    "UnknownRole",
     "User",
     "UserChanged",
+    "UserNotFound",
     "UserState",
     "UserView",
     "UserViewCache",

@@ -8,26 +8,44 @@ from typing import Final
 from keel.errors import ConfigurationError
 from keel.settings import Settings
 
-__all__ = ["VERIFICATION_TTL", "AccountSettings", "account_settings_from"]
+__all__ = [
+    "PASSWORD_RESET_TTL",
+    "PASSWORD_RESET_TTL_MAX",
+    "VERIFICATION_TTL",
+    "AccountSettings",
+    "account_settings_from",
+]
 
 #: How long an e-mail verification link works (seconds).
 VERIFICATION_TTL: Final = 24 * 3600
+#: How long a password-reset link works by default, and at most (SEC-25: one hour).
+PASSWORD_RESET_TTL: Final = 3600
+PASSWORD_RESET_TTL_MAX: Final = 3600
 
 
 @dataclass(frozen=True, slots=True)
 class AccountSettings:
-    """Account rules: where links point, whether login needs a verified address."""
+    """Account rules: where links point, whether login needs a verified address, link lifetimes.
+
+    ``lockout_threshold`` is the number of consecutive failures at which the
+    login guard starts refusing an account (``KEEL_LOCKOUT_THRESHOLD``); the
+    service audits ``authn_login_fail_max`` when a failure reaches it.
+    """
 
     service_name: str
     public_url: str
     require_verified_email: bool = True
     verification_ttl: int = VERIFICATION_TTL
+    password_reset_ttl: int = PASSWORD_RESET_TTL
+    lockout_threshold: int | None = None
 
     def __post_init__(self) -> None:
         if not self.public_url.startswith(("https://", "http://")):
             raise ConfigurationError("KEEL_PUBLIC_URL must be an absolute http(s) URL")
         if self.verification_ttl <= 0:
             raise ConfigurationError("the verification link lifetime must be positive")
+        if not 0 < self.password_reset_ttl <= PASSWORD_RESET_TTL_MAX:
+            raise ConfigurationError("KEEL_PASSWORD_RESET_TTL must be between 1 and 3600 seconds")
 
     def link(self, path: str, token: str) -> str:
         """A link for mail: always on ``public_url``, never on a request's Host (SEC-26).
@@ -57,4 +75,6 @@ def account_settings_from(settings: Settings) -> AccountSettings:
         service_name=settings.service_name,
         public_url=public_url,
         require_verified_email=bool(getattr(settings, "require_verified_email", True)),
+        password_reset_ttl=settings.password_reset_ttl,
+        lockout_threshold=settings.lockout_threshold,
     )

@@ -8,19 +8,31 @@
     ├── InvalidEmail              (keel.accounts.email)
     ├── InvalidDisplayName
     └── CurrentPasswordRequired   an address change without the current password
+    ├── UnknownRole               an admin asked for a role keel does not know
     ClientError
     ├── VerificationFailed        unknown, used or expired e-mail token (400)
+    ├── ResetTokenInvalid         unknown, used or expired password-reset token (400)
     └── ReauthenticationFailed    wrong current password on a sensitive change (400)
+    NotFound
+    └── UserNotFound              an admin named an account that does not exist (404)
     Forbidden
     └── ScopeNotGranted           /auth/token asked for a scope the account lacks
     Conflict
-    └── EmailTaken                create-admin, or a change verified after the address was taken
+    ├── EmailTaken                create-admin, or a change verified after the address was taken
+    └── OwnAdminAccess            an admin tried to disable themselves or drop their own admin role
 """
 
 from __future__ import annotations
 
 from keel.accounts.email import InvalidEmail
-from keel.errors import ClientError, Conflict, Forbidden, InvalidInput, Unauthenticated
+from keel.errors import (
+    ClientError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
 
 __all__ = [
     "CurrentPasswordRequired",
@@ -28,8 +40,12 @@ __all__ = [
     "InvalidCredentials",
     "InvalidDisplayName",
     "InvalidEmail",
+    "OwnAdminAccess",
     "ReauthenticationFailed",
+    "ResetTokenInvalid",
     "ScopeNotGranted",
+    "UnknownRole",
+    "UserNotFound",
     "VerificationFailed",
 ]
 
@@ -97,3 +113,39 @@ class EmailTaken(Conflict):
 
     def __init__(self) -> None:
         super().__init__("Another account already uses this e-mail address.")
+
+
+class ResetTokenInvalid(ClientError):
+    """The password-reset token is unknown, already used, replaced or expired."""
+
+    code = "reset_token_invalid"
+
+    def __init__(self) -> None:
+        super().__init__("This password reset link is invalid or has expired.")
+
+
+class UnknownRole(InvalidInput):
+    """A role name that keel does not define."""
+
+    code = "role_unknown"
+
+    def __init__(self) -> None:
+        super().__init__("Only known roles can be granted.")
+
+
+class UserNotFound(NotFound):
+    """No account has this id."""
+
+    code = "user_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("No such user.")
+
+
+class OwnAdminAccess(Conflict):
+    """An admin may not disable their own account or remove their own admin role."""
+
+    code = "own_admin_access"
+
+    def __init__(self) -> None:
+        super().__init__("Admins cannot disable themselves or remove their own admin role.")

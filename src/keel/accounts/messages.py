@@ -8,15 +8,20 @@ from keel.accounts.config import AccountSettings
 from keel.accounts.mail import Message
 
 __all__ = [
+    "RESET_PASSWORD_PATH",
     "VERIFY_EMAIL_PATH",
     "email_change_attempt",
     "email_change_requested",
+    "password_changed",
+    "password_reset",
     "registration_attempt",
     "verify_email",
 ]
 
 #: The page (on ``KEEL_PUBLIC_URL``) that reads ``#token=`` and POSTs it to /auth/verify-email.
 VERIFY_EMAIL_PATH: Final = "/verify-email"
+#: The page (on ``KEEL_PUBLIC_URL``) that reads ``#token=`` and POSTs it to /auth/password/reset.
+RESET_PASSWORD_PATH: Final = "/reset-password"  # noqa: S105 - a page path, not a secret
 
 
 def verify_email(
@@ -87,5 +92,40 @@ def email_change_attempt(settings: AccountSettings, *, to: str, user_id: str) ->
             "this message.\n"
         ),
         kind="email_change_attempt",
+        user_id=user_id,
+    )
+
+
+def password_reset(settings: AccountSettings, *, to: str, token: str, user_id: str) -> Message:
+    """The reset link; built on ``KEEL_PUBLIC_URL`` only, never a request's Host (SEC-26)."""
+    service = settings.service_name
+    minutes = settings.password_reset_ttl // 60
+    return Message(
+        to=to,
+        subject=f"Reset your {service} password",
+        body=(
+            f"Hello,\n\nTo choose a new password for your {service} account, open this link "
+            f"within {minutes} minutes:\n\n{settings.link(RESET_PASSWORD_PATH, token)}\n\n"
+            "The link works once, and only the newest link you asked for works. If you did not "
+            "ask for this, ignore this message: your password stays as it is.\n"
+        ),
+        kind="password_reset",
+        user_id=user_id,
+    )
+
+
+def password_changed(settings: AccountSettings, *, to: str, user_id: str, reset: bool) -> Message:
+    """After a change or a reset: tell the owner (no secret, no link with a token)."""
+    service = settings.service_name
+    how = "reset with a link sent to this address" if reset else "changed"
+    return Message(
+        to=to,
+        subject=f"Your {service} password was changed",
+        body=(
+            f"Hello,\n\nThe password of your {service} account was just {how}. Other devices "
+            "were signed out.\n\nIf this was not you, reset your password now and contact "
+            "the operators of this service.\n"
+        ),
+        kind="password_changed",
         user_id=user_id,
     )

@@ -1,4 +1,4 @@
-"""The accounts tables (created by revision ``0003``; identical on PostgreSQL and SQLite).
+"""The accounts tables (revisions ``0003`` and ``0004``; identical on PostgreSQL and SQLite).
 
 - ``users``: one row per account. ``email`` is the address as the user gave
   it (NFKC, trimmed, domain lower-cased); ``email_key`` is the unique lookup
@@ -10,6 +10,10 @@
   reads a mailbox. Only the SHA-256 of the token is stored; ``email`` is the
   address the token proves (the account's own, or a new one it is changing
   to). Rows go with their user (``ON DELETE CASCADE``).
+- ``password_reset_tokens`` (``0004``): single-use, short-lived proofs that
+  someone reads the account's mailbox, redeemed to set a new password. Only
+  the SHA-256 is stored; a newer request, a redemption and a password change
+  delete the user's unused ones. Rows go with their user.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "EMAIL_MAX",
     "TOKEN_HASH_LENGTH",
     "EmailVerificationToken",
+    "PasswordResetToken",
     "User",
 ]
 
@@ -81,3 +86,21 @@ class EmailVerificationToken(Base):
 
     def __repr__(self) -> str:
         return f"EmailVerificationToken(id={self.id!s}, user_id={self.user_id!s})"
+
+
+class PasswordResetToken(Base):
+    """One password-reset token, stored as its SHA-256."""
+
+    __tablename__ = "password_reset_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"PasswordResetToken(id={self.id!s}, user_id={self.user_id!s})"

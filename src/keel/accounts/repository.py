@@ -1,5 +1,7 @@
 """The accounts queries; the only module that builds SQL over ``users`` and their tokens.
 
+Users, e-mail verification tokens and password-reset tokens.
+
 Every statement is parameterised SQLAlchemy Core/ORM (SEC-55).
 """
 
@@ -10,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select, update
 
-from keel.accounts.models import EmailVerificationToken, User
+from keel.accounts.models import EmailVerificationToken, PasswordResetToken, User
 from keel.db import UnitOfWork
 
 __all__ = ["AccountRepository"]
@@ -81,6 +83,34 @@ class AccountRepository:
                 EmailVerificationToken.used_at.is_(None),
             )
         )
+
+    # Password-reset tokens.
+
+    def add_reset_token(self, token: PasswordResetToken) -> None:
+        self._uow.session.add(token)
+
+    async def reset_token_by_hash(self, token_hash: str) -> PasswordResetToken | None:
+        query = select(PasswordResetToken).where(PasswordResetToken.token_hash == token_hash)
+        return (await self._uow.session.execute(query)).scalar_one_or_none()
+
+    async def consume_reset_token(self, token_id: uuid.UUID, now: datetime) -> bool:
+        """Mark the reset token used; ``False`` when another request used it first."""
+        result = await self._uow.session.execute(
+            update(PasswordResetToken)
+            .where(PasswordResetToken.id == token_id, PasswordResetToken.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def delete_reset_tokens(
+        self, user_id: uuid.UUID, *, except_id: uuid.UUID | None = None
+    ) -> None:
+        """Forget the user's reset tokens (but ``except_id``): each one left could still work."""
+        query = delete(PasswordResetToken).where(PasswordResetToken.user_id == user_id)
+        if except_id is not None:
+            query = query.where(PasswordResetToken.id != except_id)
+        await self._uow.session.execute(query)
 
     async def replace_hash(self, user_id: uuid.UUID, old: str, new: str) -> None:
         """Store an upgraded hash of the same password, unless the password changed meanwhile."""

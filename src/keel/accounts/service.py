@@ -15,6 +15,17 @@ Enumeration and timing (SEC-10..12):
   a wrong password, a disabled account and an unverified address, after
   exactly one password verification on every path (a dummy one when there
   is no usable hash). The reason is in the audit row, never in the answer.
+- :meth:`forgot_password` does the same work and answers nothing whether or
+  not the address has an account; only its owner gets mail.
+
+Sessions and brute-force limits come through the protocols in
+:mod:`keel.accounts.hooks` (both optional): the ``LoginGuard`` is asked
+before every password check (login and password change) and told of each
+outcome; ``SessionHooks`` starts a session in the login's transaction and
+revokes sessions in the transaction of a password change, a reset, a
+disable or a deletion, then (after the commit) makes their access tokens
+fail at once. Every such change also moves ``tokens_valid_after`` on, so
+access tokens from earlier seconds die even without session hooks.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from sqlalchemy.exc import IntegrityError
 
@@ -41,27 +52,34 @@ from keel.accounts.errors import (
     CurrentPasswordRequired,
     EmailTaken,
     InvalidCredentials,
+    OwnAdminAccess,
     ReauthenticationFailed,
+    ResetTokenInvalid,
     ScopeNotGranted,
+    UnknownRole,
+    UserNotFound,
     VerificationFailed,
 )
+from keel.accounts.hooks import LoginGuard, SessionHooks
 from keel.accounts.mail import Message, Outbox
 from keel.accounts.messages import (
     email_change_attempt,
     email_change_requested,
+    password_changed,
+    password_reset,
     registration_attempt,
     verify_email,
 )
-from keel.accounts.models import EmailVerificationToken, User
+from keel.accounts.models import EmailVerificationToken, PasswordResetToken, User
 from keel.accounts.names import normalise_display_name
 from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
 from keel.accounts.repository import AccountRepository
-from keel.accounts.roles import ROLE_ADMIN, ROLE_USER, format_roles
+from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER, format_roles
 from keel.accounts.state import UserState, whole_second
 from keel.accounts.views import UserView, UserViewCache
 from keel.audit import Action, ActorType, AuditEvent, AuditTrail, Result
 from keel.db import Database, UnitOfWork
-from keel.errors import Unauthenticated
+from keel.errors import TooManyRequests, Unauthenticated
 from keel.security.hashing import PasswordHasher
 from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokenIssuer, IssuedToken
@@ -97,21 +115,44 @@ UNSET: Final = _Unset.UNSET
 
 @dataclass(frozen=True, slots=True)
 class LoginResult:
-    """A successful login: the user's state and a fresh access token (never logged)."""
+    """A successful login (or password change): a fresh access token (never logged).
+
+    ``refresh_token`` is the new session's first refresh token when session
+    hooks are attached and a session was started; ``None`` otherwise.
+    """
 
     state: UserState
     access_token: IssuedToken
     session_id: str
     scopes: frozenset[str]
     expires_in: int
+    refresh_token: str | None = None
 
 
 def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
+def _account_keys(email: str) -> tuple[str, str | None]:
+    """The login guard's key for ``email``, and its e-mail key (``None``: not an address).
+
+    Unknown and known addresses are limited alike; input that is not an
+    address is limited by its stripped, lower-cased form.
+    """
+    try:
+        key = normalise_email(email).key
+    except InvalidEmail:
+        return email.strip().lower(), None
+    return key, key
+
+
 class AccountService:
-    """Registration, verification, login, profile and deletion, with their audit events."""
+    """Registration, verification, login, profile, passwords, deletion and admin changes.
+
+    Each with its audit events. ``sessions`` and ``guard`` (see
+    :mod:`keel.accounts.hooks`) are optional and can be attached later with
+    :meth:`set_session_hooks` and :meth:`set_guard`.
+    """
 
     def __init__(
         self,
@@ -126,6 +167,8 @@ class AccountService:
         outbox: Outbox | None = None,
         views: UserViewCache | None = None,
         on_user_changed: UserChanged | None = None,
+        sessions: SessionHooks | None = None,
+        guard: LoginGuard | None = None,
     ) -> None:
         self._database = database
         self._audit = audit
@@ -136,6 +179,8 @@ class AccountService:
         self._tokens = tokens
         self._outbox = outbox
         self._views = views
+        self._sessions = sessions
+        self._guard = guard
         self._listeners: list[UserChanged] = []
         if on_user_changed is not None:
             self._listeners.append(on_user_changed)
@@ -155,6 +200,14 @@ class AccountService:
     def add_change_listener(self, listener: UserChanged) -> None:
         """Also call ``listener`` after every committed change to a user."""
         self._listeners.append(listener)
+
+    def set_session_hooks(self, sessions: SessionHooks | None) -> None:
+        """Attach (or detach) the sessions: logins start one, credential changes revoke them."""
+        self._sessions = sessions
+
+    def set_guard(self, guard: LoginGuard | None) -> None:
+        """Attach (or detach) the brute-force limits asked before every password check."""
+        self._guard = guard
 
     # --- registration and verification -----------------------------------------------------
 
@@ -370,7 +423,10 @@ class AccountService:
     # --- login --------------------------------------------------------------------------------
 
     async def authenticate(self, email: str, password: str, origin: Origin) -> UserState:
-        """Check credentials and audit the login; ``InvalidCredentials`` on any failure."""
+        """Check credentials and audit the login; ``InvalidCredentials`` on any failure.
+
+        Starts no session. ``TooManyRequests`` when the login guard refuses.
+        """
         user = await self._check_credentials(email, password, origin)
         await self._login_succeeded(user, password, origin, details={})
         return UserState.of(user)
@@ -387,6 +443,9 @@ class AccountService:
 
         ``scopes`` narrows the token to some of the account's roles; asking
         for one it lacks raises ``ScopeNotGranted`` (after the password check).
+        With session hooks the session (and its refresh token) is created in
+        the transaction that audits the login. ``TooManyRequests`` when the
+        login guard refuses the attempt (before any password is checked).
         """
         if self._tokens is None:
             raise RuntimeError("AccountService was built without an access-token issuer")
@@ -400,27 +459,30 @@ class AccountService:
         issued = self._tokens.issue(
             subject=str(user.id), session_id=session_id, scopes=sorted(chosen)
         )
-        await self._login_succeeded(
-            user, password, origin, details={"session_id": session_id, "jti": issued.jti}
+        refresh = await self._login_succeeded(
+            user,
+            password,
+            origin,
+            details={"session_id": session_id, "jti": issued.jti},
+            session=(session_id, chosen),
         )
-        expires_in = math.ceil((issued.expires_at - self._clock.now()).total_seconds())
         return LoginResult(
             state=UserState.of(user),
             access_token=issued,
             session_id=session_id,
             scopes=chosen,
-            expires_in=max(0, expires_in),
+            expires_in=self._expires_in(issued),
+            refresh_token=refresh,
         )
 
     async def _check_credentials(self, email: str, password: str, origin: Origin) -> User:
-        try:
-            key: str | None = normalise_email(email).key
-        except InvalidEmail:
-            key = None  # not an address: nobody, and answered like nobody
+        guard_key, key = _account_keys(email)  # key None: not an address, answered like nobody
         user: User | None = None
         if key is not None:
             async with self._database.unit_of_work() as uow:
                 user = await AccountRepository(uow).by_email_key(key)
+        target = str(user.id) if user is not None else None
+        await self._guard_check(guard_key, origin, target_id=target, operation="login")
         # Exactly one verification on every path (SEC-11); no DB connection is held meanwhile.
         reason: str | None = None
         if user is None:
@@ -433,11 +495,73 @@ class AccountService:
             reason = "wrong_password"
         elif self._settings.require_verified_email and user.email_verified_at is None:
             reason = "email_unverified"
+        if reason is not None and reason != "email_unverified":
+            await self._login_failed(user, reason, origin)
+            await self._count_failure(guard_key, origin, target_id=target)
+            raise InvalidCredentials()
+        # The password was right (even when the address is unverified): the count starts over.
+        if self._guard is not None:
+            await self._guard.succeeded(guard_key, origin.source_ip)
         if reason is not None:
             await self._login_failed(user, reason, origin)
             raise InvalidCredentials()
         assert user is not None
         return user
+
+    async def _guard_check(
+        self,
+        guard_key: str,
+        origin: Origin,
+        *,
+        target_id: str | None,
+        operation: str,
+        actor_id: str | None = None,
+    ) -> None:
+        """Ask the guard before a password check; a refusal is audited, then re-raised."""
+        if self._guard is None:
+            return
+        try:
+            await self._guard.check(guard_key, origin.source_ip)
+        except TooManyRequests as exc:
+            action = (
+                Action.AUTHN_LOGIN_LOCK
+                if exc.limit == "account"
+                else Action.EXCESS_RATE_LIMIT_EXCEEDED
+            )
+            await self._record_alone(
+                self._event(
+                    action,
+                    Result.FAILURE,
+                    origin,
+                    actor_type=ActorType.USER if actor_id is not None else ActorType.ANONYMOUS,
+                    actor_id=actor_id,
+                    target_id=target_id,
+                    details={
+                        "limit": exc.limit,
+                        "retry_after": exc.retry_after,
+                        "operation": operation,
+                    },
+                )
+            )
+            raise
+
+    async def _count_failure(
+        self, guard_key: str, origin: Origin, *, target_id: str | None
+    ) -> None:
+        """Tell the guard of a wrong password; audit the failure that reaches the threshold."""
+        if self._guard is None:
+            return
+        failures = await self._guard.failed(guard_key, origin.source_ip)
+        if failures == self._settings.lockout_threshold:
+            await self._record_alone(
+                self._event(
+                    Action.AUTHN_LOGIN_FAIL_MAX,
+                    Result.FAILURE,
+                    origin,
+                    target_id=target_id,
+                    details={"failures": failures},
+                )
+            )
 
     async def _login_failed(self, user: User | None, reason: str, origin: Origin) -> None:
         await self._record_alone(
@@ -451,8 +575,15 @@ class AccountService:
         )
 
     async def _login_succeeded(
-        self, user: User, password: str, origin: Origin, *, details: dict[str, Any]
-    ) -> None:
+        self,
+        user: User,
+        password: str,
+        origin: Origin,
+        *,
+        details: dict[str, Any],
+        session: tuple[str, frozenset[str]] | None = None,
+    ) -> str | None:
+        """Audit the login (and start ``session``: id, scopes); its refresh token, if any."""
         # SEC-07: a hash with outdated parameters (or legacy bcrypt) is upgraded now,
         # the only moment keel holds the password.
         upgraded = (
@@ -460,9 +591,15 @@ class AccountService:
             if self._hasher.needs_rehash(user.password_hash)
             else None
         )
+        refresh: str | None = None
         async with self._database.unit_of_work() as uow:
             if upgraded is not None:
                 await AccountRepository(uow).replace_hash(user.id, user.password_hash, upgraded)
+            if session is not None and self._sessions is not None:
+                session_id, scopes = session
+                refresh = await self._sessions.start(
+                    uow, user_id=str(user.id), session_id=session_id, scopes=scopes, origin=origin
+                )
             await self._audit.record(
                 uow,
                 self._self_event(
@@ -473,15 +610,25 @@ class AccountService:
                     details={**details, "rehashed": upgraded is not None},
                 ),
             )
+        return refresh
+
+    def _expires_in(self, issued: IssuedToken) -> int:
+        return max(0, math.ceil((issued.expires_at - self._clock.now()).total_seconds()))
 
     # --- profile ------------------------------------------------------------------------------
 
-    async def profile(self, user_id: str) -> UserView:
-        """The user's view, from the shared cache when it holds one (no database round trip)."""
+    async def profile(self, user_id: str, *, cached: bytes | None = None) -> UserView:
+        """The user's view, from the shared cache when it holds one (no database round trip).
+
+        ``cached`` is the view's cache entry when the caller already read it
+        (the bearer check prefetches it), saving a round trip.
+        """
         if self._views is not None:
-            cached = await self._views.get(user_id)
-            if cached is not None:
-                return cached
+            hit = self._views.parse(user_id, cached) if cached is not None else None
+            if hit is None:
+                hit = await self._views.get(user_id)
+            if hit is not None:
+                return hit
         async with self._database.unit_of_work() as uow:
             user = await AccountRepository(uow).by_id(user_id)
         if user is None:
@@ -587,7 +734,8 @@ class AccountService:
         """Delete the account after re-authentication with its password.
 
         Its tokens die with the row: ``load_user_state`` answers ``None`` and
-        the listeners are told. Verification tokens go by ``ON DELETE CASCADE``.
+        the listeners are told; its sessions are revoked in the same
+        transaction. Verification and reset tokens go by ``ON DELETE CASCADE``.
         """
         async with self._database.unit_of_work() as uow:
             current = await AccountRepository(uow).by_id(user_id)
@@ -609,6 +757,7 @@ class AccountService:
             user = await repo.by_id(user_id, for_update=True)
             if user is None:
                 raise Unauthenticated()
+            revoked = await self._revoke_sessions(uow, str(user.id), reason="deleted")
             await repo.delete(user)
             await self._audit.record(
                 uow,
@@ -620,7 +769,253 @@ class AccountService:
                     details={"via": "self"},
                 ),
             )
+        await self._sessions_revoked(revoked)
         await self._changed(str(current.id), None)
+
+    # --- passwords ----------------------------------------------------------------------------
+
+    async def change_password(
+        self,
+        user_id: str,
+        current_password: str,
+        new_password: str,
+        origin: Origin,
+        *,
+        keep_session: str | None = None,
+        scopes: Collection[str] | None = None,
+    ) -> LoginResult:
+        """Replace the password after checking the current one (SEC-08); a fresh access token.
+
+        The guard is asked first and told of the outcome (a wrong current
+        password counts like a failed login: ``ReauthenticationFailed``, 400).
+        In one transaction: the new hash, ``tokens_valid_after`` moved on,
+        pending reset links dropped, every session but ``keep_session``
+        revoked. The owner is mailed. The returned token is for
+        ``keep_session`` (a new session id when ``None``), limited to
+        ``scopes`` (the caller's) and the account's current roles, so the
+        caller's session goes on while tokens from earlier seconds die.
+        """
+        if self._tokens is None:
+            raise RuntimeError("AccountService was built without an access-token issuer")
+        async with self._database.unit_of_work() as uow:
+            current = await AccountRepository(uow).by_id(user_id)
+        if current is None:
+            raise Unauthenticated()
+        target = str(current.id)
+        await self._guard_check(
+            current.email_key,
+            origin,
+            target_id=target,
+            operation="password_change",
+            actor_id=target,
+        )
+        if not await self._hasher.verify(current.password_hash, current_password):
+            await self._record_alone(
+                self._self_event(
+                    Action.AUTHN_PASSWORD_CHANGE_FAIL,
+                    Result.FAILURE,
+                    origin,
+                    target,
+                    details={"reason": "reauthentication_failed"},
+                )
+            )
+            await self._count_failure(current.email_key, origin, target_id=target)
+            raise ReauthenticationFailed()
+        if self._guard is not None:
+            await self._guard.succeeded(current.email_key, origin.source_ip)
+        address = EmailAddress(address=current.email, key=current.email_key)
+        self._policy.check(new_password, context=self._context(address, current.display_name))
+        new_hash = await self._hasher.hash(new_password)
+        now = self._clock.now()
+        async with self._database.unit_of_work() as uow:
+            repo = AccountRepository(uow)
+            user = await repo.by_id(current.id, for_update=True)
+            if user is None or not user.is_active:
+                raise Unauthenticated()
+            if user.password_hash != current.password_hash:
+                # Changed (or reset) meanwhile: the password checked above is no longer current.
+                raise ReauthenticationFailed()
+            self._set_password(user, new_hash, now)
+            await repo.delete_reset_tokens(user.id)  # a pending reset link would undo this
+            await uow.flush()
+            revoked = await self._revoke_sessions(
+                uow, target, reason="password_change", keep=keep_session
+            )
+            await self._audit.record(
+                uow,
+                self._self_event(
+                    Action.AUTHN_PASSWORD_CHANGE,
+                    Result.SUCCESS,
+                    origin,
+                    target,
+                    details={"via": "change", "sessions_revoked": len(revoked)},
+                ),
+            )
+            state, view = UserState.of(user), UserView.of(user)
+        await self._sessions_revoked(revoked)
+        await self._changed(view.id, view)
+        self._post([password_changed(self._settings, to=view.email, user_id=view.id, reset=False)])
+        chosen = state.scopes if scopes is None else state.scopes & frozenset(scopes)
+        session_id = keep_session if keep_session is not None else str(uuid.uuid4())
+        issued = self._tokens.issue(subject=target, session_id=session_id, scopes=sorted(chosen))
+        return LoginResult(
+            state=state,
+            access_token=issued,
+            session_id=session_id,
+            scopes=chosen,
+            expires_in=self._expires_in(issued),
+        )
+
+    async def forgot_password(self, email: str, origin: Origin) -> None:
+        """Mail a reset link to the owner of ``email``, if it has an active account (SEC-25/26).
+
+        Never raises for an unknown, disabled or malformed address, and does
+        the same work either way (a token is made and hashed, one lookup, one
+        audit row; only the owner's path also replaces their older links), so
+        the answer says nothing about the address (SEC-12). The link is built
+        on ``KEEL_PUBLIC_URL`` only, the token in its fragment; only the
+        token's SHA-256 is stored. A newer request makes older links fail.
+        """
+        _guard_key, key = _account_keys(email)
+        token = secrets.token_urlsafe(_TOKEN_BYTES)
+        digest = _token_digest(token)
+        now = self._clock.now()
+        messages: list[Message] = []
+        async with self._database.unit_of_work() as uow:
+            repo = AccountRepository(uow)
+            user = await repo.by_email_key(key) if key is not None else None
+            if user is not None and user.is_active:
+                await repo.delete_reset_tokens(user.id)
+                repo.add_reset_token(
+                    PasswordResetToken(
+                        id=uuid.uuid4(),
+                        user_id=user.id,
+                        token_hash=digest,
+                        created_at=now,
+                        expires_at=now + timedelta(seconds=self._settings.password_reset_ttl),
+                        used_at=None,
+                    )
+                )
+                result, details = Result.SUCCESS, None
+                messages.append(
+                    password_reset(self._settings, to=user.email, token=token, user_id=str(user.id))
+                )
+            else:
+                reason = "unknown_user" if user is None else "account_unavailable"
+                result, details = Result.FAILURE, {"reason": reason}
+            await self._audit.record(
+                uow,
+                self._event(
+                    Action.AUTHN_PASSWORD_RESET_REQUEST,
+                    result,
+                    origin,
+                    target_id=str(user.id) if user is not None else None,
+                    details=details,
+                ),
+            )
+        self._post(messages)
+
+    async def reset_password(self, token: str, new_password: str, origin: Origin) -> None:
+        """Set a new password with a reset token (SEC-25/27, SEC-15); never logs in.
+
+        The token must be well-formed, known (by its SHA-256), unused and
+        unexpired, and its account active; otherwise ``ResetTokenInvalid``
+        (400) and the reason is audited. A password the policy refuses leaves
+        the token usable. In one transaction: the new hash, the token used and
+        the user's others deleted, ``tokens_valid_after`` moved on, the address
+        marked verified (the mailbox is proven), every session revoked. After
+        the commit the guard forgets the account's failures (a reset ends a
+        lockout) and the owner is mailed.
+        """
+        now = self._clock.now()
+        row: PasswordResetToken | None = None
+        user: User | None = None
+        async with self._database.unit_of_work() as uow:
+            repo = AccountRepository(uow)
+            if _TOKEN_SHAPE.fullmatch(token):
+                row = await repo.reset_token_by_hash(_token_digest(token))
+            if row is not None:
+                user = await repo.by_id(row.user_id)
+        reason = self._reset_refusal(row, user, now)
+        if reason is not None:
+            await self._reset_failed(reason, row, origin)
+        assert row is not None
+        assert user is not None
+        address = EmailAddress(address=user.email, key=user.email_key)
+        self._policy.check(new_password, context=self._context(address, user.display_name))
+        new_hash = await self._hasher.hash(new_password)
+        now = self._clock.now()
+        async with self._database.unit_of_work() as uow:
+            repo = AccountRepository(uow)
+            user = await repo.by_id(row.user_id, for_update=True)
+            reason = self._reset_refusal(row, user, now)
+            if reason is None and not await repo.consume_reset_token(row.id, now):
+                reason = "used"  # a concurrent request redeemed it first
+            if reason is None:
+                assert user is not None
+                verified = user.email_verified_at is None
+                self._set_password(user, new_hash, now)
+                if verified:
+                    user.email_verified_at = now
+                await repo.delete_reset_tokens(user.id, except_id=row.id)
+                await uow.flush()
+                revoked = await self._revoke_sessions(uow, str(user.id), reason="password_reset")
+                await self._audit.record(
+                    uow,
+                    self._self_event(
+                        Action.AUTHN_PASSWORD_CHANGE,
+                        Result.SUCCESS,
+                        origin,
+                        user.id,
+                        details={
+                            "via": "reset",
+                            "sessions_revoked": len(revoked),
+                            "email_verified": verified,
+                        },
+                    ),
+                )
+                view, guard_key = UserView.of(user), user.email_key
+        if reason is not None:
+            await self._reset_failed(reason, row, origin)
+        await self._sessions_revoked(revoked)
+        if self._guard is not None:
+            await self._after_commit("login_guard_clear", self._guard.clear(guard_key))
+        await self._changed(view.id, view)
+        self._post([password_changed(self._settings, to=view.email, user_id=view.id, reset=True)])
+
+    @staticmethod
+    def _reset_refusal(
+        row: PasswordResetToken | None, user: User | None, now: datetime
+    ) -> str | None:
+        if row is None:
+            return "unknown"
+        if row.used_at is not None:
+            return "used"
+        if row.expires_at <= now:
+            return "expired"
+        if user is None or not user.is_active:
+            return "account_unavailable"
+        return None
+
+    async def _reset_failed(
+        self, reason: str, row: PasswordResetToken | None, origin: Origin
+    ) -> NoReturn:
+        await self._record_alone(
+            self._event(
+                Action.AUTHN_PASSWORD_CHANGE_FAIL,
+                Result.FAILURE,
+                origin,
+                target_id=str(row.user_id) if row is not None else None,
+                details={"via": "reset", "reason": reason},
+            )
+        )
+        raise ResetTokenInvalid()
+
+    def _set_password(self, user: User, password_hash: str, now: datetime) -> None:
+        """A new password: tokens issued in earlier seconds stop working (see ``UserState``)."""
+        user.password_hash = password_hash
+        user.tokens_valid_after = max(user.tokens_valid_after, whole_second(now))
+        user.updated_at = now
 
     # --- administration -----------------------------------------------------------------------
 
@@ -672,6 +1067,149 @@ class AccountService:
                 view = UserView.of(user)
         except IntegrityError as exc:
             raise EmailTaken() from exc
+        return view
+
+    async def admin_view(
+        self,
+        admin_id: str,
+        user_id: str,
+        origin: Origin,
+        *,
+        actor_type: ActorType = ActorType.USER,
+    ) -> UserView:
+        """An account as an admin sees it; the read is audited (``authz_admin``) as it happens.
+
+        ``UserNotFound`` for an unknown (or malformed) id. ``actor_type`` is
+        the admin's kind (a user, or an API key with the admin scope).
+        """
+        async with self._database.unit_of_work() as uow:
+            user = await AccountRepository(uow).by_id(user_id)
+            if user is None:
+                raise UserNotFound()
+            await self._audit.record(
+                uow,
+                self._admin_event(
+                    Action.AUTHZ_ADMIN,
+                    Result.SUCCESS,
+                    origin,
+                    admin_id,
+                    user.id,
+                    actor_type=actor_type,
+                    details={"operation": "user_read"},
+                ),
+            )
+            return UserView.of(user)
+
+    async def set_active(
+        self, admin_id: str, user_id: str, active: bool, origin: Origin
+    ) -> UserView:
+        """Enable or disable an account (see :meth:`update_user`)."""
+        return await self.update_user(admin_id, user_id, origin, active=active)
+
+    async def set_roles(
+        self, admin_id: str, user_id: str, roles: Collection[str], origin: Origin
+    ) -> UserView:
+        """Replace an account's roles (see :meth:`update_user`)."""
+        return await self.update_user(admin_id, user_id, origin, roles=roles)
+
+    async def update_user(
+        self,
+        admin_id: str,
+        user_id: str,
+        origin: Origin,
+        *,
+        active: bool | None = None,
+        roles: Collection[str] | None = None,
+        actor_type: ActorType = ActorType.USER,
+    ) -> UserView:
+        """An admin changes an account's activity and/or roles, in one transaction.
+
+        ``roles`` must be known roles (``UnknownRole``). An admin cannot
+        disable themselves or drop their own ``admin`` role (``OwnAdminAccess``,
+        audited). A role change is ``authz_change``; it takes effect on the
+        next request, since tokens carry only scopes the account still holds.
+        Disabling moves ``tokens_valid_after`` on and revokes every session
+        (``user_updated``). ``UserNotFound`` for an unknown id.
+        """
+        wanted = frozenset(roles) if roles is not None else None
+        if wanted is not None and not wanted <= KNOWN_ROLES:
+            raise UnknownRole()
+        now = self._clock.now()
+        revoked: list[str] = []
+        refused = False
+        changed = False
+        async with self._database.unit_of_work() as uow:
+            repo = AccountRepository(uow)
+            user = await repo.by_id(user_id, for_update=True)
+            if user is None:
+                raise UserNotFound()
+            target = str(user.id)
+            if (
+                actor_type is ActorType.USER
+                and target == admin_id
+                and (active is False or (wanted is not None and ROLE_ADMIN not in wanted))
+            ):
+                refused = True
+            else:
+                events: list[AuditEvent] = []
+                if wanted is not None and wanted != user.role_set:
+                    before = sorted(user.role_set)
+                    user.roles = format_roles(wanted)
+                    events.append(
+                        self._admin_event(
+                            Action.AUTHZ_CHANGE,
+                            Result.SUCCESS,
+                            origin,
+                            admin_id,
+                            target,
+                            actor_type=actor_type,
+                            details={"roles_before": before, "roles": sorted(wanted)},
+                        )
+                    )
+                if active is not None and active != user.is_active:
+                    user.is_active = active
+                    if not active:
+                        user.tokens_valid_after = max(user.tokens_valid_after, whole_second(now))
+                        revoked = await self._revoke_sessions(uow, target, reason="disabled")
+                    events.append(
+                        self._admin_event(
+                            Action.USER_UPDATED,
+                            Result.SUCCESS,
+                            origin,
+                            admin_id,
+                            target,
+                            actor_type=actor_type,
+                            details={
+                                "fields": ["is_active"],
+                                "active": active,
+                                "via": "admin",
+                                "sessions_revoked": len(revoked),
+                            },
+                        )
+                    )
+                changed = bool(events)
+                if changed:
+                    user.updated_at = now
+                    await uow.flush()
+                for audit_event in events:
+                    await self._audit.record(uow, audit_event)
+            view = UserView.of(user)
+        if refused:
+            await self._record_alone(
+                self._admin_event(
+                    Action.AUTHZ_CHANGE if active is not False else Action.USER_UPDATED,
+                    Result.FAILURE,
+                    origin,
+                    admin_id,
+                    view.id,
+                    actor_type=actor_type,
+                    details={"reason": "own_admin_access"},
+                )
+            )
+            raise OwnAdminAccess()
+        if changed:
+            await self._sessions_revoked(revoked)
+            await self._changed(view.id, view)
         return view
 
     # --- helpers ------------------------------------------------------------------------------
@@ -727,8 +1265,54 @@ class AccountService:
             details=details,
         )
 
+    def _admin_event(
+        self,
+        action: Action,
+        result: Result,
+        origin: Origin,
+        admin_id: str,
+        user_id: object,
+        *,
+        actor_type: ActorType = ActorType.USER,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """An event about an admin (a user, or an API key) acting on an account."""
+        return self._event(
+            action,
+            result,
+            origin,
+            actor_type=actor_type,
+            actor_id=admin_id,
+            target_id=str(user_id),
+            details=details,
+        )
+
     async def _record_alone(self, audit_event: AuditEvent) -> None:
         await self._audit.record_alone(audit_event)
+
+    async def _revoke_sessions(
+        self, uow: UnitOfWork, user_id: str, *, reason: str, keep: str | None = None
+    ) -> list[str]:
+        """In ``uow``: revoke the user's sessions (but ``keep``); their ids (none without hooks)."""
+        if self._sessions is None:
+            return []
+        return await self._sessions.revoke_all(uow, user_id=user_id, reason=reason, keep=keep)
+
+    async def _sessions_revoked(self, session_ids: Sequence[str]) -> None:
+        """After the commit: the revoked sessions' access tokens stop working everywhere."""
+        if self._sessions is not None and session_ids:
+            await self._after_commit("sessions_revoked", self._sessions.revoked(session_ids))
+
+    async def _after_commit(self, step: str, work: Awaitable[None]) -> None:
+        """Run a follow-up of a committed change; a failure is reported, never raised.
+
+        The change stands either way: ``tokens_valid_after`` and the revoked
+        rows already refuse the old credentials, this only makes it faster.
+        """
+        try:
+            await work
+        except Exception as exc:  # noqa: BLE001 - the change is committed; report, go on
+            event(_log, logging.ERROR, "after_commit_failed", step=step, error=type(exc).__name__)
 
     def _post(self, messages: Sequence[Message]) -> None:
         if not messages:

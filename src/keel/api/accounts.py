@@ -53,11 +53,15 @@ from keel.accounts import (
     mail_settings_from,
 )
 from keel.accounts.mail import ConsoleMailer
+from keel.api.bearer import BearerPrincipal
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
 from keel.api.principal import Principal, current_principal
+from keel.api.ratelimit import rate_limited
+from keel.api.sessions import SESSIONS_STATE_KEY, refreshed_body
 from keel.api.state import AppContext
 from keel.audit import ActorType
+from keel.auth.sessions import InvalidRefreshToken, RefreshScopeNotGranted, SessionService
 from keel.errors import Forbidden
 from keel.runtime.lifecycle import Warmup
 from keel.security.hashing import PasswordHasher
@@ -100,6 +104,7 @@ _PASSWORD_FIELD_MAX: Final = 16 * 1024
 _EMAIL_FIELD_MAX: Final = 320
 _NAME_FIELD_MAX: Final = 400
 _TOKEN_FIELD_MAX: Final = 128
+_REFRESH_FIELD_MAX: Final = 128
 
 _log = logging.getLogger("keel.api.accounts")
 
@@ -158,11 +163,12 @@ class VerifiedResponse(BaseModel):
 
 
 class TokenResponse(BaseModel):
-    """RFC 6749 §5.1."""
+    """RFC 6749 §5.1; ``refresh_token`` when sessions are installed."""
 
     access_token: str
     token_type: Literal["bearer"]
     expires_in: int
+    refresh_token: str | None = None
 
 
 class OAuthTokenResponse(TokenResponse):
@@ -195,7 +201,7 @@ class UserResponse(BaseModel):
         )
 
 
-def get_accounts(request: Request) -> AccountService:
+async def get_accounts(request: Request) -> AccountService:
     """The ``AccountService`` :func:`install_accounts` put on the app."""
     service = getattr(request.app.state, ACCOUNTS_STATE_KEY, None)
     if not isinstance(service, AccountService):  # pragma: no cover - wiring error
@@ -215,11 +221,14 @@ def _account_holder(principal: Principal) -> str:
 
 
 def _token_body(result: LoginResult) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "access_token": result.access_token.token,
         "token_type": "bearer",
         "expires_in": result.expires_in,
     }
+    if result.refresh_token is not None:
+        body["refresh_token"] = result.refresh_token
+    return body
 
 
 def build_accounts_router() -> APIRouter:
@@ -230,7 +239,7 @@ def build_accounts_router() -> APIRouter:
         "/auth/register",
         status_code=202,
         response_model=AcceptedResponse,
-        dependencies=[Depends(no_store)],
+        dependencies=[Depends(no_store), Depends(rate_limited("register"))],
     )
     async def register(body: RegisterRequest, request: Request, accounts: Accounts) -> Any:
         """Start an account; the answer is the same whether or not the address has one."""
@@ -239,13 +248,22 @@ def build_accounts_router() -> APIRouter:
         )
         return REGISTER_ACCEPTED
 
-    @router.post("/auth/verify-email", response_model=VerifiedResponse)
+    @router.post(
+        "/auth/verify-email",
+        response_model=VerifiedResponse,
+        dependencies=[Depends(rate_limited("verify_email"))],
+    )
     async def verify_email(body: VerifyEmailRequest, request: Request, accounts: Accounts) -> Any:
         """Redeem the token from a verification mail (single use, 24 hours)."""
         await accounts.verify_email(body.token, origin_of(request))
         return {"status": "verified"}
 
-    @router.post("/auth/login", response_model=TokenResponse, dependencies=[Depends(no_store)])
+    @router.post(
+        "/auth/login",
+        response_model=TokenResponse,
+        response_model_exclude_none=True,
+        dependencies=[Depends(no_store), Depends(rate_limited("login"))],
+    )
     async def login(body: LoginRequest, request: Request, accounts: Accounts) -> Any:
         """Exchange an e-mail address and password for an access token."""
         result = await accounts.login(
@@ -256,18 +274,23 @@ def build_accounts_router() -> APIRouter:
     @router.post(
         "/auth/token",
         response_model=OAuthTokenResponse,
-        dependencies=[Depends(no_store)],
+        response_model_exclude_none=True,
+        dependencies=[Depends(no_store), Depends(rate_limited("token"))],
         responses={400: {"description": "RFC 6749 §5.2 error"}},
         openapi_extra={"requestBody": _TOKEN_REQUEST_BODY},
     )
     async def token(request: Request, accounts: Accounts) -> Response:
-        """OAuth 2.0 resource owner password grant (RFC 6749 §4.3): ``username`` is the e-mail."""
-        return await _password_grant(request, accounts)
+        """OAuth 2.0 token endpoint: the password grant (RFC 6749 §4.3, ``username`` is the
+        e-mail) and, with sessions installed, the ``refresh_token`` grant (§6)."""
+        return await _token_grant(request, accounts)
 
     @router.get("/users/me", response_model=UserResponse, dependencies=[Depends(no_store)])
     async def read_me(principal: Caller, accounts: Accounts) -> Any:
         """The caller's account, served from the shared cache (no database round trip)."""
-        return UserResponse.of(await accounts.profile(_account_holder(principal)))
+        user_id = _account_holder(principal)
+        prefetched = principal.prefetched if isinstance(principal, BearerPrincipal) else {}
+        cached = prefetched.get(UserViewCache.key(user_id))
+        return UserResponse.of(await accounts.profile(user_id, cached=cached))
 
     @router.patch("/users/me", response_model=UserResponse, dependencies=[Depends(no_store)])
     async def update_me(
@@ -307,15 +330,16 @@ _TOKEN_REQUEST_BODY: Final[dict[str, Any]] = {
         "application/x-www-form-urlencoded": {
             "schema": {
                 "type": "object",
-                "required": ["grant_type", "username", "password"],
+                "required": ["grant_type"],
                 "properties": {
-                    "grant_type": {"type": "string", "enum": ["password"]},
+                    "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
                     "username": {"type": "string", "maxLength": _EMAIL_FIELD_MAX},
                     "password": {
                         "type": "string",
                         "format": "password",
                         "maxLength": _PASSWORD_FIELD_MAX,
                     },
+                    "refresh_token": {"type": "string", "maxLength": _REFRESH_FIELD_MAX},
                     "scope": {"type": "string"},
                     "client_id": {"type": "string"},
                 },
@@ -373,36 +397,73 @@ def _requested_scopes(params: dict[str, str]) -> frozenset[str] | None:
     return frozenset(scopes)
 
 
-async def _password_grant(request: Request, accounts: AccountService) -> Response:
+def _token_json(body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+async def _token_grant(request: Request, accounts: AccountService) -> Response:
+    sessions = getattr(request.app.state, SESSIONS_STATE_KEY, None)
     try:
         params = _parse_form(request, await request.body())
         grant_type = params.get("grant_type")
         if grant_type is None:
             raise _FormError("grant_type is required.")
-        if grant_type != "password":
-            return _oauth_error("unsupported_grant_type", "Only the password grant is supported.")
-        username, password = params.get("username"), params.get("password")
-        if not username or not password:
-            raise _FormError("username and password are required.")
-        if len(username) > _EMAIL_FIELD_MAX or len(password) > _PASSWORD_FIELD_MAX:
-            raise _FormError("A parameter is too long.")
         scopes = _requested_scopes(params)
+        if grant_type == "password":
+            return await _password_grant(request, accounts, params, scopes)
+        if grant_type == "refresh_token" and isinstance(sessions, SessionService):
+            return await _refresh_grant(request, sessions, params, scopes)
     except _FormError as exc:
         return _oauth_error("invalid_request", str(exc))
+    supported = "password and refresh_token" if isinstance(sessions, SessionService) else "password"
+    return _oauth_error("unsupported_grant_type", f"Only the {supported} grants are supported.")
+
+
+async def _password_grant(
+    request: Request,
+    accounts: AccountService,
+    params: dict[str, str],
+    scopes: frozenset[str] | None,
+) -> Response:
+    username, password = params.get("username"), params.get("password")
+    if not username or not password:
+        raise _FormError("username and password are required.")
+    if len(username) > _EMAIL_FIELD_MAX or len(password) > _PASSWORD_FIELD_MAX:
+        raise _FormError("A parameter is too long.")
     try:
         result = await accounts.login(username, password, origin_of(request), scopes=scopes)
     except (InvalidCredentials, PasswordRejected):
         # One answer for every credential failure (SEC-10), as RFC 6749 §5.2 names it.
-        return _oauth_error(
-            "invalid_grant",
-            "The e-mail address or password is wrong, or the account cannot log in.",
-        )
+        return _oauth_error("invalid_grant", _INVALID_GRANT)
     except ScopeNotGranted:
         return _oauth_error("invalid_scope", "The requested scope is not available.")
     body = _token_body(result)
     if scopes is not None:
         body["scope"] = " ".join(sorted(result.scopes))
-    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return _token_json(body)
+
+
+async def _refresh_grant(
+    request: Request,
+    sessions: SessionService,
+    params: dict[str, str],
+    scopes: frozenset[str] | None,
+) -> Response:
+    token = params.get("refresh_token")
+    if not token:
+        raise _FormError("refresh_token is required.")
+    if len(token) > _REFRESH_FIELD_MAX:
+        raise _FormError("A parameter is too long.")
+    try:
+        result = await sessions.refresh(token, origin_of(request), scopes=scopes)
+    except RefreshScopeNotGranted:
+        return _oauth_error("invalid_scope", "The requested scope is not available.")
+    except InvalidRefreshToken:
+        return _oauth_error("invalid_grant", "The refresh token is invalid, expired or revoked.")
+    body = refreshed_body(result)
+    if scopes is not None:
+        body["scope"] = " ".join(sorted(result.scopes))
+    return _token_json(body)
 
 
 # --- wiring --------------------------------------------------------------------------------

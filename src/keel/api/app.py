@@ -17,18 +17,23 @@ from fastapi import APIRouter, FastAPI
 from keel import __version__
 from keel._clock import Clock, SystemClock
 from keel._logging import event
-from keel.accounts import load_user_state
+from keel.accounts import UserViewCache, load_user_state
 from keel.api.accounts import install_accounts
+from keel.api.admin_users import build_admin_users_router
 from keel.api.audit import router as audit_router
 from keel.api.bearer import BearerAuthenticator
 from keel.api.errors import install_error_handlers
 from keel.api.health import router as health_router
 from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
+from keel.api.passwords import build_passwords_router
 from keel.api.principal import Authenticator
+from keel.api.sessions import install_sessions
 from keel.api.state import AppContext
 from keel.audit import AuditTrail
 from keel.auth import SubjectState, TokenAuthenticator, VerifiedTokenCache, publish_subject_state
+from keel.auth.sessions import SessionService
+from keel.auth.throttle import LoginThrottle
 from keel.cache import build_store
 from keel.checks import errors_in
 from keel.db import Database
@@ -72,7 +77,7 @@ def create_app(
     clock = clock or SystemClock()
     supervisor = Supervisor(settings.lifecycle, clock=clock)
     database = Database(settings.database)
-    store = build_store(settings.cache, clock)
+    store = build_store(settings.cache, clock, namespace=settings.cache.namespace)
     keys = keys or load_key_set(settings.tokens, production=settings.is_production)
     # One AccessTokens for issuing (accounts) and verifying (bearer): the same key set.
     access_tokens = AccessTokens(keys, settings.tokens, clock=clock)
@@ -97,7 +102,13 @@ def create_app(
         audit=AuditTrail.from_settings(database, settings.audit, clock),
         authenticator=authenticator
         or BearerAuthenticator(
-            TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), subject_state)
+            TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), subject_state),
+            # GET /users/me reads its cached view in the same round trip as the token checks.
+            prefetch=(
+                {("GET", "/users/me"): lambda subject: (UserViewCache.key(subject),)}
+                if accounts
+                else None
+            ),
         ),
     )
 
@@ -134,7 +145,23 @@ def create_app(
     app.include_router(jwks_router(keys))
     app.include_router(audit_router)
     if accounts:
-        install_accounts(app, context, access_tokens=access_tokens, on_user_changed=publish_user)
+        account_service = install_accounts(
+            app, context, access_tokens=access_tokens, on_user_changed=publish_user
+        )
+        sessions = SessionService(
+            database=database,
+            audit=context.audit,
+            store=store,
+            settings=settings.sessions,
+            clock=clock,
+            tokens=access_tokens,
+            subject_state=subject_state,
+        )
+        account_service.set_session_hooks(sessions)
+        account_service.set_guard(LoginThrottle(store, settings.throttle, clock=clock))
+        install_sessions(app, sessions)
+        app.include_router(build_passwords_router())
+        app.include_router(build_admin_users_router())
     for router in routers:
         app.include_router(router)
     return app

@@ -8,6 +8,8 @@
 - :func:`publish_subject_state` / :func:`forget_subject` share a subject's
   state through the cache store; :func:`revoke_token` / :func:`revoke_session`
   fill the deny-list.
+- :class:`LoginThrottle` limits password checks per account and per
+  (account, IP); :class:`RateLimiter` limits attempts per IP and in all.
 
 Framework-free, and independent of ``keel.accounts``: ``keel.api`` wires the
 two together (a :data:`StateLoader` over the accounts side's user view).
@@ -33,6 +35,7 @@ from keel.auth.subjects import (
     publish_subject_state,
     subject_key,
 )
+from keel.auth.throttle import LoginThrottle, RateLimiter
 from keel.auth.verified import VerifiedTokenCache
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "SESSION_REVOCATION_TTL",
     "UNKNOWN_STATE_TTL",
     "Authentication",
+    "LoginThrottle",
+    "RateLimiter",
     "StateLoader",
     "SubjectState",
     "TokenAuthenticator",

@@ -50,7 +50,12 @@ METADATA_ATTRIBUTE: Final = "keel.target_metadata"
 # Every module that declares tables on ``Base.metadata``, imported by name before a
 # comparison so that the migrations are always compared with all of keel's models
 # (by name because the models of higher layers may not be imported from keel.db).
-MODEL_MODULES: Final = ("keel.db.models", "keel.audit.models", "keel.accounts.models")
+MODEL_MODULES: Final = (
+    "keel.db.models",
+    "keel.audit.models",
+    "keel.accounts.models",
+    "keel.auth.models",
+)
 
 _T = TypeVar("_T")
 

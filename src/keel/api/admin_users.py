@@ -1,0 +1,110 @@
+"""Admin routes over accounts: read one, enable/disable it, set its roles.
+
+Routes (``admin`` scope only, SEC-46/47)::
+
+    GET   /admin/users/{user_id}   the account as an admin sees it
+    PATCH /admin/users/{user_id}   {"active"?: bool, "roles"?: [str]} → the same view
+
+An unknown or malformed id is 404. The body is strict (unknown fields 422)
+and needs at least one field; roles must be ones keel defines (422). An
+admin cannot disable themselves or drop their own ``admin`` role (409).
+Disabling signs the account out everywhere; every read and change is
+audited with the admin as the actor (``keel.accounts.AccountService``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field, model_validator
+
+from keel.accounts import UserView
+from keel.api.accounts import Accounts, _Strict
+from keel.api.middleware import no_store
+from keel.api.origin import origin_of
+from keel.api.principal import ADMIN_SCOPE, Principal, require_scope
+
+__all__ = ["AdminUserResponse", "UpdateUserRequest", "build_admin_users_router"]
+
+_ROLES_MAX: Final = 16
+_ROLE_FIELD_MAX: Final = 64
+
+Admin = Annotated[Principal, Depends(require_scope(ADMIN_SCOPE))]
+Role = Annotated[str, Field(min_length=1, max_length=_ROLE_FIELD_MAX)]
+
+
+class UpdateUserRequest(_Strict):
+    """Only activity and roles; the address, the password and the rest are never set here."""
+
+    active: bool | None = None
+    roles: Annotated[list[Role], Field(max_length=_ROLES_MAX)] | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> UpdateUserRequest:
+        if self.active is None and self.roles is None:
+            raise ValueError("give active or roles")
+        return self
+
+
+class AdminUserResponse(BaseModel):
+    """An account as an admin sees it (declared fields only, SEC-49)."""
+
+    id: str
+    email: str
+    roles: list[str]
+    active: bool
+    email_verified: bool
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, view: UserView) -> AdminUserResponse:
+        return cls(
+            id=view.id,
+            email=view.email,
+            roles=list(view.roles),
+            active=view.is_active,
+            email_verified=view.email_verified,
+            created_at=view.created_at.isoformat(),
+            updated_at=view.updated_at.isoformat(),
+        )
+
+
+def build_admin_users_router() -> APIRouter:
+    """A fresh router with the admin user routes (the service comes from the app state)."""
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(no_store)])
+
+    @router.get("/users/{user_id}", response_model=AdminUserResponse)
+    async def read_user(
+        user_id: str,
+        request: Request,
+        admin: Admin,
+        accounts: Accounts,
+    ) -> Any:
+        """One account; the read is audited."""
+        view = await accounts.admin_view(
+            admin.subject, user_id, origin_of(request), actor_type=admin.actor_type
+        )
+        return AdminUserResponse.of(view)
+
+    @router.patch("/users/{user_id}", response_model=AdminUserResponse)
+    async def update_user(
+        user_id: str,
+        body: UpdateUserRequest,
+        request: Request,
+        admin: Admin,
+        accounts: Accounts,
+    ) -> Any:
+        """Enable or disable the account and/or replace its roles, in one change."""
+        view = await accounts.update_user(
+            admin.subject,
+            user_id,
+            origin_of(request),
+            active=body.active,
+            roles=body.roles,
+            actor_type=admin.actor_type,
+        )
+        return AdminUserResponse.of(view)
+
+    return router

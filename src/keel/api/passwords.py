@@ -1,0 +1,131 @@
+"""The password routes: change (signed in), forgot and reset (public), built by a function.
+
+Routes (public ones in :data:`PUBLIC_PASSWORD_OPERATIONS`)::
+
+    POST /auth/password/change  bearer; {current_password, new_password}
+                                → 200 {access_token, token_type, expires_in}
+    POST /auth/password/forgot  {email} → 202, one fixed body (SEC-12)
+    POST /auth/password/reset   {token, new_password} → 200 {"status": "reset"}
+
+A change keeps the caller's own session (when the caller authenticated with
+an access token of one) and answers with a fresh access token for it: the
+change moves ``tokens_valid_after`` on, so tokens from earlier seconds,
+including the one just used, stop working. A reset signs nobody in: its
+answer carries no token (SEC-27). Bodies are strict (unknown fields 422),
+answers ``Cache-Control: no-store``. The rules live in
+``keel.accounts.AccountService``; the router reads it from the app state
+(``keel.api.accounts.get_accounts``), so mount it next to the accounts routes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from keel.api.accounts import (
+    AcceptedResponse,
+    Accounts,
+    Caller,
+    Email,
+    Password,
+    TokenResponse,
+    _account_holder,
+    _Strict,
+    _token_body,
+)
+from keel.api.bearer import BearerPrincipal
+from keel.api.middleware import no_store
+from keel.api.origin import origin_of
+from keel.api.ratelimit import rate_limited
+
+__all__ = [
+    "FORGOT_ACCEPTED",
+    "PUBLIC_PASSWORD_OPERATIONS",
+    "build_passwords_router",
+]
+
+#: The routes here that need no credentials (for the SEC-46 route walker).
+PUBLIC_PASSWORD_OPERATIONS: Final = frozenset(
+    {
+        ("POST", "/auth/password/forgot"),
+        ("POST", "/auth/password/reset"),
+    }
+)
+#: The one answer to every forgot-password request, known address or not (SEC-12).
+FORGOT_ACCEPTED: Final = {
+    "status": "accepted",
+    "detail": "If this address has an account, we sent it a link to choose a new password.",
+}
+_RESET_TOKEN_FIELD_MAX: Final = 128
+
+
+class ChangePasswordRequest(_Strict):
+    current_password: Password
+    new_password: Password
+
+
+class ForgotPasswordRequest(_Strict):
+    email: Email
+
+
+class ResetPasswordRequest(_Strict):
+    token: Annotated[str, Field(min_length=1, max_length=_RESET_TOKEN_FIELD_MAX)]
+    new_password: Password
+
+
+class ResetResponse(BaseModel):
+    status: Literal["reset"]
+
+
+def build_passwords_router() -> APIRouter:
+    """A fresh router with the password routes (the service comes from the app state)."""
+    router = APIRouter(tags=["accounts"], dependencies=[Depends(no_store)])
+
+    @router.post(
+        "/auth/password/change", response_model=TokenResponse, response_model_exclude_none=True
+    )
+    async def change_password(
+        body: ChangePasswordRequest, request: Request, principal: Caller, accounts: Accounts
+    ) -> Any:
+        """Change the password (needs the current one); other sessions are signed out."""
+        keep = principal.session_id if isinstance(principal, BearerPrincipal) else None
+        result = await accounts.change_password(
+            _account_holder(principal),
+            body.current_password.get_secret_value(),
+            body.new_password.get_secret_value(),
+            origin_of(request),
+            keep_session=keep,
+            scopes=principal.scopes,
+        )
+        return _token_body(result)
+
+    @router.post(
+        "/auth/password/forgot",
+        status_code=202,
+        response_model=AcceptedResponse,
+        dependencies=[Depends(rate_limited("password_forgot"))],
+    )
+    async def forgot_password(
+        body: ForgotPasswordRequest, request: Request, accounts: Accounts
+    ) -> Any:
+        """Ask for a reset link; the answer is the same whether or not the address has one."""
+        await accounts.forgot_password(body.email, origin_of(request))
+        return FORGOT_ACCEPTED
+
+    @router.post(
+        "/auth/password/reset",
+        response_model=ResetResponse,
+        dependencies=[Depends(rate_limited("password_reset"))],
+    )
+    async def reset_password(
+        body: ResetPasswordRequest, request: Request, accounts: Accounts
+    ) -> Any:
+        """Choose a new password with the token from a reset mail; signs every session out."""
+        await accounts.reset_password(
+            body.token, body.new_password.get_secret_value(), origin_of(request)
+        )
+        return {"status": "reset"}
+
+    return router

@@ -1,0 +1,188 @@
+"""The session routes and :func:`install_sessions`.
+
+Routes (``/auth/refresh`` is public: the refresh token is the credential)::
+
+    POST   /auth/refresh                         {refresh_token} → new access + refresh token
+    POST   /auth/logout                          ends the caller's session → 204
+    GET    /sessions                             the caller's live sessions
+    DELETE /sessions/{session_id}                ends one of them → 204 (404 if not theirs)
+    POST   /admin/users/{user_id}/sessions:revoke  (admin) ends all of a user's sessions
+
+Token-bearing responses are ``Cache-Control: no-store`` (SEC-58). The rules
+live in :class:`keel.auth.sessions.SessionService`, stored on
+``app.state.keel_sessions``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from keel.api.middleware import no_store
+from keel.api.origin import origin_of
+from keel.api.principal import ADMIN_SCOPE, Principal, current_principal, require_scope
+from keel.audit import ActorType
+from keel.auth.sessions import Refreshed, SessionInfo, SessionService
+from keel.errors import Forbidden
+
+__all__ = [
+    "PUBLIC_SESSION_OPERATIONS",
+    "SESSIONS_STATE_KEY",
+    "build_sessions_router",
+    "get_sessions",
+    "install_sessions",
+    "refreshed_body",
+]
+
+#: ``app.state`` attribute holding the ``SessionService``.
+SESSIONS_STATE_KEY: Final = "keel_sessions"
+#: The routes here that need no access token (for the SEC-46 route walker).
+PUBLIC_SESSION_OPERATIONS: Final = frozenset({("POST", "/auth/refresh")})
+_REFRESH_TOKEN_MAX: Final = 128
+
+
+def get_sessions(request: Request) -> SessionService:
+    """The ``SessionService`` :func:`install_sessions` put on the app."""
+    service = getattr(request.app.state, SESSIONS_STATE_KEY, None)
+    if not isinstance(service, SessionService):  # pragma: no cover - wiring error
+        raise RuntimeError("sessions are not installed: call install_sessions(app, service)")
+    return service
+
+
+Sessions = Annotated[SessionService, Depends(get_sessions)]
+Caller = Annotated[Principal, Depends(current_principal)]
+Admin = Annotated[Principal, Depends(require_scope(ADMIN_SCOPE))]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RefreshRequest(_Strict):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=_REFRESH_TOKEN_MAX)]
+
+
+class RefreshResponse(BaseModel):
+    """RFC 6749 §5.1 with the rotated refresh token."""
+
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    refresh_token: str
+
+
+class SessionResponse(BaseModel):
+    id: str
+    current: bool
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    source_ip: str | None
+    user_agent: str | None
+
+    @classmethod
+    def of(cls, info: SessionInfo, *, current: str | None) -> SessionResponse:
+        return cls(
+            id=info.id,
+            current=info.id == current,
+            created_at=info.created_at,
+            last_used_at=info.last_used_at,
+            expires_at=info.expires_at,
+            source_ip=info.source_ip,
+            user_agent=info.user_agent,
+        )
+
+
+class SessionsResponse(BaseModel):
+    sessions: list[SessionResponse]
+
+
+class RevokedResponse(BaseModel):
+    revoked: int
+
+
+def refreshed_body(result: Refreshed) -> dict[str, Any]:
+    """The token response of a refresh (also the ``refresh_token`` grant's)."""
+    return {
+        "access_token": result.access_token.token,
+        "token_type": "bearer",
+        "expires_in": result.expires_in,
+        "refresh_token": result.refresh_token,
+    }
+
+
+def _user_session(principal: Principal) -> tuple[str, str | None]:
+    # Sessions are for the account's own user, never an API key (SEC-45).
+    if principal.actor_type is not ActorType.USER:
+        raise Forbidden()
+    return principal.subject, getattr(principal, "session_id", None)
+
+
+def build_sessions_router() -> APIRouter:
+    """A fresh router with every session route (the service comes from the app state)."""
+    router = APIRouter(tags=["sessions"])
+
+    @router.post("/auth/refresh", response_model=RefreshResponse, dependencies=[Depends(no_store)])
+    async def refresh(body: RefreshRequest, request: Request, sessions: Sessions) -> Any:
+        """Exchange a refresh token for a new access token and the next refresh token."""
+        return refreshed_body(await sessions.refresh(body.refresh_token, origin_of(request)))
+
+    @router.post("/auth/logout", status_code=204, dependencies=[Depends(no_store)])
+    async def logout(request: Request, principal: Caller, sessions: Sessions) -> Response:
+        """End the caller's session: its refresh token and access tokens stop working at once."""
+        user_id, session_id = _user_session(principal)
+        if session_id is None:
+            raise Forbidden()
+        await sessions.logout(
+            user_id,
+            session_id,
+            origin_of(request),
+            token_id=getattr(principal, "token_id", None),
+            token_expires_at=getattr(principal, "expires_at", None),
+        )
+        return Response(status_code=204)
+
+    @router.get("/sessions", response_model=SessionsResponse, dependencies=[Depends(no_store)])
+    async def list_sessions(principal: Caller, sessions: Sessions) -> Any:
+        """The caller's live sessions; ``current`` marks the one this token belongs to."""
+        user_id, current = _user_session(principal)
+        infos = await sessions.list_sessions(user_id)
+        return {"sessions": [SessionResponse.of(info, current=current) for info in infos]}
+
+    @router.delete("/sessions/{session_id}", status_code=204, dependencies=[Depends(no_store)])
+    async def revoke_session(
+        session_id: Annotated[str, Field(max_length=64)],
+        request: Request,
+        principal: Caller,
+        sessions: Sessions,
+    ) -> Response:
+        """End one of the caller's sessions (404 for an id that is not theirs: SEC-47)."""
+        user_id, _ = _user_session(principal)
+        await sessions.revoke(user_id, session_id, origin_of(request))
+        return Response(status_code=204)
+
+    @router.post(
+        "/admin/users/{user_id}/sessions:revoke",
+        response_model=RevokedResponse,
+        dependencies=[Depends(no_store)],
+    )
+    async def revoke_user_sessions(
+        user_id: Annotated[str, Field(max_length=64)],
+        request: Request,
+        admin: Admin,
+        sessions: Sessions,
+    ) -> Any:
+        """End every session of a user (admin); their access tokens stop at once."""
+        count = await sessions.revoke_user(admin.subject, user_id, origin_of(request))
+        return {"revoked": count}
+
+    return router
+
+
+def install_sessions(app: FastAPI, service: SessionService) -> None:
+    """Put ``service`` on the app and mount the session routes."""
+    setattr(app.state, SESSIONS_STATE_KEY, service)
+    app.include_router(build_sessions_router())

@@ -1,0 +1,125 @@
+"""Two keel servers, one PostgreSQL, one Redis: what one instance revokes, the other refuses.
+
+Each server is a real ``keel serve`` (gunicorn master + uvicorn worker) on its
+own loopback port, both with the default app factory, the same signing key
+file, the same fresh PostgreSQL database and the same Redis namespace — the
+production shape of "many identical instances".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from keel.db import migrate
+from keel.security.keys import generate_key_file
+from keel.settings import Settings
+from tests.runtime._harness import RunningServer, running_server
+
+pytestmark = pytest.mark.runtime
+
+FACTORY = "keel.api.app:create_app"
+PASSWORD = "correct horse battery staple 42"
+
+
+@dataclass
+class Pair:
+    a: RunningServer
+    b: RunningServer
+
+    @staticmethod
+    def call(
+        server: RunningServer, method: str, path: str, token: str | None = None, **kw: Any
+    ) -> httpx.Response:
+        headers = {"Connection": "close", **kw.pop("headers", {})}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return server.client.request(method, path, headers=headers, timeout=10.0, **kw)
+
+    def register(self, email: str) -> None:
+        response = self.call(self.a, "POST", "/auth/register", json=_creds(email))
+        assert response.status_code == 202, response.text
+
+    def login(self, server: RunningServer, email: str, password: str = PASSWORD) -> httpx.Response:
+        return self.call(server, "POST", "/auth/login", json=_creds(email, password))
+
+
+def _creds(email: str, password: str = PASSWORD) -> dict[str, str]:
+    return {"email": email, "password": password}
+
+
+@pytest.fixture
+def pair(tmp_path: Path, postgres_url: str, redis_url: str, redis_namespace: str) -> Iterator[Pair]:
+    asyncio.run(asyncio.to_thread(migrate.upgrade, Settings(database_url=postgres_url).database))
+    key_file = tmp_path / "keys.json"
+    generate_key_file(key_file, "EdDSA")
+    env = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "KEEL_CACHE_NAMESPACE": redis_namespace,
+        "KEEL_JWT_KEY_FILE": str(key_file),
+        "KEEL_AUDIT_KEY": "two-instances-audit-key-" + "x" * 32,
+        "KEEL_REQUIRE_VERIFIED_EMAIL": "false",
+        "KEEL_MAIL_BACKEND": "file",
+        "KEEL_MAIL_FILE": str(tmp_path / "mail.jsonl"),
+        "KEEL_REFRESH_GRACE_SECONDS": "0",
+        "KEEL_PUBLIC_URL": "https://keel.example",
+    }
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(running_server(tmp_path / "a", FACTORY, env=env))
+        b = stack.enter_context(running_server(tmp_path / "b", FACTORY, env=env))
+        yield Pair(a, b)
+
+
+def test_sec_36_logout_on_one_instance_is_refused_on_the_other(pair: Pair) -> None:
+    pair.register("ann@example.com")
+    login = pair.login(pair.a, "ann@example.com")
+    assert login.status_code == 200, login.text
+    access = login.json()["access_token"]
+    assert pair.call(pair.b, "GET", "/users/me", access).status_code == 200
+    assert pair.call(pair.a, "POST", "/auth/logout", access).status_code == 204
+    # The very next request on the other instance is refused.
+    assert pair.call(pair.b, "GET", "/users/me", access).status_code == 401
+    refresh = login.json()["refresh_token"]
+    refused = pair.call(pair.b, "POST", "/auth/refresh", json={"refresh_token": refresh})
+    assert refused.status_code == 401
+
+
+def test_sec_39_reuse_detected_on_one_instance_kills_the_family_on_both(pair: Pair) -> None:
+    pair.register("ben@example.com")
+    first = pair.login(pair.a, "ben@example.com").json()
+    rotated = pair.call(
+        pair.a, "POST", "/auth/refresh", json={"refresh_token": first["refresh_token"]}
+    )
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()
+    assert pair.call(pair.a, "GET", "/users/me", second["access_token"]).status_code == 200
+    replay = pair.call(
+        pair.b, "POST", "/auth/refresh", json={"refresh_token": first["refresh_token"]}
+    )
+    assert replay.status_code == 401
+    # Dead on both: the live refresh token and the family's access token.
+    live = pair.call(
+        pair.a, "POST", "/auth/refresh", json={"refresh_token": second["refresh_token"]}
+    )
+    assert live.status_code == 401
+    assert pair.call(pair.a, "GET", "/users/me", second["access_token"]).status_code == 401
+    assert pair.call(pair.b, "GET", "/users/me", second["access_token"]).status_code == 401
+
+
+def test_sec_13_lockout_counters_are_shared(pair: Pair) -> None:
+    pair.register("cy@example.com")
+    # Five failures on each instance: ten for the account, wherever they landed.
+    for server in (pair.a, pair.b) * 5:
+        assert pair.login(server, "cy@example.com", "wrong horse battery 42").status_code == 401
+    for server in (pair.a, pair.b):
+        refused = pair.login(server, "cy@example.com")
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["retry-after"]) >= 1
