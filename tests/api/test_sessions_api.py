@@ -7,6 +7,7 @@ against the shared user state); only the clock is frozen and mail goes to a file
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,14 @@ class Stack:
     http: httpx.AsyncClient
     accounts: AccountService
     clock: FrozenClock
+    mail_file: Path
+
+    async def mail(self, kind: str) -> list[dict[str, Any]]:
+        outbox = self.accounts.outbox
+        assert outbox is not None
+        await outbox.drain()
+        lines = self.mail_file.read_text().splitlines() if self.mail_file.exists() else []
+        return [m for m in map(json.loads, lines) if m["kind"] == kind]
 
     async def user(self, email: str) -> None:
         response = await self.http.post(
@@ -72,7 +81,7 @@ async def stack(settings_factory: Callable[..., Settings], tmp_path: Path) -> As
     async with serve_in_process(app) as http:
         accounts = app.state.keel_accounts
         assert isinstance(accounts, AccountService)
-        yield Stack(http, accounts, clock)
+        yield Stack(http, accounts, clock, tmp_path / "mail.jsonl")
         outbox = accounts.outbox
         assert outbox is not None
         await outbox.drain()
@@ -212,3 +221,67 @@ async def test_session_routes_need_a_user_token(stack: Stack) -> None:
         assert response.status_code == 401
     bad = await stack.http.post("/auth/refresh", json={"refresh_token": "x", "extra": 1})
     assert bad.status_code == 422
+
+
+NEW_PASSWORD = "a brand new passphrase for keel 7"
+
+
+async def test_sec_08_password_change_keeps_this_session_and_ends_the_others(
+    stack: Stack,
+) -> None:
+    await stack.user("hal@example.com")
+    phone = await stack.login("hal@example.com")
+    stack.clock.advance(1)
+    laptop = await stack.login("hal@example.com")
+    stack.clock.advance(1)
+    wrong = await stack.http.post(
+        "/auth/password/change",
+        json={"current_password": "not the password at all 1", "new_password": NEW_PASSWORD},
+        headers=_bearer(laptop["access_token"]),
+    )
+    assert wrong.status_code == 400
+    assert (await stack.refresh(phone["refresh_token"])).status_code == 200  # nothing changed
+    phone = {**phone, **(await stack.refresh(phone["refresh_token"])).json()}
+
+    changed = await stack.http.post(
+        "/auth/password/change",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=_bearer(laptop["access_token"]),
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["cache-control"] == "no-store"
+    fresh = changed.json()["access_token"]
+    # The other session is gone, refresh and access token alike.
+    assert (await stack.refresh(phone["refresh_token"])).status_code == 401
+    assert (await stack.me(phone["access_token"])).status_code == 401
+    # This one goes on: the fresh access token works, and its refresh token still rotates.
+    assert (await stack.me(fresh)).status_code == 200
+    assert (await stack.refresh(laptop["refresh_token"])).status_code == 200
+    assert await stack.mail("password_changed")
+    login = await stack.http.post(
+        "/auth/login", json={"email": "hal@example.com", "password": NEW_PASSWORD}
+    )
+    assert login.status_code == 200
+
+
+async def test_sec_27_reset_ends_every_session_and_does_not_log_in(stack: Stack) -> None:
+    await stack.user("ivy@example.com")
+    session = await stack.login("ivy@example.com")
+    forgot = await stack.http.post("/auth/password/forgot", json={"email": "ivy@example.com"})
+    assert forgot.status_code == 202
+    [mail] = await stack.mail("password_reset")
+    link = next(line for line in mail["body"].splitlines() if "#token=" in line)
+    token = link.rsplit("#token=", 1)[1]
+    stack.clock.advance(1)
+    reset = await stack.http.post(
+        "/auth/password/reset", json={"token": token, "new_password": NEW_PASSWORD}
+    )
+    assert reset.status_code == 200, reset.text
+    assert reset.json() == {"status": "reset"}
+    assert (await stack.refresh(session["refresh_token"])).status_code == 401
+    assert (await stack.me(session["access_token"])).status_code == 401
+    assert await stack.mail("password_changed")
+    again = await stack.http.post(
+        "/auth/password/reset", json={"token": token, "new_password": NEW_PASSWORD + "x"}
+    )
+    assert again.status_code == 400

@@ -21,8 +21,9 @@ transaction). Every refresh rotates (SEC-38):
 Idle and absolute lifetimes (SEC-41): each refresh moves ``idle_expires_at``
 to ``now + idle_ttl`` but never past ``absolute_expires_at``. A refresh also
 checks the user's current state (the cached :class:`SubjectState`): a
-disabled or deleted user, or a session older than the user's "tokens valid
-after", ends the session.
+disabled or deleted user ends the session. Sessions that a password change,
+reset or disable ends are revoked by :meth:`SessionService.revoke_all` in the
+transaction that makes the change.
 
 Revocation (logout, ``DELETE /sessions/{id}``, an admin, password change,
 disable) is durable in the ``sessions`` row, and is pushed to every worker
@@ -81,7 +82,6 @@ REASON_ADMIN: Final = "revoked_by_admin"
 REASON_REUSE: Final = "token_reuse"
 REASON_EXPIRED: Final = "expired"
 REASON_SUBJECT: Final = "subject_inactive"
-REASON_STALE: Final = "credentials_changed"
 
 
 class InvalidRefreshToken(Unauthenticated):
@@ -301,7 +301,7 @@ class SessionService:
         if row.rotated_at is not None:
             return await self._retry_or_reuse(uow, session, row, token, origin, wanted, now)
         state = await self._state(session)
-        refusal = self._state_refusal(session, state)
+        refusal = self._state_refusal(state)
         if refusal is not None:
             self._end(session, refusal, now)
             return _Outcome(failure=refusal, revoked=str(session.id))
@@ -362,7 +362,7 @@ class SessionService:
         ):
             successor = unseal_successor(token, row.successor_sealed, session_id=str(session.id))
             state = await self._state(session)
-            if successor is not None and self._state_refusal(session, state) is None:
+            if successor is not None and self._state_refusal(state) is None:
                 assert state is not None
                 granted = _scope_set(session.scopes) & state.scopes
                 if wanted is not None and not wanted <= granted:
@@ -393,14 +393,12 @@ class SessionService:
         return await cached_subject_state(self._store, str(session.user_id), self._subject_state)
 
     @staticmethod
-    def _state_refusal(session: AuthSession, state: SubjectState | None) -> str | None:
+    def _state_refusal(state: SubjectState | None) -> str | None:
+        # A password change, reset or disable revokes sessions explicitly, in its own
+        # transaction (``revoke_all``); the change that keeps the caller's session bumps
+        # "tokens valid after" too, so that bump alone must not end a session.
         if state is None or not state.active:
             return REASON_SUBJECT
-        # A session begun before a password change/reset or a disable ends with it.
-        if session.created_at.replace(microsecond=0) < state.tokens_valid_after.replace(
-            microsecond=0
-        ):
-            return REASON_STALE
         return None
 
     def _refreshed(
