@@ -7,6 +7,7 @@ Requests come from chosen client addresses (the ASGI peer), so a test can be
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -128,3 +129,29 @@ async def test_sec_14_one_ip_hammering_random_accounts_gets_429(net: Net) -> Non
     assert await net.audit("excess_rate_limit_exceeded")
     # Another address is not affected.
     assert (await net.login("192.0.2.67", "anyone@example.com", WRONG)).status_code == 401
+
+
+async def test_sec_15_a_locked_account_can_still_reset_its_password(
+    net: Net, tmp_path: Path
+) -> None:
+    email = "locked@example.com"
+    await _register(net, email)
+    for n in range(10):
+        await net.login(f"203.0.113.{n + 1}", email, WRONG)
+    assert (await net.login("203.0.113.77", email, PASSWORD)).status_code == 429
+    http = await net.from_ip("203.0.113.77")
+    forgot = await http.post("/auth/password/forgot", json={"email": email})
+    assert forgot.status_code == 202
+    outbox = net.app.state.keel_accounts.outbox
+    await outbox.drain()
+    messages = [json.loads(line) for line in (tmp_path / "mail.jsonl").read_text().splitlines()]
+    [reset_mail] = [m for m in messages if m["kind"] == "password_reset"]
+    link = next(line for line in reset_mail["body"].splitlines() if "#token=" in line)
+    new_password = "a new and unguessable passphrase 9"
+    reset = await http.post(
+        "/auth/password/reset",
+        json={"token": link.rsplit("#token=", 1)[1], "new_password": new_password},
+    )
+    assert reset.status_code == 200, reset.text
+    # The completed reset ends the lockout: the new password works at once, from anywhere.
+    assert (await net.login("203.0.113.77", email, new_password)).status_code == 200

@@ -285,3 +285,33 @@ async def test_sec_27_reset_ends_every_session_and_does_not_log_in(stack: Stack)
         "/auth/password/reset", json={"token": token, "new_password": NEW_PASSWORD + "x"}
     )
     assert again.status_code == 400
+
+
+async def test_sec_36_admin_disable_and_role_change_take_effect_on_the_next_request(
+    stack: Stack,
+) -> None:
+    await stack.accounts.create_admin("boss@example.com", PASSWORD)
+    boss = await stack.login("boss@example.com")
+    await stack.accounts.create_admin("deputy@example.com", PASSWORD)
+    deputy = await stack.login("deputy@example.com")
+    assert (
+        await stack.http.get("/admin/audit", headers=_bearer(deputy["access_token"]))
+    ).status_code == 200
+    deputy_id = (await stack.me(deputy["access_token"])).json()["id"]
+
+    demoted = await stack.http.patch(
+        f"/admin/users/{deputy_id}", json={"roles": ["user"]}, headers=_bearer(boss["access_token"])
+    )
+    assert demoted.status_code == 200, demoted.text
+    # The deputy's earlier token lost "admin" at once.
+    assert (
+        await stack.http.get("/admin/audit", headers=_bearer(deputy["access_token"]))
+    ).status_code == 403
+    assert (await stack.me(deputy["access_token"])).status_code == 200
+
+    disabled = await stack.http.patch(
+        f"/admin/users/{deputy_id}", json={"active": False}, headers=_bearer(boss["access_token"])
+    )
+    assert disabled.status_code == 200, disabled.text
+    assert (await stack.me(deputy["access_token"])).status_code == 401
+    assert (await stack.refresh(deputy["refresh_token"])).status_code == 401
