@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -17,33 +16,13 @@ from keel.audit import AuditTrail
 from keel.auth import SubjectState
 from keel.auth.sessions import SessionService
 from keel.cache import MemoryStore
-from keel.db import Database, migrate
+from keel.db import Database
 from keel.security.keys import KeySet
 from keel.security.tokens import AccessTokens
 from keel.settings import Settings
+from tests.accounts.conftest import database, database_url, settings
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, redis_url=None)
-
-
-@pytest.fixture
-async def database(settings: Settings) -> AsyncIterator[Database]:
-    await asyncio.to_thread(migrate.upgrade, settings.database)
-    db = Database(settings.database)
-    try:
-        yield db
-    finally:
-        await db.dispose()
+__all__ = ["ORIGIN", "World", "database", "database_url", "settings", "world"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
+
+from keel._types import Origin
 
 __all__ = ["NO_ORIGIN", "CallerOrigin", "Origin"]
-
-
-class Origin(Protocol):
-    """Where a call came from (``keel.api.origin.RequestOrigin`` fits)."""
-
-    @property
-    def source_ip(self) -> str | None: ...
-
-    @property
-    def user_agent(self) -> str | None: ...
-
-    @property
-    def request_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

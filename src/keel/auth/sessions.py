@@ -42,12 +42,13 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Final
 
 from sqlalchemy import select, update
 
 from keel._clock import Clock
 from keel._logging import event
+from keel._types import Origin
 from keel.audit import Action, ActorType, AuditEvent, AuditTrail, Result
 from keel.auth.models import IP_MAX, USER_AGENT_MAX, AuthSession, RefreshTokenRow
 from keel.auth.refresh import (
@@ -94,19 +95,6 @@ class RefreshScopeNotGranted(Unauthenticated):
     """A refresh asked for a scope the session does not hold."""
 
     code = "invalid_scope"
-
-
-class Origin(Protocol):
-    """Where a call came from (the accounts side's ``Origin`` and the API's fit)."""
-
-    @property
-    def source_ip(self) -> str | None: ...
-
-    @property
-    def user_agent(self) -> str | None: ...
-
-    @property
-    def request_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
