@@ -659,25 +659,12 @@ class AccountService:
             else normalise_display_name(display_name)
         )
         address = normalise_email(email) if email is not None else None
-        async with self._database.unit_of_work() as uow:
-            current = await AccountRepository(uow).by_id(user_id)
-        if current is None:
-            raise Unauthenticated()
+        current = await self._existing(user_id)
         moving = address is not None and address.key != current.email_key
         if moving:
             if current_password is None:
                 raise CurrentPasswordRequired()
-            if not await self._hasher.verify(current.password_hash, current_password):
-                await self._record_alone(
-                    self._self_event(
-                        Action.USER_UPDATED,
-                        Result.FAILURE,
-                        origin,
-                        current.id,
-                        details={"reason": "reauthentication_failed"},
-                    )
-                )
-                raise ReauthenticationFailed()
+            await self._reauthenticate(current, current_password, origin, Action.USER_UPDATED)
         now = self._clock.now()
         messages: list[Message] = []
         async with self._database.unit_of_work() as uow:
@@ -737,21 +724,8 @@ class AccountService:
         the listeners are told; its sessions are revoked in the same
         transaction. Verification and reset tokens go by ``ON DELETE CASCADE``.
         """
-        async with self._database.unit_of_work() as uow:
-            current = await AccountRepository(uow).by_id(user_id)
-        if current is None:
-            raise Unauthenticated()
-        if not await self._hasher.verify(current.password_hash, password):
-            await self._record_alone(
-                self._self_event(
-                    Action.USER_DELETED,
-                    Result.FAILURE,
-                    origin,
-                    current.id,
-                    details={"reason": "reauthentication_failed"},
-                )
-            )
-            raise ReauthenticationFailed()
+        current = await self._existing(user_id)
+        await self._reauthenticate(current, password, origin, Action.USER_DELETED)
         async with self._database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             user = await repo.by_id(user_id, for_update=True)
@@ -797,10 +771,7 @@ class AccountService:
         """
         if self._tokens is None:
             raise RuntimeError("AccountService was built without an access-token issuer")
-        async with self._database.unit_of_work() as uow:
-            current = await AccountRepository(uow).by_id(user_id)
-        if current is None:
-            raise Unauthenticated()
+        current = await self._existing(user_id)
         target = str(current.id)
         await self._guard_check(
             current.email_key,
@@ -809,18 +780,13 @@ class AccountService:
             operation="password_change",
             actor_id=target,
         )
-        if not await self._hasher.verify(current.password_hash, current_password):
-            await self._record_alone(
-                self._self_event(
-                    Action.AUTHN_PASSWORD_CHANGE_FAIL,
-                    Result.FAILURE,
-                    origin,
-                    target,
-                    details={"reason": "reauthentication_failed"},
-                )
+        try:
+            await self._reauthenticate(
+                current, current_password, origin, Action.AUTHN_PASSWORD_CHANGE_FAIL
             )
+        except ReauthenticationFailed:
             await self._count_failure(current.email_key, origin, target_id=target)
-            raise ReauthenticationFailed()
+            raise
         if self._guard is not None:
             await self._guard.succeeded(current.email_key, origin.source_ip)
         address = EmailAddress(address=current.email, key=current.email_key)
@@ -1286,6 +1252,30 @@ class AccountService:
             target_id=str(user_id),
             details=details,
         )
+
+    async def _existing(self, user_id: str) -> User:
+        """The caller's account, read in a short transaction; ``Unauthenticated`` when gone."""
+        async with self._database.unit_of_work() as uow:
+            current = await AccountRepository(uow).by_id(user_id)
+        if current is None:
+            raise Unauthenticated()  # the token's subject no longer exists
+        return current
+
+    async def _reauthenticate(
+        self, user: User, password: str, origin: Origin, action: Action
+    ) -> None:
+        """Ask for ``password`` again before a sensitive change; refusals audited as ``action``."""
+        if not await self._hasher.verify(user.password_hash, password):
+            await self._record_alone(
+                self._self_event(
+                    action,
+                    Result.FAILURE,
+                    origin,
+                    user.id,
+                    details={"reason": "reauthentication_failed"},
+                )
+            )
+            raise ReauthenticationFailed()
 
     async def _record_alone(self, audit_event: AuditEvent) -> None:
         await self._audit.record_alone(audit_event)
