@@ -59,11 +59,13 @@ import asyncpg
 from pydantic import SecretStr
 from sqlalchemy import text
 
+from keel._clock import SystemClock
 from keel.audit import (
     Action,
     ActorType,
     AuditEvent,
     AuditKeyring,
+    AuditTrail,
     Result,
     record,
     record_many,
@@ -85,7 +87,8 @@ KEYRING = AuditKeyring(current_id="bench", keys={"bench": b"bench-audit-key-0123
 @dataclass
 class AppendFigure:
     writers: int
-    chained: float  # events/s, one event per transaction
+    chained: float  # events/s, one event per unit of work (``record``)
+    alone: float  # events/s, ``AuditTrail.record_alone`` (group-committed)
     plain: float  # rows/s, the reference
     batched: float = 0.0  # events/s, ``batch`` events per transaction
     ceiling: float = 0.0  # one-row insert commits/s through bare asyncpg
@@ -178,10 +181,11 @@ def _event(n: int) -> AuditEvent:
 
 
 async def _append_rate(
-    url: str, writers: int, seconds: float, *, chained: bool, batch: int = 1
+    url: str, writers: int, seconds: float, *, chained: bool, batch: int = 1, alone: bool = False
 ) -> float:
     """Events (or plain rows) committed per second by ``writers`` concurrent tasks."""
     database = Database(_settings(url, writers))
+    trail = AuditTrail(database, KEYRING, SystemClock())
     plain = text(
         "INSERT INTO bench_plain (seq, occurred_at, action, result, actor_type, actor_id, "
         "target_type, target_id, source_ip, user_agent, request_id, details, key_id, "
@@ -191,6 +195,9 @@ async def _append_rate(
     )
 
     async def one(n: int) -> None:
+        if alone:
+            await trail.record_alone(_event(n))
+            return
         async with database.unit_of_work() as uow:
             if chained and batch > 1:
                 await record_many(uow, [_event(n * batch + i) for i in range(batch)], KEYRING)
@@ -393,13 +400,17 @@ def run(
         result = AuditBenchResult(server=server, batch=batch)
         for count in writers:
             chained = asyncio.run(_append_rate(url, count, seconds, chained=True))
+            alone = asyncio.run(_append_rate(url, count, seconds, chained=True, alone=True))
             plain = asyncio.run(_append_rate(url, count, seconds, chained=False))
             batched = asyncio.run(_append_rate(url, count, seconds, chained=True, batch=batch))
             ceiling = asyncio.run(_ceiling_rate(url, count, seconds))
             pgbench = _pgbench_rate(url, count, seconds)
-            result.appends.append(AppendFigure(count, chained, plain, batched, ceiling, pgbench))
+            result.appends.append(
+                AppendFigure(count, chained, alone, plain, batched, ceiling, pgbench)
+            )
             print(
-                f"  {count:>2} writer(s): {chained:,.0f} appends/s, plain {plain:,.0f} rows/s, "
+                f"  {count:>2} writer(s): {chained:,.0f} appends/s, alone {alone:,.0f}/s, "
+                f"plain {plain:,.0f} rows/s, "
                 f"batched {batched:,.0f} events/s, ceiling {ceiling:,.0f} commits/s"
                 + ("" if pgbench is None else f" (pgbench {pgbench:,.0f})")
             )
@@ -407,8 +418,9 @@ def run(
             asyncio.run(_set_flush_wait(url, False))
             for count in writers:
                 chained = asyncio.run(_append_rate(url, count, seconds, chained=True))
+                alone = asyncio.run(_append_rate(url, count, seconds, chained=True, alone=True))
                 plain = asyncio.run(_append_rate(url, count, seconds, chained=False))
-                result.appends_no_flush.append(AppendFigure(count, chained, plain))
+                result.appends_no_flush.append(AppendFigure(count, chained, alone, plain))
                 print(f"  {count:>2} writer(s), no flush wait: {chained:,.0f} appends/s")
             asyncio.run(_set_flush_wait(url, True))
         asyncio.run(_check_chain(url))
@@ -461,12 +473,23 @@ def report(result: AuditBenchResult) -> str:
     for figure in result.appends:
         rows.append(
             [
-                f"appends/s, {figure.writers} writer(s)",
+                f"record appends/s, {figure.writers} writer(s)",
                 f"{figure.chained:,.0f}",
                 f"{APPEND_TARGET:,.0f}",
                 _ratio(figure.chained, APPEND_TARGET),
                 f"{figure.plain:,.0f}",
                 _ratio(figure.chained, figure.plain),
+            ]
+        )
+    for figure in result.appends:
+        rows.append(
+            [
+                f"record_alone appends/s, {figure.writers} w",
+                f"{figure.alone:,.0f}",
+                f"{APPEND_TARGET:,.0f}",
+                _ratio(figure.alone, APPEND_TARGET),
+                f"{figure.plain:,.0f}",
+                _ratio(figure.alone, figure.plain),
             ]
         )
     for figure in result.appends:
@@ -499,13 +522,14 @@ def report(result: AuditBenchResult) -> str:
         "",
         "commit ceiling: one-row INSERT transactions/s (autocommit, no framework):",
         _table(
-            ["writers", "bare asyncpg", "pgbench", "appends vs asyncpg"],
+            ["writers", "bare asyncpg", "pgbench", "appends vs asyncpg", "alone vs asyncpg"],
             [
                 [
                     str(figure.writers),
                     f"{figure.ceiling:,.0f}",
                     "n/a" if figure.pgbench is None else f"{figure.pgbench:,.0f}",
                     _ratio(figure.chained, figure.ceiling),
+                    _ratio(figure.alone, figure.ceiling),
                 ]
                 for figure in result.appends
             ],
@@ -514,7 +538,7 @@ def report(result: AuditBenchResult) -> str:
     if result.appends_no_flush:
         rows = [
             [
-                f"appends/s, {figure.writers} writer(s)",
+                f"record appends/s, {figure.writers} writer(s)",
                 f"{figure.chained:,.0f}",
                 f"{APPEND_TARGET:,.0f}",
                 _ratio(figure.chained, APPEND_TARGET),

@@ -10,6 +10,7 @@ from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text, inser
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from keel.db import Database, UTCDateTime
+from keel.db import engine as engine_module
 from keel.errors import DatabaseUnavailable
 
 from .conftest import MakeSettings
@@ -205,4 +206,52 @@ async def test_cancelled_query_leaves_the_pool_usable(
         async with db.unit_of_work() as uow:
             assert (await uow.session.execute(text("SELECT 1"))).scalar_one() == 1
     finally:
+        await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_pooled_connection_killed_while_idle_is_replaced_on_checkout(
+    postgres_url: str, make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkout ping finds the dead connection: the next unit of work never sees it."""
+    monkeypatch.setattr(engine_module, "PING_BYPASS_SECONDS", 0.0)
+    db = Database(make_settings(postgres_url, pool_size=1, max_overflow=0))
+    killer = Database(make_settings(postgres_url))
+    try:
+        async with db.unit_of_work() as uow:
+            first = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with killer.unit_of_work() as other:
+            await other.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        async with db.unit_of_work() as uow:
+            second = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        assert second != first
+    finally:
+        await killer.dispose()
+        await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_connection_used_moments_ago_is_handed_out_without_a_ping(
+    postgres_url: str, make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within the bypass window a dead connection is only found by its first use, which
+    fails as unavailable; the pool replaces it and the next unit of work succeeds."""
+    monkeypatch.setattr(engine_module, "PING_BYPASS_SECONDS", 60.0)  # however slow the machine
+    db = Database(make_settings(postgres_url, pool_size=1, max_overflow=0))
+    killer = Database(make_settings(postgres_url))
+    try:
+        async with killer.unit_of_work() as other:
+            await other.session.execute(text("SELECT 1"))
+        async with db.unit_of_work() as uow:
+            first = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with killer.unit_of_work() as other:
+            await other.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        with pytest.raises(DatabaseUnavailable):
+            async with db.unit_of_work() as uow:
+                await uow.session.execute(text("SELECT 1"))
+        async with db.unit_of_work() as uow:
+            second = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        assert second != first
+    finally:
+        await killer.dispose()
         await db.dispose()

@@ -4,22 +4,28 @@ It holds what every write needs (the database, the keyring, the clock), so a
 service calls ``trail.record(uow, trail.event(Action.USER_CREATED, ...))``
 inside its unit of work, or ``trail.record_alone(...)`` for a failure that
 changes nothing else.
+
+``record_alone`` is group-committed: events recorded alone at the same time
+by this process (a burst of failed logins) go out together, one short
+transaction for the lot, each caller returning once its own event is
+committed (``keel.audit._coalesce``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keel._clock import Clock, SystemClock
+from keel.audit._coalesce import Coalescer
 from keel.audit.chain import AuditKeyring, ChainLink, keyring_from_settings
 from keel.audit.checkpoints import Checkpoint, take_checkpoint
 from keel.audit.event import AuditEvent
 from keel.audit.retention import PruneResult, prune
 from keel.audit.verify import VerifyResult, verify
 from keel.audit.vocabulary import Action, ActorType, Result
-from keel.audit.writer import record, record_alone
+from keel.audit.writer import append_alone, record
 from keel.db import Database, UnitOfWork
 from keel.settings import AuditSettings
 
@@ -29,12 +35,13 @@ __all__ = ["AuditTrail"]
 class AuditTrail:
     """Records events stamped by one clock and sealed by one keyring into one database."""
 
-    __slots__ = ("_clock", "_database", "_keyring")
+    __slots__ = ("_alone", "_clock", "_database", "_keyring")
 
     def __init__(self, database: Database, keyring: AuditKeyring, clock: Clock) -> None:
         self._database = database
         self._keyring = keyring
         self._clock = clock
+        self._alone: Coalescer[AuditEvent, ChainLink] = Coalescer(self._append_alone)
 
     @classmethod
     def from_settings(
@@ -89,8 +96,15 @@ class AuditTrail:
         return await record(uow, event, self._keyring)
 
     async def record_alone(self, event: AuditEvent) -> ChainLink:
-        """Append ``event`` in a short transaction of its own; returns once committed."""
-        return await record_alone(self._database, event, self._keyring)
+        """Append ``event`` in a short transaction of its own; returns once committed.
+
+        Concurrent calls share that transaction (group commit). A failure to
+        commit raises in every caller whose event was in it.
+        """
+        return await self._alone.submit(event)
+
+    async def _append_alone(self, events: Sequence[AuditEvent]) -> list[ChainLink]:
+        return await append_alone(self._database, events, self._keyring)
 
     async def verify(self, *, against: ChainLink | tuple[int, str] | None = None) -> VerifyResult:
         return await verify(self._database, self._keyring, against=against)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import Pool
+from sqlalchemy.util import await_
 
 from keel._logging import event as log_event
 from keel.errors import ConfigurationError, DatabaseUnavailable
@@ -260,14 +262,15 @@ def build_engine(
 ) -> AsyncEngine:
     """Build (not connect) the async engine for ``settings``.
 
-    PostgreSQL goes through asyncpg with a bounded, pre-pinged pool and the
-    connect timeout; SQLite through aiosqlite with foreign keys, WAL and a busy
-    timeout set on every connection. ``poolclass`` (e.g. ``NullPool`` for
+    PostgreSQL goes through asyncpg with a bounded pool, checkouts pinged with
+    one round trip (``_ping_on_checkout``), and the connect timeout; SQLite
+    through aiosqlite with foreign keys, WAL and a busy timeout set on every
+    connection. ``poolclass`` (e.g. ``NullPool`` for
     one-off migration runs) replaces the bounded pool. ``sqlite_foreign_keys``
     is turned off only by migrations, which rebuild tables in batch mode.
     """
     url = make_url(settings.url.get_secret_value())
-    kwargs: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"echo": settings.echo}
     if poolclass is not None:
         kwargs["poolclass"] = poolclass
     bounded = poolclass is None
@@ -284,7 +287,10 @@ def build_engine(
                 max_overflow=settings.max_overflow,
                 pool_timeout=settings.pool_timeout,
             )
-        return create_async_engine(options.url, connect_args=connect_args, **kwargs)
+        engine = create_async_engine(options.url, connect_args=connect_args, **kwargs)
+        event.listen(engine.sync_engine.pool, "checkout", _ping_on_checkout)
+        event.listen(engine.sync_engine.pool, "checkin", _stamp_checkin)
+        return engine
 
     if bounded and not _is_memory_sqlite(url):
         kwargs.update(
@@ -292,10 +298,43 @@ def build_engine(
             max_overflow=settings.max_overflow,
             pool_timeout=settings.pool_timeout,
         )
+    kwargs["pool_pre_ping"] = True
     engine = create_async_engine(url, connect_args={"timeout": settings.connect_timeout}, **kwargs)
     busy_ms = max(1, int(settings.connect_timeout * 1000))
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_ms, sqlite_foreign_keys))
     return engine
+
+
+# A connection back in the pool for less than this long was proven alive by its last
+# use and is handed out without a ping (HikariCP's "alive bypass window" does the same).
+PING_BYPASS_SECONDS: Final = 0.5
+_CHECKED_IN: Final = "keel_checked_in"
+
+
+def _ping_on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Ping a pooled PostgreSQL connection as it is checked out: one round trip at most.
+
+    SQLAlchemy's own pre-ping for asyncpg wraps its ping in BEGIN ... ROLLBACK
+    (for PgBouncer's transaction mode, which asyncpg's prepared statements do
+    not suit anyway): three round trips before every unit of work. Here the
+    empty statement runs outside any transaction, and not at all for a
+    connection checked in less than ``PING_BYPASS_SECONDS`` ago. A connection
+    that fails it raises ``DisconnectionError``, which the pool answers by
+    discarding it and connecting afresh (SQLAlchemy's documented custom
+    pessimistic ping).
+    """
+    checked_in = record.info.pop(_CHECKED_IN, None)
+    if checked_in is not None and time.monotonic() - checked_in < PING_BYPASS_SECONDS:
+        return
+    try:
+        await_(dbapi_connection.driver_connection.fetchrow(";"))
+    except Exception as exc:
+        raise sa_exc.DisconnectionError("the pooled connection failed its ping") from exc
+
+
+def _stamp_checkin(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info[_CHECKED_IN] = time.monotonic()
 
 
 def check_url(settings: DatabaseSettings) -> None:
@@ -309,6 +348,12 @@ def is_unavailable_error(exc: BaseException) -> bool:
     """Whether ``exc`` means the database could not be reached or cannot serve right now."""
     if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError | OSError | TimeoutError):
         return True
+    if _from_asyncpg(exc):
+        # The driver's own exception, from code that uses the asyncpg connection directly.
+        sqlstate = getattr(exc, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
+            return True
+        return type(exc).__name__ in {"InterfaceError", "ConnectionDoesNotExistError"}
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
@@ -323,6 +368,10 @@ def is_unavailable_error(exc: BaseException) -> bool:
             message = str(orig).lower()
             return any(m in message for m in _UNAVAILABLE_SQLITE_MESSAGES)
     return False
+
+
+def _from_asyncpg(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("asyncpg")
 
 
 def _from_sqlite(orig: BaseException | None) -> bool:
