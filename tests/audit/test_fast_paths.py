@@ -15,18 +15,26 @@ from sqlalchemy import select
 from keel.audit import record_many, verify
 from keel.audit._reading import _PG_RANGE, chain_columns, read_head, read_range, snapshot_connection
 from keel.audit.models import events_table
-from keel.audit.writer import _COLUMNS, _PG_INSERT
+from keel.audit.writer import _COLUMNS, _PG_APPEND
 from keel.db import Database
 from tests.audit._support import KEYRING, event, fill, head, rows
 
 
-def test_the_asyncpg_insert_names_every_column_in_order() -> None:
-    match = re.fullmatch(r"INSERT INTO audit_events \((.*)\) VALUES \((.*)\)", _PG_INSERT)
+def test_the_one_statement_append_names_every_column_in_order() -> None:
+    match = re.search(
+        r"INSERT INTO audit_events \((.*?)\) SELECT r\.\* FROM head, unnest\((.*?)\) AS r",
+        _PG_APPEND,
+    )
     assert match is not None
     assert tuple(match.group(1).split(", ")) == _COLUMNS
     assert set(_COLUMNS) == {column.name for column in events_table.columns}
-    placeholders = match.group(2).split(", ")
-    assert placeholders == [f"${i}" for i in range(1, len(_COLUMNS) + 1)]
+    arrays = match.group(2).split(", ")
+    assert [array.split("::")[0] for array in arrays] == [
+        f"${i}" for i in range(1, len(_COLUMNS) + 1)
+    ]
+    assert arrays[0].endswith("::bigint[]")
+    assert arrays[1].endswith("::timestamptz[]")
+    assert all(array.endswith("::text[]") for array in arrays[2:])
 
 
 def test_the_asyncpg_range_reads_the_chain_columns_in_order() -> None:

@@ -64,6 +64,8 @@ class AuditEvent:
 
 
 def _bounded(value: str) -> str:
+    if value.isprintable():  # the common case, without a pass per character
+        return value[:MAX_FIELD]
     cleaned = "".join(ch if ch.isprintable() else "?" for ch in value)
     return cleaned[:MAX_FIELD]
 

@@ -2,30 +2,46 @@
 
 ``record`` is part of the caller's unit of work: the event commits with the
 business change or rolls back with it, so there is never a change without its
-event nor an event without its change. Its first statement advances the chain
-head (``UPDATE ... SET seq = seq + 1 ... RETURNING``): on PostgreSQL that takes
-the head row's lock at once, on SQLite the database write lock (waiting up to
-the busy timeout). Either lock is held until the caller's transaction ends, so
-appends are serialised, and a rolled-back append gives its seq back: the chain
-stays gapless. The insert is the second and last statement: a trigger
-(``audit_events_head``, revision 0002) moves the head's hash to the new row.
+event nor an event without its change. Every append takes the chain lock, the
+single ``audit_chain_head`` row (last seq and hash), by updating it: on
+PostgreSQL its row lock, on SQLite the database write lock (waiting up to the
+busy timeout). The lock is held until the caller's transaction ends, so
+appends are serialised, and a rolled-back append gives its seqs back: the
+chain stays gapless. ``record_alone`` appends in a short transaction of its
+own (``AuditTrail.record_alone`` group-commits concurrent ones).
 
 Call ``record`` as the last step of a unit of work, after the business writes:
 the chain lock is then held only for the commit, and no other lock is taken
 while it is held (no lock-order deadlocks).
 
 Appends are serialised on that lock, so what happens while it is held bounds
-the append rate: everything that does not depend on the seq or the previous
-hash (details JSON, timestamp text) is prepared before the lock is taken, and
-on PostgreSQL the insert goes straight through the asyncpg connection under
-the session (same transaction; prepared once per connection), without
-SQLAlchemy's per-statement work.
+the append rate. Everything that does not depend on the seq or the previous
+hash is prepared before the lock is requested, and:
+
+- On SQLite the head is advanced (``UPDATE ... RETURNING``), the rows sealed
+  from it and inserted: two statements.
+- On PostgreSQL one statement (``_PG_APPEND``) does it all for a *guess* of
+  the head: this process's newest append (``_Tail``). It locks the head row,
+  advances it and inserts the rows sealed from the guess if the head is
+  there; otherwise it leaves the head as it is and returns it, still locked
+  by this transaction, and a second statement with that head cannot miss.
+  One round trip under the lock when the guess holds, two when it does not
+  (the locking path needs two either way). A process sends its requests for
+  the lock one at a time, each as soon as the previous one's was granted, so
+  the next append's statement waits on the server while the previous one
+  commits and chains from it: a process's concurrent appends follow each
+  other without a round trip between them.
+- ``record_alone`` on PostgreSQL sends that statement outside a transaction,
+  so it commits on its own and the head's lock is held only while the server
+  inserts and flushes. A miss there has committed nothing but an unchanged
+  head, and the append goes through a unit of work instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -34,7 +50,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keel.audit.canonical import canonical_json, canonical_row_text, format_timestamp
-from keel.audit.chain import AuditKeyring, ChainLink
+from keel.audit.chain import GENESIS, AuditKeyring, ChainLink
 from keel.audit.event import AuditEvent
 from keel.audit.models import chain_head_table, events_table
 from keel.db import Database, UnitOfWork, is_unavailable_error
@@ -45,7 +61,7 @@ __all__ = ["append_alone", "record", "record_alone", "record_many"]
 _head = chain_head_table
 _events = events_table
 
-# The first statement of every append: takes the chain lock and reserves seqs.
+# SQLite: the first statement of every append takes the chain lock and reserves seqs.
 _ADVANCE: Final = (
     update(_head)
     .where(_head.c.id == 1)
@@ -70,27 +86,33 @@ _COLUMNS: Final = (
     "prev_hash",
     "hash",
 )
-# The same insert for asyncpg (``_COLUMNS`` in order; a test checks the two agree).
-_PG_INSERT: Final = (
-    "INSERT INTO audit_events (seq, occurred_at, action, result, actor_type, actor_id, "
-    "target_type, target_id, source_ip, user_agent, request_id, details, key_id, prev_hash, "
-    "hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+
+# PostgreSQL: the whole append in one statement, for a guessed head ($18, $19); $1..$15
+# are the rows' columns (``_COLUMNS`` in order, one array each; a test checks the two
+# agree), $16/$17 the last row's seq and hash. The UPDATE matches the head row whatever
+# it holds, so it always waits for and takes the row lock; READ COMMITTED then evaluates
+# the SET against the newest committed head: advanced when the guess is right, left as
+# it is otherwise. The INSERT only runs when it advanced (the ``audit_events_head``
+# trigger sets the head's hash once more, to the same value). The answer is the head as
+# the UPDATE left it and how many rows went in.
+_PG_APPEND: Final = (
+    "WITH head AS (UPDATE audit_chain_head SET "
+    "seq = CASE WHEN seq = $18 AND hash = $19 THEN $16 ELSE seq END, "
+    "hash = CASE WHEN seq = $18 AND hash = $19 THEN $17 ELSE hash END "
+    "WHERE id = 1 RETURNING seq, hash), "
+    "inserted AS (INSERT INTO audit_events (seq, occurred_at, action, result, actor_type, "
+    "actor_id, target_type, target_id, source_ip, user_agent, request_id, details, key_id, "
+    "prev_hash, hash) SELECT r.* FROM head, unnest($1::bigint[], $2::timestamptz[], "
+    "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], "
+    "$10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[]) AS r "
+    "WHERE head.seq = $16 AND head.hash = $17 RETURNING 1) "
+    "SELECT head.seq, head.hash, (SELECT count(*) FROM inserted) FROM head"
 )
 
-# The speculative append (PostgreSQL): advance the head *only if* it is still where this
-# process last saw it (``$18``/``$19``) and insert the rows chained from there, in one
-# statement. Under a concurrent append the UPDATE waits for the head's row lock and then
-# re-checks its WHERE against the committed head (READ COMMITTED): a stale guess matches
-# nothing, inserts nothing, and the writer falls back to the locking path.
-_PG_APPEND: Final = (
-    "WITH advanced AS (UPDATE audit_chain_head SET seq = $16, hash = $17 "
-    "WHERE id = 1 AND seq = $18 AND hash = $19 RETURNING seq) "
-    "INSERT INTO audit_events (seq, occurred_at, action, result, actor_type, actor_id, "
-    "target_type, target_id, source_ip, user_agent, request_id, details, key_id, prev_hash, "
-    "hash) SELECT r.* FROM advanced, unnest($1::bigint[], $2::timestamptz[], $3::text[], "
-    "$4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
-    "$11::text[], $12::text[], $13::text[], $14::text[], $15::text[]) AS r"
-)
+# Set on a unit of work's session once it holds the chain lock: its further appends
+# never queue behind this process's other requests for that lock (they may be waiting
+# for this very transaction).
+_HOLDS_CHAIN_LOCK: Final = "keel.audit.holds_chain_lock"
 
 # An event's stored values but seq, key id and hashes, and its timestamp text.
 _Prepared = tuple[tuple[Any, ...], str]
@@ -156,16 +178,7 @@ async def record_many(
     """Append ``events``, in order, inside ``uow``'s transaction (one lock, one insert)."""
     if not events:
         return []
-    prepared = [_prepare(event) for event in events]
-    session = uow.session
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql":
-        # The caller's pending changes go out first, before the chain lock is taken.
-        await session.flush()
-        links = await _speculate(conn.sync_engine, prepared, keyring, _in_transaction(uow, conn))
-        if links is not None:
-            return links
-    return await _locked(uow, prepared, keyring)
+    return await _record_prepared(uow, [_prepare(event) for event in events], keyring)
 
 
 async def record_alone(database: Database, event: AuditEvent, keyring: AuditKeyring) -> ChainLink:
@@ -182,36 +195,95 @@ async def append_alone(
 ) -> list[ChainLink]:
     """Append ``events`` in one short transaction of their own; returns once committed.
 
-    On PostgreSQL the speculative statement runs on its own (autocommit), so
-    the head's row lock is held only while the server inserts and flushes,
-    never across a round trip to this process; a stale guess falls back to a
-    unit of work on the locking path. ``DatabaseUnavailable`` when the
-    database cannot be reached.
+    ``DatabaseUnavailable`` when the database cannot be reached.
     """
     if not events:
         return []
     prepared = [_prepare(event) for event in events]
     if database.dialect == "postgresql":
-        async with _autocommit(database) as driver:
-            engine = database.engine.sync_engine
-            links = await _speculate(engine, prepared, keyring, _on_connection(driver))
-        if links is not None:
-            return links
+        tail = _tail(database.engine.sync_engine)
+        if tail.should_try_alone():
+            async with _autocommit(database) as driver, tail.lock():
+                links = await _send(tail, _Plan(tail, prepared, keyring), _on_connection(driver))
+            if links is not None:
+                tail.hit()
+                return links
+            tail.missed()
     async with database.unit_of_work() as uow:
-        return await _locked(uow, prepared, keyring)
+        return await _record_prepared(uow, prepared, keyring)
+
+
+async def _record_prepared(
+    uow: UnitOfWork, prepared: Sequence[_Prepared], keyring: AuditKeyring
+) -> list[ChainLink]:
+    session = uow.session
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        return await _append_sqlite(uow, prepared, keyring)
+    # The caller's pending changes go out first, before the chain lock is requested.
+    await session.flush()
+    tail = _tail(conn.sync_engine)
+    execute = _in_transaction(conn)
+    retry: _Plan | None = None
+    if session.info.get(_HOLDS_CHAIN_LOCK):
+        links = await _send(tail, _Plan(tail, prepared, keyring), execute)
+    else:
+        async with tail.lock():
+            links = await _send(tail, _Plan(tail, prepared, keyring), execute)
+            session.info[_HOLDS_CHAIN_LOCK] = True
+            if links is None:
+                # A miss: this transaction now holds the head, which ``tail`` names.
+                retry = _Plan(tail, prepared, keyring)
+    if links is None:
+        links = await _send(tail, retry or _Plan(tail, prepared, keyring), execute)
+        if links is None:
+            raise RuntimeError("the audit chain head moved while this transaction held it")
+    return links
 
 
 # --------------------------------------------------------------------------- PostgreSQL
 
 
 class _Tail:
-    """Where this process believes the chain ends: its newest append, committed or in flight."""
+    """Where this process believes the chain ends, and the order its lock requests go in."""
 
-    __slots__ = ("link",)
+    __slots__ = ("_lock", "_loop", "failures", "link", "skip")
 
     def __init__(self) -> None:
-        self.link: ChainLink | None = None
+        self.link: ChainLink | None = None  # the head as this process last saw or made it
+        self.failures = 0  # missed autocommit guesses in a row
+        self.skip = 0  # ``record_alone`` calls left to go straight to a unit of work
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
+    def lock(self) -> asyncio.Lock:
+        """Held from computing a guess until the database grants the head's row lock."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop = asyncio.Lock(), loop
+        return self._lock
+
+    def should_try_alone(self) -> bool:
+        """Whether ``record_alone`` should try its guess outside a transaction first.
+
+        A miss there costs a round trip and commits nothing useful; after misses
+        in a row (other processes append too) this process tries less often,
+        backing off exponentially up to ``_MAX_SKIP`` calls.
+        """
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
+
+    def missed(self) -> None:
+        self.failures += 1
+        self.skip = min(2 ** (self.failures - 1), _MAX_SKIP)
+
+    def hit(self) -> None:
+        self.failures = 0
+
+
+_MAX_SKIP: Final = 64
 
 # One tail per engine (per database of this process); only ever a guess, checked by the
 # database on every use.
@@ -225,55 +297,56 @@ def _tail(engine: Engine) -> _Tail:
     return tail
 
 
-_Execute = Any  # async (statement, *args) -> rows inserted
+# Runs ``_PG_APPEND`` with its arguments; returns its one row (head seq, head hash, inserted).
+_Execute = Callable[..., Awaitable[Any]]
 
 
-async def _speculate(
-    engine: Engine, prepared: Sequence[_Prepared], keyring: AuditKeyring, execute: _Execute
-) -> list[ChainLink] | None:
-    """Append chained from this process's tail, in one statement; ``None`` if the guess was stale.
+class _Plan:
+    """An append's rows, sealed from a guessed head, and its ``_PG_APPEND`` arguments."""
 
-    The tail moves to the new rows *before* the statement is sent, so the next
-    append of this process chains after them and its statement waits, on the
-    server, for this one's transaction: concurrent appends of one process
-    queue on the head's row lock without a round trip between them. If this
-    append fails or rolls back, the ones chained after it find the head
-    elsewhere and fall back too.
-    """
-    tail = _tail(engine)
-    guess = tail.link
-    if guess is None:
+    __slots__ = ("args", "links")
+
+    def __init__(self, tail: _Tail, prepared: Sequence[_Prepared], keyring: AuditKeyring) -> None:
+        guess = tail.link or GENESIS
+        rows = _seal_rows(prepared, guess.seq + 1, guess.hash, keyring)
+        self.links = [ChainLink(row[0], row[-1]) for row in rows]
+        last = self.links[-1]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        self.args = (*columns, last.seq, last.hash, guess.seq, guess.hash)
+        # This process's next guess chains after these rows.
+        tail.link = last
+
+
+async def _send(tail: _Tail, plan: _Plan, execute: _Execute) -> list[ChainLink] | None:
+    """Run ``plan``: its links, or ``None`` on a miss (``tail`` then names the real head)."""
+    answer = await execute(*plan.args)
+    if answer is None:
+        raise ConfigurationError("the audit chain head row is missing: run `keel db upgrade`")
+    head_seq, head_hash, inserted = answer
+    if inserted != len(plan.links):
+        tail.link = ChainLink(int(head_seq), str(head_hash))
         return None
-    rows = _seal_rows(prepared, guess.seq + 1, guess.hash, keyring)
-    last = ChainLink(rows[-1][0], rows[-1][-1])
-    tail.link = last
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    inserted = await execute(_PG_APPEND, *columns, last.seq, last.hash, guess.seq, guess.hash)
-    if inserted != len(rows):
-        return None
-    return [ChainLink(row[0], row[-1]) for row in rows]
+    return plan.links
 
 
-def _in_transaction(uow: UnitOfWork, conn: AsyncConnection) -> _Execute:
-    """Run a statement inside ``uow``: on its asyncpg connection once its transaction has begun."""
+def _in_transaction(conn: AsyncConnection) -> _Execute:
+    """Run ``_PG_APPEND`` inside the unit of work ``conn`` belongs to."""
 
-    async def execute(statement: str, *args: Any) -> int:
+    async def execute(*args: Any) -> Any:
         driver = (await conn.get_raw_connection()).driver_connection
         if driver is not None and driver.is_in_transaction():
-            status = await driver.execute(statement, *args)
-            return int(status.rsplit(" ", 1)[-1])
+            return await driver.fetchrow(_PG_APPEND, *args)
         # The unit of work's first statement: SQLAlchemy begins its transaction.
-        return (await conn.exec_driver_sql(statement, args)).rowcount
+        return (await conn.exec_driver_sql(_PG_APPEND, args)).one_or_none()
 
     return execute
 
 
 def _on_connection(driver: Any) -> _Execute:
-    """Run a statement on a bare asyncpg connection: outside a transaction, it commits alone."""
+    """Run ``_PG_APPEND`` on a bare asyncpg connection: outside a transaction it commits alone."""
 
-    async def execute(statement: str, *args: Any) -> int:
-        status = await driver.execute(statement, *args)
-        return int(status.rsplit(" ", 1)[-1])
+    async def execute(*args: Any) -> Any:
+        return await driver.fetchrow(_PG_APPEND, *args)
 
     return execute
 
@@ -292,13 +365,13 @@ async def _autocommit(database: Database) -> AsyncIterator[Any]:
         raise
 
 
-# --------------------------------------------------------------------------- locking path
+# --------------------------------------------------------------------------- SQLite
 
 
-async def _locked(
+async def _append_sqlite(
     uow: UnitOfWork, prepared: Sequence[_Prepared], keyring: AuditKeyring
 ) -> list[ChainLink]:
-    """Take the chain lock, read the head, insert the rows chained from it (any database)."""
+    """Take the write lock by advancing the head, then insert the rows sealed from it."""
     session = uow.session
     # Flushes the caller's pending changes first (autoflush), then takes the lock.
     advanced = (await session.execute(_ADVANCE, {"reserve": len(prepared)})).one_or_none()
@@ -306,20 +379,6 @@ async def _locked(
         raise ConfigurationError("the audit chain head row is missing: run `keel db upgrade`")
     last_seq = int(advanced[0])
     rows = _seal_rows(prepared, last_seq - len(prepared) + 1, str(advanced[1]), keyring)
-    links = [ChainLink(row[0], row[-1]) for row in rows]
-    conn = await session.connection()
-    if conn.dialect.name != "postgresql":
-        mapped = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-        await session.execute(_INSERT, mapped if len(mapped) > 1 else mapped[0])
-        return links
-    # This process's next append chains after these rows (the lock is held until commit).
-    _tail(conn.sync_engine).link = links[-1]
-    # The head's hash follows each inserted row (trigger ``audit_events_head``).
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    assert driver.is_in_transaction()  # the UPDATE began it
-    if len(rows) == 1:
-        await driver.execute(_PG_INSERT, *rows[0])
-    else:
-        await driver.executemany(_PG_INSERT, rows)
-    return links
+    mapped = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+    await session.execute(_INSERT, mapped if len(mapped) > 1 else mapped[0])
+    return [ChainLink(row[0], row[-1]) for row in rows]
