@@ -38,6 +38,7 @@ import contextlib
 import cProfile
 import io
 import itertools
+import multiprocessing
 import os
 import pstats
 import secrets
@@ -50,6 +51,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 if __package__ in (None, ""):
@@ -93,6 +95,8 @@ class AppendFigure:
     batched: float = 0.0  # events/s, ``batch`` events per transaction
     ceiling: float = 0.0  # one-row insert commits/s through bare asyncpg
     pgbench: float | None = None  # the same through pgbench, if installed
+    split_chained: float | None = None  # ``record``, writers spread over ``processes``
+    split_alone: float | None = None  # ``record_alone``, likewise
 
 
 @dataclass
@@ -101,6 +105,7 @@ class AuditBenchResult:
     appends: list[AppendFigure] = field(default_factory=list)
     appends_no_flush: list[AppendFigure] = field(default_factory=list)
     batch: int = 10
+    processes: int = 2
     verified: float = 0.0  # events/s
     read_only: float = 0.0  # rows/s read without hashing, the reference
     events: int = 0
@@ -241,6 +246,62 @@ async def _append_rate(
         return done / (time.perf_counter() - began)
     finally:
         await database.dispose()
+
+
+async def _window(url: str, writers: int, first: int, alone: bool, start: float, end: float) -> int:
+    """Appends this process's ``writers`` complete between ``start`` and ``end`` (wall clock)."""
+    database = Database(_settings(url, writers))
+    trail = AuditTrail(database, KEYRING, SystemClock())
+    done = 0
+
+    async def writer(w: int) -> None:
+        nonlocal done
+        n = first + w
+        while time.time() < end:
+            if alone:
+                await trail.record_alone(_event(n))
+            else:
+                async with database.unit_of_work() as uow:
+                    await record(uow, _event(n), KEYRING)
+            if start <= time.time() <= end:
+                done += 1
+            n += 1_000_000
+
+    try:
+        await database.ping(10)
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+        return done
+    finally:
+        await database.dispose()
+
+
+def _window_process(*args: Any) -> None:
+    queue = args[-1]
+    queue.put(asyncio.run(_window(*args[:-1])))
+
+
+def _split_rate(url: str, writers: int, processes: int, seconds: float, *, alone: bool) -> float:
+    """Appends/s by ``writers`` tasks spread over ``processes`` processes (gunicorn workers)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    start = time.time() + 4.0  # after every process has imported, connected and warmed up
+    end = start + seconds
+    shares = [
+        writers // processes + (1 if i < writers % processes else 0) for i in range(processes)
+    ]
+    workers = [
+        context.Process(
+            target=_window_process, args=(url, share, i * 1000, alone, start, end, queue)
+        )
+        for i, share in enumerate(shares)
+        if share
+    ]
+    for worker in workers:
+        worker.start()
+    total: int = sum(queue.get(timeout=seconds + 120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=30)
+    return total / seconds
 
 
 _CEILING_INSERT = "INSERT INTO bench_ceiling (payload) VALUES ($1)"
@@ -394,10 +455,11 @@ def run(
     events: int,
     profile: bool,
     no_flush: bool,
+    processes: int = 2,
 ) -> AuditBenchResult:
     with bench_database() as url:
         server = asyncio.run(_server_version(url))
-        result = AuditBenchResult(server=server, batch=batch)
+        result = AuditBenchResult(server=server, batch=batch, processes=processes)
         for count in writers:
             chained = asyncio.run(_append_rate(url, count, seconds, chained=True))
             alone = asyncio.run(_append_rate(url, count, seconds, chained=True, alone=True))
@@ -405,9 +467,15 @@ def run(
             batched = asyncio.run(_append_rate(url, count, seconds, chained=True, batch=batch))
             ceiling = asyncio.run(_ceiling_rate(url, count, seconds))
             pgbench = _pgbench_rate(url, count, seconds)
-            result.appends.append(
-                AppendFigure(count, chained, alone, plain, batched, ceiling, pgbench)
-            )
+            figure = AppendFigure(count, chained, alone, plain, batched, ceiling, pgbench)
+            if processes > 1 and count >= processes:
+                figure.split_chained = _split_rate(url, count, processes, seconds, alone=False)
+                figure.split_alone = _split_rate(url, count, processes, seconds, alone=True)
+                print(
+                    f"  {count:>2} writer(s) in {processes} processes: "
+                    f"{figure.split_chained:,.0f} appends/s, alone {figure.split_alone:,.0f}/s"
+                )
+            result.appends.append(figure)
             print(
                 f"  {count:>2} writer(s): {chained:,.0f} appends/s, alone {alone:,.0f}/s, "
                 f"plain {plain:,.0f} rows/s, "
@@ -493,6 +561,19 @@ def report(result: AuditBenchResult) -> str:
             ]
         )
     for figure in result.appends:
+        for name, value in (("record", figure.split_chained), ("alone", figure.split_alone)):
+            if value is not None:
+                rows.append(
+                    [
+                        f"{name}/s, {figure.writers} w, {result.processes} procs",
+                        f"{value:,.0f}",
+                        f"{APPEND_TARGET:,.0f}",
+                        _ratio(value, APPEND_TARGET),
+                        f"{figure.plain:,.0f}",
+                        _ratio(value, figure.plain),
+                    ]
+                )
+    for figure in result.appends:
         rows.append(
             [
                 f"BATCHED {result.batch}/tx events/s, {figure.writers} w",
@@ -562,6 +643,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000, help="chain length to verify")
     parser.add_argument("--profile", action="store_true", help="add cProfile summaries")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="also run record and record_alone with the writers spread over this many "
+        "processes, as gunicorn workers are (1: skip)",
+    )
+    parser.add_argument(
         "--no-flush-variant",
         dest="no_flush",
         action=argparse.BooleanOptionalAction,
@@ -576,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         events=args.events,
         profile=args.profile,
         no_flush=args.no_flush,
+        processes=args.processes,
     )
     print()
     print(report(result))
