@@ -8,7 +8,12 @@ reference measured in the same run on the same database:
 - appends: every writer is an asyncio task running one unit of work per event
   (``record`` in its own transaction, committed). The reference is the same
   loop inserting the same row into an unchained copy of the table (same
-  indexes, no chain lock): what the disk's commit latency allows.
+  indexes, no chain lock): what one process's units of work allow.
+- record_alone: every writer calls ``AuditTrail.record_alone`` in a loop (a
+  failed login's event): concurrent calls of one process are group-committed.
+- both again with the writers spread over ``--processes`` processes (as
+  gunicorn workers are), whose guesses of the chain's head go stale whenever
+  the other process appended.
 - batched appends: the same writers, each unit of work appending
   ``--batch`` events with ``record_many`` (a request that changes several
   things); events/s, not transactions/s.
@@ -20,14 +25,14 @@ reference measured in the same run on the same database:
   reference reads the same rows the same way without hashing them.
 
 Every append holds the chain lock from its first statement until its commit,
-so chained appends cannot beat one commit (WAL flush) at a time; the ceiling
-shows how far that is. ``--no-flush-variant`` repeats the appends with
+so one event per transaction cannot beat one commit (WAL flush) at a time;
+only group commit (``record_alone``, batches) can pass the ceiling. ``--no-flush-variant`` repeats the appends with
 ``synchronous_commit = off`` on the bench database only (what the chain code
 can do when commits are cheap). ``--profile`` adds cProfile's top functions
 for one writer and for verification.
 
     python bench/audit.py [--seconds 4] [--writers 1 8 32] [--batch 10] [--events 100000]
-                          [--profile] [--no-flush-variant]
+                          [--processes 2] [--profile] [--no-flush-variant]
 """
 
 from __future__ import annotations

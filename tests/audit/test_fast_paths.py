@@ -84,3 +84,36 @@ async def test_batched_append_rolls_back_with_the_caller(database: Database, cou
     ]
     assert await head(database) == links[-1]
     assert (await verify(database, KEYRING)).count == count
+
+
+@pytest.mark.postgres
+async def test_appends_begin_the_transaction_before_queueing_and_skip_sqlalchemy(
+    reset_postgres_url: str,
+) -> None:
+    """The unit of work's BEGIN goes out before the append queues for the lock, and the
+    append runs on asyncpg directly; SQLAlchemy still commits (or rolls back) it."""
+    from keel.audit.writer import _in_transaction
+    from tests.audit._support import make_settings
+
+    database = Database(make_settings(reset_postgres_url))
+    try:
+        async with database.unit_of_work() as uow:
+            conn = await uow.session.connection()
+            execute = await _in_transaction(conn)
+            assert execute.__name__ == "on_driver"
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            assert driver.is_in_transaction()
+
+        async def append_then_fail() -> None:
+            async with database.unit_of_work() as uow:
+                await record_many(uow, [event(1)], KEYRING)
+                raise LookupError("rolled back")
+
+        with pytest.raises(LookupError):
+            await append_then_fail()
+        assert await rows(database) == []
+        await fill(database, 2)
+        assert [row["seq"] for row in await rows(database)] == [1, 2]
+    finally:
+        await database.dispose()

@@ -223,7 +223,7 @@ async def _record_prepared(
     # The caller's pending changes go out first, before the chain lock is requested.
     await session.flush()
     tail = _tail(conn.sync_engine)
-    execute = _in_transaction(conn)
+    execute = await _in_transaction(conn)
     retry: _Plan | None = None
     if session.info.get(_HOLDS_CHAIN_LOCK):
         links = await _send(tail, _Plan(tail, prepared, keyring), execute)
@@ -329,17 +329,33 @@ async def _send(tail: _Tail, plan: _Plan, execute: _Execute) -> list[ChainLink] 
     return plan.links
 
 
-def _in_transaction(conn: AsyncConnection) -> _Execute:
-    """Run ``_PG_APPEND`` inside the unit of work ``conn`` belongs to."""
+async def _in_transaction(conn: AsyncConnection) -> _Execute:
+    """Run ``_PG_APPEND`` inside the unit of work ``conn`` belongs to.
 
-    async def execute(*args: Any) -> Any:
-        driver = (await conn.get_raw_connection()).driver_connection
-        if driver is not None and driver.is_in_transaction():
+    Straight on its asyncpg connection, past SQLAlchemy's per-statement work,
+    with the transaction begun here, before the append queues for the lock:
+    SQLAlchemy begins lazily, at its first statement, which would put the
+    BEGIN round trip inside the queue. (``_start_transaction`` is the asyncpg
+    adapter's own way to begin, private; without it the statement goes
+    through SQLAlchemy, which begins first.)
+    """
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if driver is not None and not driver.is_in_transaction():
+        begin = getattr(raw.dbapi_connection, "_start_transaction", None)
+        if begin is not None:
+            await begin()
+    if driver is not None and driver.is_in_transaction():
+
+        async def on_driver(*args: Any) -> Any:
             return await driver.fetchrow(_PG_APPEND, *args)
-        # The unit of work's first statement: SQLAlchemy begins its transaction.
+
+        return on_driver
+
+    async def through_sqlalchemy(*args: Any) -> Any:
         return (await conn.exec_driver_sql(_PG_APPEND, args)).one_or_none()
 
-    return execute
+    return through_sqlalchemy
 
 
 def _on_connection(driver: Any) -> _Execute:
