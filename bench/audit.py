@@ -26,7 +26,8 @@ reference measured in the same run on the same database:
 
 Every append holds the chain lock from its first statement until its commit,
 so one event per transaction cannot beat one commit (WAL flush) at a time;
-only group commit (``record_alone``, batches) can pass the ceiling. ``--no-flush-variant`` repeats the appends with
+only group commit (``record_alone``, batches) can pass the ceiling.
+``--no-flush-variant`` repeats the appends with
 ``synchronous_commit = off`` on the bench database only (what the chain code
 can do when commits are cheap). ``--profile`` adds cProfile's top functions
 for one writer and for verification.
@@ -540,55 +541,34 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
+def _target_row(label: str, value: float, reference: float) -> list[str]:
+    return [
+        label,
+        f"{value:,.0f}",
+        f"{APPEND_TARGET:,.0f}",
+        _ratio(value, APPEND_TARGET),
+        f"{reference:,.0f}",
+        _ratio(value, reference),
+    ]
+
+
 def report(result: AuditBenchResult) -> str:
     headers = ["figure", "keel", "target", "vs target", "reference", "vs reference"]
     rows = []
     for figure in result.appends:
-        rows.append(
-            [
-                f"record appends/s, {figure.writers} writer(s)",
-                f"{figure.chained:,.0f}",
-                f"{APPEND_TARGET:,.0f}",
-                _ratio(figure.chained, APPEND_TARGET),
-                f"{figure.plain:,.0f}",
-                _ratio(figure.chained, figure.plain),
-            ]
-        )
+        label = f"record appends/s, {figure.writers} writer(s)"
+        rows.append(_target_row(label, figure.chained, figure.plain))
     for figure in result.appends:
-        rows.append(
-            [
-                f"record_alone appends/s, {figure.writers} w",
-                f"{figure.alone:,.0f}",
-                f"{APPEND_TARGET:,.0f}",
-                _ratio(figure.alone, APPEND_TARGET),
-                f"{figure.plain:,.0f}",
-                _ratio(figure.alone, figure.plain),
-            ]
-        )
+        label = f"record_alone appends/s, {figure.writers} w"
+        rows.append(_target_row(label, figure.alone, figure.plain))
     for figure in result.appends:
         for name, value in (("record", figure.split_chained), ("alone", figure.split_alone)):
             if value is not None:
-                rows.append(
-                    [
-                        f"{name}/s, {figure.writers} w, {result.processes} procs",
-                        f"{value:,.0f}",
-                        f"{APPEND_TARGET:,.0f}",
-                        _ratio(value, APPEND_TARGET),
-                        f"{figure.plain:,.0f}",
-                        _ratio(value, figure.plain),
-                    ]
-                )
+                label = f"{name}/s, {figure.writers} w, {result.processes} procs"
+                rows.append(_target_row(label, value, figure.plain))
     for figure in result.appends:
-        rows.append(
-            [
-                f"BATCHED {result.batch}/tx events/s, {figure.writers} w",
-                f"{figure.batched:,.0f}",
-                f"{APPEND_TARGET:,.0f}",
-                _ratio(figure.batched, APPEND_TARGET),
-                f"{figure.plain:,.0f}",
-                _ratio(figure.batched, figure.plain),
-            ]
-        )
+        label = f"BATCHED {result.batch}/tx events/s, {figure.writers} w"
+        rows.append(_target_row(label, figure.batched, figure.plain))
     rows.append(
         [
             f"verified events/s ({result.events:,})",
@@ -623,15 +603,8 @@ def report(result: AuditBenchResult) -> str:
     ]
     if result.appends_no_flush:
         rows = [
-            [
-                f"record appends/s, {figure.writers} writer(s)",
-                f"{figure.chained:,.0f}",
-                f"{APPEND_TARGET:,.0f}",
-                _ratio(figure.chained, APPEND_TARGET),
-                f"{figure.plain:,.0f}",
-                _ratio(figure.chained, figure.plain),
-            ]
-            for figure in result.appends_no_flush
+            _target_row(f"record appends/s, {f.writers} writer(s)", f.chained, f.plain)
+            for f in result.appends_no_flush
         ]
         lines += ["", "without waiting for the WAL flush (synchronous_commit = off, bench only):"]
         lines.append(_table(headers, rows))

@@ -11,7 +11,6 @@ path takes the lock first.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from sqlalchemy import text
@@ -21,6 +20,7 @@ from keel.audit import AuditTrail, ChainLink, record, record_alone, record_many,
 from keel.db import Database
 from keel.errors import DatabaseUnavailable
 from tests.audit._support import KEYRING, event, head, make_settings, rows
+from tests.db.test_ping import closed_port
 
 
 async def _assert_whole(database: Database, count: int) -> list[ChainLink]:
@@ -195,18 +195,10 @@ async def test_the_guess_survives_a_chain_reset_under_it(audit_url: str) -> None
         await database.dispose()
 
 
-def _closed_port() -> int:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
 @pytest.mark.postgres
 async def test_every_caller_of_a_batch_learns_the_database_is_down() -> None:
     database = Database(
-        make_settings(f"postgresql://postgres@127.0.0.1:{_closed_port()}/x", connect_timeout=2)
+        make_settings(f"postgresql://postgres@127.0.0.1:{closed_port()}/x", connect_timeout=2)
     )
     trail = AuditTrail(database, KEYRING, FrozenClock())
     try:

@@ -29,7 +29,8 @@ def black_hole() -> Iterator[int]:
         sock.close()
 
 
-def _closed_port() -> int:
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port: int = sock.getsockname()[1]
@@ -43,7 +44,7 @@ async def test_ping_answers(database: Database) -> None:
 
 
 async def test_constructing_connects_to_nothing(make_settings: MakeSettings) -> None:
-    db = Database(make_settings(f"postgresql://postgres@127.0.0.1:{_closed_port()}/x"))
+    db = Database(make_settings(f"postgresql://postgres@127.0.0.1:{closed_port()}/x"))
     assert db.engine is db.engine  # built lazily, once, still without connecting
     assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     await db.dispose()
@@ -182,7 +183,7 @@ async def test_current_revision_is_none_before_migrating(database: Database) -> 
 
 
 async def test_current_revision_unreachable_is_unavailable(make_settings: MakeSettings) -> None:
-    db = Database(make_settings(f"postgresql://postgres@127.0.0.1:{_closed_port()}/x"))
+    db = Database(make_settings(f"postgresql://postgres@127.0.0.1:{closed_port()}/x"))
     try:
         with pytest.raises(DatabaseUnavailable):
             await db.current_revision()

@@ -209,6 +209,25 @@ async def test_cancelled_query_leaves_the_pool_usable(
         await db.dispose()
 
 
+async def _backend_pid(db: Database) -> int:
+    async with db.unit_of_work() as uow:
+        pid: int = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    return pid
+
+
+async def _terminate(killer: Database, pid: int) -> None:
+    """Terminate ``pid``'s backend and wait until it is gone."""
+    alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+    async with killer.unit_of_work() as other:
+        await other.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    for _ in range(200):
+        async with killer.unit_of_work() as other:
+            if (await other.session.execute(alive, {"pid": pid})).scalar_one() == 0:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {pid} outlived pg_terminate_backend")
+
+
 @pytest.mark.postgres
 async def test_a_pooled_connection_killed_while_idle_is_replaced_on_checkout(
     postgres_url: str, make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
@@ -218,13 +237,9 @@ async def test_a_pooled_connection_killed_while_idle_is_replaced_on_checkout(
     db = Database(make_settings(postgres_url, pool_size=1, max_overflow=0))
     killer = Database(make_settings(postgres_url))
     try:
-        async with db.unit_of_work() as uow:
-            first = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        async with killer.unit_of_work() as other:
-            await other.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
-        async with db.unit_of_work() as uow:
-            second = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        assert second != first
+        first = await _backend_pid(db)
+        await _terminate(killer, first)
+        assert await _backend_pid(db) != first
     finally:
         await killer.dispose()
         await db.dispose()
@@ -240,18 +255,11 @@ async def test_a_connection_used_moments_ago_is_handed_out_without_a_ping(
     db = Database(make_settings(postgres_url, pool_size=1, max_overflow=0))
     killer = Database(make_settings(postgres_url))
     try:
-        async with killer.unit_of_work() as other:
-            await other.session.execute(text("SELECT 1"))
-        async with db.unit_of_work() as uow:
-            first = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        async with killer.unit_of_work() as other:
-            await other.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        first = await _backend_pid(db)
+        await _terminate(killer, first)
         with pytest.raises(DatabaseUnavailable):
-            async with db.unit_of_work() as uow:
-                await uow.session.execute(text("SELECT 1"))
-        async with db.unit_of_work() as uow:
-            second = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        assert second != first
+            await _backend_pid(db)
+        assert await _backend_pid(db) != first
     finally:
         await killer.dispose()
         await db.dispose()

@@ -49,6 +49,16 @@ async def _until_queued(coalescer: Coalescer[int, str], count: int) -> None:
     await _eventually(lambda: coalescer.queued >= count)
 
 
+async def _in_flight(
+    writer: Writer, coalescer: Coalescer[int, str]
+) -> tuple[asyncio.Event, asyncio.Task[str]]:
+    """Item 0 submitted and its batch being written, held until the gate opens."""
+    gate = writer.hold(0)
+    first = asyncio.create_task(coalescer.submit(0))
+    await writer.writing([0])
+    return gate, first
+
+
 async def test_a_lone_item_is_written_at_once_alone() -> None:
     writer = Writer()
     coalescer: Coalescer[int, str] = Coalescer(writer)
@@ -59,10 +69,8 @@ async def test_a_lone_item_is_written_at_once_alone() -> None:
 
 async def test_items_arriving_during_a_write_go_out_together_next() -> None:
     writer = Writer()
-    gate = writer.hold(0)
     coalescer: Coalescer[int, str] = Coalescer(writer)
-    first = asyncio.create_task(coalescer.submit(0))
-    await writer.writing([0])
+    gate, first = await _in_flight(writer, coalescer)
     rest = [asyncio.create_task(coalescer.submit(n)) for n in range(1, 6)]
     await _until_queued(coalescer, 5)
     gate.set()
@@ -74,10 +82,8 @@ async def test_items_arriving_during_a_write_go_out_together_next() -> None:
 
 async def test_batches_are_bounded() -> None:
     writer = Writer()
-    gate = writer.hold(0)
     coalescer: Coalescer[int, str] = Coalescer(writer, max_batch=2)
-    first = asyncio.create_task(coalescer.submit(0))
-    await writer.writing([0])
+    gate, first = await _in_flight(writer, coalescer)
     rest = [asyncio.create_task(coalescer.submit(n)) for n in range(1, 6)]
     await _until_queued(coalescer, 5)
     gate.set()
@@ -109,10 +115,8 @@ async def test_a_failed_write_fails_its_whole_batch_and_the_next_batch_still_goe
 
 async def test_a_caller_cancelled_while_waiting_still_has_its_item_written() -> None:
     writer = Writer()
-    gate = writer.hold(0)
     coalescer: Coalescer[int, str] = Coalescer(writer)
-    first = asyncio.create_task(coalescer.submit(0))
-    await writer.writing([0])
+    gate, first = await _in_flight(writer, coalescer)
     gone = asyncio.create_task(coalescer.submit(1))
     kept = asyncio.create_task(coalescer.submit(2))
     await _until_queued(coalescer, 2)
@@ -126,10 +130,8 @@ async def test_a_caller_cancelled_while_waiting_still_has_its_item_written() -> 
 
 async def test_when_only_cancelled_callers_are_left_the_leader_writes_their_items() -> None:
     writer = Writer()
-    gate = writer.hold(0)
     coalescer: Coalescer[int, str] = Coalescer(writer)
-    first = asyncio.create_task(coalescer.submit(0))
-    await writer.writing([0])
+    gate, first = await _in_flight(writer, coalescer)
     gone = asyncio.create_task(coalescer.submit(1))
     await _until_queued(coalescer, 1)
     gone.cancel()
