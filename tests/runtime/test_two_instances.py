@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,23 @@ def pair(tmp_path: Path, postgres_url: str, redis_url: str, redis_namespace: str
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(running_server(tmp_path / "a", FACTORY, env=env))
         b = stack.enter_context(running_server(tmp_path / "b", FACTORY, env=env))
+        for server in (a, b):
+            _wait_until_on_redis(server)
         yield Pair(a, b)
+
+
+def _wait_until_on_redis(server: RunningServer, deadline: float = 30.0) -> None:
+    """Until ``/readyz`` says ``ok``: on a loaded machine a worker's first Redis connect can
+    time out, and an instance serving from its in-memory fallback shares nothing (the
+    documented degraded mode), which is not what these tests are about."""
+    stop = time.monotonic() + deadline
+    while True:
+        ready = Pair.call(server, "GET", "/readyz")
+        if ready.status_code == 200 and ready.json()["status"] == "ok":
+            return
+        if time.monotonic() > stop:
+            raise AssertionError(f"the instance never reached Redis: {ready.text}")
+        time.sleep(0.2)
 
 
 def test_sec_36_logout_on_one_instance_is_refused_on_the_other(pair: Pair) -> None:
