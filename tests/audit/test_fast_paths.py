@@ -92,15 +92,15 @@ async def test_appends_begin_the_transaction_before_queueing_and_skip_sqlalchemy
 ) -> None:
     """The unit of work's BEGIN goes out before the append queues for the lock, and the
     append runs on asyncpg directly; SQLAlchemy still commits (or rolls back) it."""
-    from keel.audit.writer import _in_transaction
+    from keel.audit.writer import _in_unit
     from tests.audit._support import make_settings
 
     database = Database(make_settings(reset_postgres_url))
     try:
         async with database.unit_of_work() as uow:
+            execute = await _in_unit(uow)
+            assert execute.__qualname__.startswith("_on_driver.")
             conn = await uow.session.connection()
-            execute = await _in_transaction(conn)
-            assert execute.__name__ == "on_driver"
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
             assert driver.is_in_transaction()

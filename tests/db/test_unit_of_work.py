@@ -11,9 +11,10 @@ from sqlalchemy.exc import IntegrityError, StatementError
 
 from keel.db import Database, UTCDateTime
 from keel.db import engine as engine_module
-from keel.errors import DatabaseUnavailable
+from keel.errors import ConfigurationError, DatabaseUnavailable
 
 from .conftest import MakeSettings
+from .test_ping import closed_port
 
 metadata = MetaData()
 parent = Table(
@@ -262,4 +263,72 @@ async def test_a_connection_used_moments_ago_is_handed_out_without_a_ping(
         assert await _backend_pid(db) != first
     finally:
         await killer.dispose()
+        await db.dispose()
+
+
+async def test_the_driver_under_a_unit_of_work_is_inside_its_transaction(
+    database: Database,
+) -> None:
+    async with database.unit_of_work() as uow:
+        driver = await uow.driver()
+        if database.dialect == "sqlite":
+            assert driver is None
+            return
+        assert driver is not None
+        assert driver.is_in_transaction()
+        await driver.execute("CREATE TABLE driven (id int)")
+    async with database.unit_of_work() as uow:
+        await uow.session.execute(text("SELECT count(*) FROM driven"))  # committed with the unit
+
+    async def insert_then_fail() -> None:
+        async with database.unit_of_work() as uow:
+            driver = await uow.driver()
+            assert driver is not None
+            await driver.execute("INSERT INTO driven VALUES (1)")
+            raise LookupError("rolled back")
+
+    with pytest.raises(LookupError):
+        await insert_then_fail()
+    async with database.unit_of_work() as uow:
+        assert (await uow.session.execute(text("SELECT count(*) FROM driven"))).scalar_one() == 0
+
+
+@pytest.mark.postgres
+async def test_autocommit_statements_commit_alone(
+    postgres_url: str, make_settings: MakeSettings
+) -> None:
+    db = Database(make_settings(postgres_url))
+    try:
+        async with db.autocommit() as driver:
+            assert not driver.is_in_transaction()
+            await driver.execute("CREATE TABLE alone (id int)")
+            await driver.execute("INSERT INTO alone VALUES (1)")
+        async with db.unit_of_work() as uow:
+            assert (await uow.session.execute(text("SELECT count(*) FROM alone"))).scalar_one() == 1
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_autocommit_on_an_unreachable_database_is_unavailable(
+    make_settings: MakeSettings,
+) -> None:
+    db = Database(make_settings(f"postgresql://postgres@127.0.0.1:{closed_port()}/x"))
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            async with db.autocommit():
+                pass
+    finally:
+        await db.dispose()
+
+
+async def test_autocommit_is_refused_on_sqlite(
+    sqlite_url: str, make_settings: MakeSettings
+) -> None:
+    db = Database(make_settings(sqlite_url))
+    try:
+        with pytest.raises(ConfigurationError):
+            async with db.autocommit():
+                pass
+    finally:
         await db.dispose()

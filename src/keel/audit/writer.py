@@ -40,21 +40,20 @@ hash is prepared before the lock is requested, and:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from sqlalchemy import BigInteger, bindparam, insert, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keel.audit.canonical import canonical_json, canonical_row_text, format_timestamp
 from keel.audit.chain import GENESIS, AuditKeyring, ChainLink
 from keel.audit.event import AuditEvent
 from keel.audit.models import chain_head_table, events_table
-from keel.db import Database, UnitOfWork, is_unavailable_error
-from keel.errors import ConfigurationError, DatabaseUnavailable
+from keel.db import Database, UnitOfWork
+from keel.errors import ConfigurationError
 
 __all__ = ["append_alone", "record", "record_alone", "record_many"]
 
@@ -203,8 +202,8 @@ async def append_alone(
     if database.dialect == "postgresql":
         tail = _tail(database.engine.sync_engine)
         if tail.should_try_alone():
-            async with _autocommit(database) as driver, tail.lock():
-                links = await _send(tail, _Plan(tail, prepared, keyring), _on_connection(driver))
+            async with database.autocommit() as driver, tail.lock():
+                links = await _send(tail, _Plan(tail, prepared, keyring), _on_driver(driver))
             if links is not None:
                 tail.hit()
                 return links
@@ -223,21 +222,20 @@ async def _record_prepared(
     # The caller's pending changes go out first, before the chain lock is requested.
     await session.flush()
     tail = _tail(conn.sync_engine)
-    execute = await _in_transaction(conn)
-    retry: _Plan | None = None
-    if session.info.get(_HOLDS_CHAIN_LOCK):
+    execute = await _in_unit(uow)
+    # A transaction that holds the lock already must not queue behind this process's other
+    # requests for it: they may be waiting for this very transaction.
+    holds_lock = bool(session.info.get(_HOLDS_CHAIN_LOCK))
+    async with contextlib.nullcontext() if holds_lock else tail.lock():
         links = await _send(tail, _Plan(tail, prepared, keyring), execute)
-    else:
-        async with tail.lock():
-            links = await _send(tail, _Plan(tail, prepared, keyring), execute)
-            session.info[_HOLDS_CHAIN_LOCK] = True
-            if links is None:
-                # A miss: this transaction now holds the head, which ``tail`` names.
-                retry = _Plan(tail, prepared, keyring)
-    if links is None:
-        links = await _send(tail, retry or _Plan(tail, prepared, keyring), execute)
+        session.info[_HOLDS_CHAIN_LOCK] = True
+        # On a miss this transaction now holds the head, which ``tail`` names.
+        retry = None if links is not None else _Plan(tail, prepared, keyring)
+    if retry is not None:
+        links = await _send(tail, retry, execute)
         if links is None:
             raise RuntimeError("the audit chain head moved while this transaction held it")
+    assert links is not None
     return links
 
 
@@ -329,37 +327,8 @@ async def _send(tail: _Tail, plan: _Plan, execute: _Execute) -> list[ChainLink] 
     return plan.links
 
 
-async def _in_transaction(conn: AsyncConnection) -> _Execute:
-    """Run ``_PG_APPEND`` inside the unit of work ``conn`` belongs to.
-
-    Straight on its asyncpg connection, past SQLAlchemy's per-statement work,
-    with the transaction begun here, before the append queues for the lock:
-    SQLAlchemy begins lazily, at its first statement, which would put the
-    BEGIN round trip inside the queue. (``_start_transaction`` is the asyncpg
-    adapter's own way to begin, private; without it the statement goes
-    through SQLAlchemy, which begins first.)
-    """
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    if driver is not None and not driver.is_in_transaction():
-        begin = getattr(raw.dbapi_connection, "_start_transaction", None)
-        if begin is not None:
-            await begin()
-    if driver is not None and driver.is_in_transaction():
-
-        async def on_driver(*args: Any) -> Any:
-            return await driver.fetchrow(_PG_APPEND, *args)
-
-        return on_driver
-
-    async def through_sqlalchemy(*args: Any) -> Any:
-        return (await conn.exec_driver_sql(_PG_APPEND, args)).one_or_none()
-
-    return through_sqlalchemy
-
-
-def _on_connection(driver: Any) -> _Execute:
-    """Run ``_PG_APPEND`` on a bare asyncpg connection: outside a transaction it commits alone."""
+def _on_driver(driver: Any) -> _Execute:
+    """Run ``_PG_APPEND`` on an asyncpg connection (outside a transaction it commits alone)."""
 
     async def execute(*args: Any) -> Any:
         return await driver.fetchrow(_PG_APPEND, *args)
@@ -367,18 +336,19 @@ def _on_connection(driver: Any) -> _Execute:
     return execute
 
 
-@asynccontextmanager
-async def _autocommit(database: Database) -> AsyncIterator[Any]:
-    """A pooled connection's asyncpg driver, outside any transaction (autocommit)."""
-    try:
-        async with database.engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            yield driver
-    except Exception as exc:
-        if is_unavailable_error(exc):
-            raise DatabaseUnavailable("the database is unavailable") from exc
-        raise
+async def _in_unit(uow: UnitOfWork) -> _Execute:
+    """Run ``_PG_APPEND`` inside ``uow``: on its asyncpg connection, begun before the append
+    queues for the lock (so the BEGIN round trip is not inside the queue), or through
+    SQLAlchemy if that connection cannot be had."""
+    driver = await uow.driver()
+    if driver is not None:
+        return _on_driver(driver)
+    conn = await uow.session.connection()
+
+    async def through_sqlalchemy(*args: Any) -> Any:
+        return (await conn.exec_driver_sql(_PG_APPEND, args)).one_or_none()
+
+    return through_sqlalchemy
 
 
 # --------------------------------------------------------------------------- SQLite

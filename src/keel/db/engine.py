@@ -398,6 +398,28 @@ class UnitOfWork:
         """Send pending changes now (to see generated values or constraint errors early)."""
         await self._session.flush()
 
+    async def driver(self) -> Any | None:
+        """The asyncpg connection under this unit, its transaction begun; ``None`` on SQLite.
+
+        For hot paths that skip SQLAlchemy's per-statement work: what is sent
+        on it is part of this unit's transaction and commits or rolls back
+        with it. The transaction is begun here, not lazily at the first
+        statement, through the asyncpg adapter's own (private) way to begin;
+        ``None`` too if that ever goes missing, so callers keep a SQLAlchemy path.
+        """
+        conn = await self._session.connection()
+        if conn.dialect.name != "postgresql":
+            return None
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        if driver is not None and not driver.is_in_transaction():
+            begin = getattr(raw.dbapi_connection, "_start_transaction", None)
+            if begin is not None:
+                await begin()
+        if driver is None or not driver.is_in_transaction():
+            return None
+        return driver
+
 
 class Database:
     """The database of one process: a lazily built engine and units of work.
@@ -461,6 +483,26 @@ class Database:
             raise
         finally:
             await session.close()
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Any]:
+        """A pooled PostgreSQL connection's asyncpg driver, outside any transaction.
+
+        Each statement sent on it commits on its own. A failure to reach the
+        database is raised as ``DatabaseUnavailable``, as in ``unit_of_work``.
+        """
+        if self.dialect != "postgresql":
+            raise ConfigurationError("autocommit connections are for PostgreSQL only")
+        try:
+            async with self.engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None
+                yield driver
+        except Exception as exc:
+            if is_unavailable_error(exc):
+                self._log_unavailable("autocommit", exc)
+                raise DatabaseUnavailable("the database is unavailable") from exc
+            raise
 
     async def ping(self, timeout: float) -> None:  # noqa: ASYNC109  (a bound, applied below)
         """Check out a connection and run ``SELECT 1`` within ``timeout`` seconds.
