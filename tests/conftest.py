@@ -26,6 +26,14 @@ def _backend_url(name: str) -> str:
     return url
 
 
+@pytest.fixture(autouse=True)
+def _private_state_file(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test's machine-shared store file is its own (the default would be in the checkout)."""
+    monkeypatch.setenv("KEEL_STATE_FILE", str(tmp_path_factory.mktemp("state") / "state.sqlite3"))
+
+
 @pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock()

@@ -214,11 +214,22 @@ def _edge_findings(settings: Settings) -> Iterator[Finding]:
 
 def _cache_findings(settings: Settings) -> Iterator[Finding]:
     if settings.redis_url is None:
-        if settings.is_production:
+        if not settings.is_production:
+            return
+        if settings.database.dialect == "postgresql" and not settings.single_instance:
+            # Workers of one machine share the state file; other instances would not see it.
+            yield _error(
+                "E030",
+                "REDIS_URL is not set: brute-force limits and the security cache would be "
+                "shared only by the workers of each machine, not between instances",
+                "set REDIS_URL; if this is the only instance, set KEEL_SINGLE_INSTANCE=true",
+            )
+        else:
             yield _warning(
                 "W007",
-                "REDIS_URL is not set: rate limits and revocations are per process",
-                "set REDIS_URL so every worker and instance shares them",
+                "REDIS_URL is not set: brute-force limits and the security cache are shared "
+                "by the workers of this machine only",
+                "fine for one instance; set REDIS_URL before running a second one",
             )
         return
     parts = urlsplit(settings.redis_url.get_secret_value())

@@ -39,6 +39,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_DATABASE_URL = "sqlite:///./keel.sqlite3"
+DEFAULT_STATE_FILE = "var/keel-state.sqlite3"
 LOOPBACK_PROXIES = "127.0.0.1/32,::1/128"
 
 _ASYNC_DRIVERS = {
@@ -79,6 +80,18 @@ def _parse_keys(value: SecretStr) -> dict[str, SecretStr]:
             raise ValueError("KEEL_AUDIT_PREVIOUS_KEYS must be kid:key pairs, keys ≥ 32 chars")
         keys[key_id] = SecretStr(key)
     return keys
+
+
+def _state_file_beside(database_url: SecretStr) -> str:
+    """Beside a SQLite database file (``<file>-state``); else ``DEFAULT_STATE_FILE``."""
+    url = database_url.get_secret_value()
+    scheme, _, rest = url.partition("://")
+    if not scheme.startswith("sqlite"):
+        return DEFAULT_STATE_FILE
+    path = rest[1:].split("?", 1)[0] if rest.startswith("/") else ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return DEFAULT_STATE_FILE
+    return path + "-state"
 
 
 def _split_csv(value: object) -> object:
@@ -207,12 +220,17 @@ class ThrottleSettings:
 
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
-    """What ``keel.cache`` needs."""
+    """What ``keel.cache`` needs.
+
+    ``state_file`` is the SQLite file every process of this machine shares:
+    the store itself without ``REDIS_URL``, Redis's fallback with it.
+    """
 
     redis_url: SecretStr | None
     timeout: float
     retry_interval: float
     namespace: str = "keel:"
+    state_file: str = DEFAULT_STATE_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +388,8 @@ class Settings(BaseSettings):
     cache_namespace: str = Field(default="keel:", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     cache_timeout: float = Field(default=0.25, gt=0)
     cache_retry_interval: float = Field(default=1.0, gt=0)
+    state_file: str | None = Field(default=None, min_length=1, max_length=4096)
+    single_instance: bool = False
 
     warmup_timeout: float = Field(default=2.0, gt=0)
     warmup_budget: float = Field(default=120.0, gt=0)
@@ -561,6 +581,7 @@ class Settings(BaseSettings):
             timeout=self.cache_timeout,
             retry_interval=self.cache_retry_interval,
             namespace=self.cache_namespace,
+            state_file=self.state_file or _state_file_beside(self.database_url),
         )
 
     @property

@@ -52,7 +52,7 @@ class FakeSessions:
         self.revoke_calls.append(RevokeCall(user_id, reason, keep, tuple(ids)))
         return ids
 
-    async def revoked(self, session_ids: Sequence[str]) -> None:
+    async def revoked(self, user_id: str, session_ids: Sequence[str]) -> None:
         self.revoked_batches.append(list(session_ids))
         for sid in session_ids:
             self.live.pop(sid, None)

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from keel._clock import FrozenClock
-from keel.accounts import AccountService, AccountSettings, FileMailer, Outbox, UserViewCache
+from keel.accounts import AccountService, AccountSettings, FileMailer, Outbox
 from keel.audit import AuditTrail
-from keel.cache import MemoryStore
 from keel.db import Database, migrate
 from keel.security.hashing import PasswordHasher
 from keel.security.keys import KeySet
@@ -84,7 +83,6 @@ async def service_factory(
     audit = AuditTrail.from_settings(database, settings.audit, clock)
     mailer = FileMailer(tmp_path / "mail.jsonl", sender="keel <no-reply@keel.example>")
     outbox = Outbox(mailer, spawn=tasks.spawn, audit=audit, backoff=(0.01,))
-    store = MemoryStore(clock)
     tokens = AccessTokens(KeySet.generate("EdDSA"), settings.tokens, clock=clock)
 
     def make(**overrides: Any) -> AccountService:
@@ -100,12 +98,10 @@ async def service_factory(
             clock=clock,
             tokens=tokens,
             outbox=outbox,
-            views=UserViewCache(store),
         )
 
     yield make
     await outbox.drain()
-    await store.close()
 
 
 @pytest.fixture

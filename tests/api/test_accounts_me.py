@@ -4,21 +4,19 @@ no mass assignment (SEC-48), declared fields only (SEC-49), no-store (SEC-58).""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from keel._clock import FrozenClock
 from keel.accounts import EmailVerificationToken, User
 from keel.settings import Settings
 
 from ._accounts_app import STRONG, AccountsApp, audit_rows, build_accounts_app, running, user_row
-from .conftest import HeaderAuthenticator
 
 SettingsFactory = Callable[..., Settings]
 FORBIDDEN_KEYS = re.compile(r"password|hash|secret|totp|recovery|refresh_token_hash", re.IGNORECASE)
@@ -92,38 +90,6 @@ async def test_read_me(http: httpx.AsyncClient, accounts: AccountsApp) -> None:
     assert body["roles"] == ["user"]
     assert body["id"] == await _user_id(accounts, "reader@keel.example")
     assert body["created_at"].endswith("+00:00")
-
-
-async def test_read_me_needs_no_database_round_trip(
-    settings_factory: SettingsFactory, sqlite_url: str, tmp_path: Path
-) -> None:
-    settings = settings_factory(database_url=sqlite_url, public_url="https://app.keel.example")
-    accounts = build_accounts_app(
-        settings, tmp_path / "mail.jsonl", authenticator=HeaderAuthenticator()
-    )
-    async with running(accounts) as http:
-        await http.post("/auth/register", json={"email": "hot@keel.example", "password": STRONG})
-        user_id = await _user_id(accounts, "hot@keel.example")
-        statements: list[str] = []
-
-        def count(*args: Any) -> None:
-            statements.append(str(args[2]))
-
-        engine = accounts.database.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", count)
-        try:
-            headers = {"x-test-user": f"{user_id} user"}
-            first = await http.get("/users/me", headers=headers)
-            assert first.status_code == 200
-            assert len(statements) == 1  # the miss fills the shared cache
-            for _ in range(5):
-                assert (await http.get("/users/me", headers=headers)).json() == first.json()
-            assert len(statements) == 1
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
-        # A subject without an account is not let in by a stale cache either.
-        ghost = await http.get("/users/me", headers={"x-test-user": f"{uuid.uuid4()} user"})
-        assert ghost.status_code == 401
 
 
 async def test_update_display_name(

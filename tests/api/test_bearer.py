@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import httpx
 import pytest
@@ -19,16 +19,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from keel._clock import FrozenClock
 from keel._logging import JsonFormatter
-from keel.auth import (
-    SubjectState,
-    forget_subject,
-    publish_subject_state,
-    revoke_session,
-    revoke_token,
-)
-from keel.cache import RedisStore
+from keel.auth import SubjectRecord, SubjectState
+from keel.cache import LocalInvalidations, MemoryStore, Stores
 from keel.db import migrate
-from keel.errors import CacheUnavailable
+from keel.errors import CacheUnavailable, DatabaseUnavailable
 from keel.security.keys import KeySet, SigningKey
 from keel.security.tokens import SignedTokens, TokenKind
 from keel.settings import Settings
@@ -337,9 +331,8 @@ async def test_sec_36_disabled_subject_is_refused_at_once(
 ) -> None:
     token = auth.token()
     assert (await client.get("/_t/me", headers=bearer(token))).status_code == 200
-    disabled = SubjectState(False, auth.clock.now(), frozenset({"user"}))
-    auth.directory.states["user-1"] = disabled
-    await publish_subject_state(auth.store, "user-1", disabled)
+    auth.directory.change("user-1", SubjectState(False, auth.clock.now(), frozenset({"user"})))
+    await auth.security.subject_changed("user-1")
     assert_refused(await client.get("/_t/me", headers=bearer(token)))
 
 
@@ -349,7 +342,8 @@ async def test_sec_36_tokens_valid_after_bump_refuses_older_tokens(
     old = auth.token()
     assert (await client.get("/_t/me", headers=bearer(old))).status_code == 200
     auth.clock.advance(2)
-    await publish_subject_state(auth.store, "user-1", active("user", valid_after=auth.clock.now()))
+    auth.directory.change("user-1", active("user", valid_after=auth.clock.now()))
+    await auth.security.subject_changed("user-1")
     assert_refused(await client.get("/_t/me", headers=bearer(old)))
     assert (await client.get("/_t/me", headers=bearer(auth.token()))).status_code == 200
 
@@ -359,7 +353,8 @@ async def test_sec_36_scope_removed_turns_the_admin_route_to_403(
 ) -> None:
     token = auth.token("admin-1", "user", "admin")
     assert (await client.get("/admin/audit", headers=bearer(token))).status_code == 200
-    await publish_subject_state(auth.store, "admin-1", active("user"))  # demoted
+    auth.directory.change("admin-1", active("user"))  # demoted
+    await auth.security.subject_changed("admin-1")
     forbidden = await client.get("/admin/audit", headers=bearer(token))
     assert forbidden.status_code == 403
     assert forbidden.json()["code"] == "forbidden"
@@ -367,16 +362,17 @@ async def test_sec_36_scope_removed_turns_the_admin_route_to_403(
     assert (await client.get("/_t/me", headers=bearer(token))).json()["scopes"] == ["user"]
 
 
-async def test_sec_36_logout_revokes_the_token_and_the_session(
+async def test_sec_36_an_ended_session_refuses_its_tokens_and_no_other(
     auth: AuthApp, client: httpx.AsyncClient
 ) -> None:
-    one = auth.tokens.issue(subject="user-1", session_id="sid-a", scopes=["user"])
+    one = auth.token(session_id="sid-a")
     two = auth.token(session_id="sid-a")
     other_session = auth.token(session_id="sid-b")
-    await revoke_token(auth.store, one.jti, one.expires_at, clock=auth.clock)
-    assert_refused(await client.get("/_t/me", headers=bearer(one.token)))
-    assert (await client.get("/_t/me", headers=bearer(two))).status_code == 200
-    await revoke_session(auth.store, "sid-a")
+    for token in (one, two, other_session):
+        assert (await client.get("/_t/me", headers=bearer(token))).status_code == 200
+    auth.directory.ended.add("sid-a")
+    await auth.security.sessions_ended("user-1", ["sid-a"])
+    assert_refused(await client.get("/_t/me", headers=bearer(one)))
     assert_refused(await client.get("/_t/me", headers=bearer(two)))
     assert (await client.get("/_t/me", headers=bearer(other_session))).status_code == 200
 
@@ -387,67 +383,44 @@ async def test_the_warm_path_makes_no_database_round_trip(
     token = auth.token()
     for _ in range(20):
         assert (await client.get("/_t/me", headers=bearer(token))).status_code == 200
-    assert auth.directory.loads == 1
-    await forget_subject(auth.store, "user-1")
+    assert (auth.directory.loads, auth.directory.session_loads) == (1, 1)
+    await auth.security.subject_changed("user-1")  # reads the record once to write it through
     assert (await client.get("/_t/me", headers=bearer(token))).status_code == 200
     assert auth.directory.loads == 2
 
 
-async def test_a_cache_outage_is_503_not_401(
+async def test_a_cache_outage_reads_the_record_instead(
     settings_factory: SettingsFactory, clock: FrozenClock
 ) -> None:
-    class DownStore(RedisStore):
-        async def get(self, key: str) -> bytes | None:
+    class DownStore(MemoryStore):
+        async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
             raise CacheUnavailable("Redis did not answer")
 
-    auth = build_auth_app(
-        settings_factory(), clock, store=DownStore("redis://127.0.0.1:1/0", timeout=0.1)
+    stores = Stores(
+        general=MemoryStore(clock), shared=DownStore(clock), channel=LocalInvalidations()
     )
+    auth = build_auth_app(settings_factory(), clock, stores=stores)
+    async with serve_in_process(auth.app) as client:
+        token = auth.token()
+        for _ in range(3):
+            assert (await client.get("/_t/me", headers=bearer(token))).status_code == 200
+        auth.directory.ended.add("sid-1")  # a logout the cache never heard of
+        assert_refused(await client.get("/_t/me", headers=bearer(token)))
+    assert auth.directory.session_loads == 4
+
+
+async def test_a_database_outage_is_503_not_401(
+    settings_factory: SettingsFactory, clock: FrozenClock
+) -> None:
+    class DownDirectory(Directory):
+        async def load(self, subject_id: str) -> SubjectRecord:
+            raise DatabaseUnavailable()
+
+    auth = build_auth_app(settings_factory(), clock, directory=DownDirectory())
     async with serve_in_process(auth.app) as client:
         response = await client.get("/_t/me", headers=bearer(auth.token()))
     assert response.status_code == 503
     assert "www-authenticate" not in response.headers
-
-
-# --- shared state: two instances, one Redis ---------------------------------------------------
-
-
-@pytest.mark.redis
-async def test_revocations_and_state_are_shared_between_instances_through_redis(
-    settings_factory: SettingsFactory, clock: FrozenClock, redis_url: str, redis_namespace: str
-) -> None:
-    keys = KeySet.generate("EdDSA")  # one key file, as every instance would have
-    directory = Directory({"user-1": active("user"), "admin-1": active("user", "admin")})
-    store_a = RedisStore(redis_url, namespace=redis_namespace, timeout=1.0)
-    store_b = RedisStore(redis_url, namespace=redis_namespace, timeout=1.0)
-    a = build_auth_app(settings_factory(), clock, keys=keys, directory=directory, store=store_a)
-    b = build_auth_app(settings_factory(), clock, keys=keys, directory=directory, store=store_b)
-    try:
-        async with serve_in_process(a.app) as on_a, serve_in_process(b.app) as on_b:
-            issued = a.tokens.issue(subject="user-1", session_id="sid-1", scopes=["user"])
-            token = issued.token
-            admin = a.token("admin-1", "user", "admin", session_id="sid-2")
-            assert (await on_a.get("/_t/me", headers=bearer(token))).status_code == 200
-            assert (await on_b.get("/_t/me", headers=bearer(token))).status_code == 200
-            assert directory.loads == 1  # b found what a cached: no second database read
-
-            # A change published through instance a is seen by instance b's next request.
-            await publish_subject_state(store_a, "admin-1", active("user"))
-            assert (await on_b.get("/_t/me", headers=bearer(admin))).json()["scopes"] == ["user"]
-            disabled = SubjectState(False, clock.now(), frozenset({"user"}))
-            await publish_subject_state(store_a, "user-1", disabled)
-            assert_refused(await on_b.get("/_t/me", headers=bearer(token)))
-            await publish_subject_state(store_a, "user-1", active("user"))
-            assert (await on_b.get("/_t/me", headers=bearer(token))).status_code == 200
-
-            # A logout on a is a logout on b.
-            await revoke_token(store_a, issued.jti, issued.expires_at, clock=clock)
-            assert_refused(await on_b.get("/_t/me", headers=bearer(token)))
-            await revoke_session(store_b, "sid-2")
-            assert_refused(await on_a.get("/_t/me", headers=bearer(admin)))
-    finally:
-        await store_a.close()
-        await store_b.close()
 
 
 async def test_expired_tokens_are_refused_on_the_app_clock(

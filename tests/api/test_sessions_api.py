@@ -15,11 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from keel._clock import FrozenClock
 from keel.accounts import AccountService
 from keel.api.app import create_app
-from keel.db import migrate
+from keel.db import Database, migrate
 from keel.settings import Settings
 
 from .conftest import serve_in_process
@@ -34,6 +35,7 @@ class Stack:
     accounts: AccountService
     clock: FrozenClock
     mail_file: Path
+    database: Database
 
     async def mail(self, kind: str) -> list[dict[str, Any]]:
         outbox = self.accounts.outbox
@@ -81,7 +83,7 @@ async def stack(settings_factory: Callable[..., Settings], tmp_path: Path) -> As
     async with serve_in_process(app) as http:
         accounts = app.state.keel_accounts
         assert isinstance(accounts, AccountService)
-        yield Stack(http, accounts, clock, tmp_path / "mail.jsonl")
+        yield Stack(http, accounts, clock, tmp_path / "mail.jsonl", app.state.keel.database)
         outbox = accounts.outbox
         assert outbox is not None
         await outbox.drain()
@@ -121,6 +123,39 @@ async def test_sec_36_logout_stops_the_access_token_at_once(stack: Stack) -> Non
     assert response.status_code == 204
     assert (await stack.me(login["access_token"])).status_code == 401
     assert (await stack.refresh(login["refresh_token"])).status_code == 401
+
+
+async def test_read_me_needs_no_database_round_trip_once_warm(stack: Stack) -> None:
+    await stack.user("hot@example.com")
+    login = await stack.login("hot@example.com")
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    engine = stack.database.engine.sync_engine
+    first = await stack.me(login["access_token"])
+    assert first.status_code == 200
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(5):
+            again = await stack.me(login["access_token"])
+            assert again.json() == first.json()
+            assert again.headers["cache-control"] == "no-store"
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert statements == []
+    # A change is seen on the next read, and a deleted account is not let in by a stale copy.
+    renamed = await stack.http.patch(
+        "/users/me", json={"display_name": "Renamed"}, headers=_bearer(login["access_token"])
+    )
+    assert renamed.status_code == 200
+    assert (await stack.me(login["access_token"])).json()["display_name"] == "Renamed"
+    deleted = await stack.http.request(
+        "DELETE", "/users/me", json={"password": PASSWORD}, headers=_bearer(login["access_token"])
+    )
+    assert deleted.status_code == 204
+    assert (await stack.me(login["access_token"])).status_code == 401
 
 
 async def test_sec_42_list_revoke_and_admin_revoke(stack: Stack) -> None:

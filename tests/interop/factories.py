@@ -9,7 +9,7 @@ JWKS route, and two test-only routes that exist nowhere else:
 - ``GET /_test/me`` answers only that token's holder.
 
 The subject state comes from a fixed in-memory directory instead of the
-database.
+database, and every session it issues is live.
 """
 
 from __future__ import annotations
@@ -25,7 +25,15 @@ from keel.api.app import create_app
 from keel.api.bearer import BearerAuthenticator
 from keel.api.jwks import jwks_router
 from keel.api.principal import Principal, current_principal
-from keel.auth import SubjectState, TokenAuthenticator, VerifiedTokenCache
+from keel.auth import (
+    UNKNOWN_SUBJECT,
+    SecurityState,
+    SubjectRecord,
+    SubjectState,
+    TokenAuthenticator,
+    VerifiedTokenCache,
+)
+from keel.cache import build_stores
 from keel.security.keys import load_key_set
 from keel.security.tokens import AccessTokens
 from keel.settings import Settings
@@ -39,8 +47,12 @@ _STATE = SubjectState(
 )
 
 
-async def _directory(subject_id: str) -> SubjectState | None:
-    return _STATE if subject_id == SUBJECT else None
+async def _directory(subject_id: str) -> SubjectRecord:
+    return SubjectRecord(1, _STATE) if subject_id == SUBJECT else UNKNOWN_SUBJECT
+
+
+async def _sessions(subject_id: str, session_id: str) -> bool:
+    return subject_id == SUBJECT
 
 
 def _test_router(tokens: AccessTokens) -> APIRouter:
@@ -66,10 +78,15 @@ def app(settings: Settings) -> FastAPI:
     keys = load_key_set(settings.tokens, production=settings.is_production)
     tokens = AccessTokens(keys, settings.tokens, clock=clock)
     verifier = VerifiedTokenCache(tokens, clock=clock)
-    authenticator = BearerAuthenticator(TokenAuthenticator(verifier, _directory))
+    stores = build_stores(settings.cache, clock)
+    state = SecurityState(
+        stores.shared, stores.channel, load_subject=_directory, load_session=_sessions
+    )
+    authenticator = BearerAuthenticator(TokenAuthenticator(verifier, state))
     return create_app(
         settings,
         routers=[jwks_router(keys), _test_router(tokens)],
         clock=clock,
         authenticator=authenticator,
+        stores=stores,
     )

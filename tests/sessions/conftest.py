@@ -13,9 +13,9 @@ from keel._clock import FrozenClock
 from keel.accounts import User
 from keel.accounts.state import whole_second
 from keel.audit import AuditTrail
-from keel.auth import SubjectState
-from keel.auth.sessions import SessionService
-from keel.cache import MemoryStore
+from keel.auth import UNKNOWN_SUBJECT, SecurityState, SubjectRecord, SubjectState
+from keel.auth.sessions import SessionService, session_is_live
+from keel.cache import LocalInvalidations, MemoryStore
 from keel.db import Database
 from keel.security.keys import KeySet
 from keel.security.tokens import AccessTokens
@@ -44,7 +44,27 @@ class World:
     clock: FrozenClock
     tokens: AccessTokens
     states: dict[str, SubjectState | None]
+    security: SecurityState
     make: Callable[..., SessionService]
+
+    async def ended(self, user_id: str, session_id: str) -> bool:
+        """Whether the shared store says the session ended, without asking the database."""
+
+        async def not_the_record(subject: str, sid: str) -> bool:
+            raise AssertionError("the session's end was not written through")
+
+        cache_only = SecurityState(
+            self.store,
+            LocalInvalidations(),
+            load_subject=self.security_record,
+            load_session=not_the_record,
+        )
+        _, live = await cache_only.check(user_id, session_id)
+        return not live
+
+    async def security_record(self, user_id: str) -> SubjectRecord:
+        state = self.states.get(user_id)
+        return UNKNOWN_SUBJECT if state is None else SubjectRecord(1, state)
 
     async def user(self, *, roles: str = "user") -> str:
         """Insert an active user directly and return its id."""
@@ -91,16 +111,25 @@ async def world(settings: Settings, database: Database, clock: FrozenClock) -> A
     async def load(user_id: str) -> SubjectState | None:
         return states.get(user_id)
 
+    async def record(user_id: str) -> SubjectRecord:
+        state = states.get(user_id)
+        return UNKNOWN_SUBJECT if state is None else SubjectRecord(1, state)
+
+    async def live(user_id: str, session_id: str) -> bool:
+        return await session_is_live(database, user_id, session_id)
+
+    security = SecurityState(store, LocalInvalidations(), load_subject=record, load_session=live)
+
     def make(**overrides: Any) -> SessionService:
         return SessionService(
             database=database,
             audit=audit,
-            store=store,
+            state=security,
             settings=replace(settings.sessions, **overrides),
             clock=clock,
             tokens=tokens,
             subject_state=load,
         )
 
-    yield World(database, store, clock, tokens, states, make)
+    yield World(database, store, clock, tokens, states, security, make)
     await store.close()

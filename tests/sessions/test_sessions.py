@@ -14,7 +14,7 @@ from sqlalchemy import select
 from keel.accounts import User
 from keel.accounts.hooks import SessionHooks
 from keel.audit.models import AuditEventRow
-from keel.auth import SubjectState, publish_subject_state, revoked_session_key
+from keel.auth import SubjectState
 from keel.auth.models import AuthSession, RefreshTokenRow
 from keel.auth.refresh import new_refresh_token, token_hash
 from keel.auth.sessions import InvalidRefreshToken, RefreshScopeNotGranted, SessionService
@@ -103,8 +103,8 @@ async def test_sec_39_reuse_revokes_the_family_and_is_audited(world: World) -> N
     assert reuse.target_id == session_id
     assert json.loads(reuse.details)["family"] == session_id
     assert reuse.result == "failure"
-    # Its access tokens stop at once: the session is on the shared deny-list.
-    assert await world.store.get(revoked_session_key(session_id)) is not None
+    # Its access tokens stop at once: the shared state says the session ended.
+    assert await world.ended(user, session_id)
 
 
 async def test_sec_39_replay_of_an_older_generation_within_grace_is_reuse(world: World) -> None:
@@ -205,11 +205,11 @@ async def test_refresh_refused_for_a_disabled_user_but_not_for_a_bump_alone(
     kept, token = await world.login(service, user)
     world.clock.advance(2)
     bumped = SubjectState(True, world.clock.now().replace(microsecond=0), state.scopes)
-    await publish_subject_state(world.store, user, bumped)
+    world.states[user] = bumped
     token = (await service.refresh(token, ORIGIN)).refresh_token
     # Disabled: the session ends at its next refresh.
     disabled = SubjectState(False, bumped.tokens_valid_after, state.scopes)
-    await publish_subject_state(world.store, user, disabled)
+    world.states[user] = disabled
     with pytest.raises(InvalidRefreshToken):
         await service.refresh(token, ORIGIN)
     assert (await _session(world, kept)).revoked_reason == "subject_inactive"
@@ -225,7 +225,7 @@ async def test_access_token_scopes_follow_the_users_current_roles(world: World) 
         await service.refresh(result.refresh_token, ORIGIN, scopes=["superuser"])
     demoted = SubjectState(True, world.clock.now().replace(microsecond=0), frozenset({"user"}))
     world.clock.advance(1)
-    await publish_subject_state(world.store, user, demoted)
+    world.states[user] = demoted
     again = await service.refresh(result.refresh_token, ORIGIN)
     assert world.tokens.verify(again.access_token.token).scopes == frozenset({"user"})
 
@@ -237,7 +237,7 @@ async def test_logout_ends_the_session_everywhere(world: World) -> None:
     await service.logout(user, session_id, ORIGIN)
     with pytest.raises(InvalidRefreshToken):
         await service.refresh(token, ORIGIN)
-    assert await world.store.get(revoked_session_key(session_id)) is not None
+    assert await world.ended(user, session_id)
     assert (await _session(world, session_id)).revoked_reason == "logout"
     assert len(await _audit(world, "session_logout")) == 1
 
@@ -277,8 +277,8 @@ async def test_sec_42_admin_revokes_all_and_revoke_all_keeps_the_current(world: 
     async with world.database.unit_of_work() as uow:
         ids = await service.revoke_all(uow, user_id=user, reason="password_change", keep=keep)
     assert ids == [gone]
-    await service.revoked(ids)
-    assert await world.store.get(revoked_session_key(gone)) is not None
+    await service.revoked(user, ids)
+    assert await world.ended(user, gone)
     with pytest.raises(InvalidRefreshToken):
         await service.refresh(token_gone, ORIGIN)
     token_keep = (await service.refresh(token_keep, ORIGIN)).refresh_token

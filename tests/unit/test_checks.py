@@ -68,6 +68,7 @@ def test_a_sound_production_configuration_has_no_findings(monkeypatch: pytest.Mo
             "keel.E021",
         ),
         ({"KEEL_AUDIT_KEY": "short-audit-key"}, "keel.E014"),
+        ({"REDIS_URL": ""}, "keel.E030"),
     ],
 )
 def test_each_insecure_production_setting_is_an_error(
@@ -85,6 +86,18 @@ def test_each_insecure_production_setting_is_an_error(
     ids = _ids(env, monkeypatch)
     assert expected in ids
     assert all(i.startswith("keel.") for i in ids)
+
+
+def test_production_without_redis_is_refused_unless_declared_one_instance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Several instances on one PostgreSQL would each keep their own limits and cache.
+    without_redis = {**PRODUCTION_OK, "REDIS_URL": ""}
+    assert "keel.E030" in _ids(without_redis, monkeypatch)
+    single = {**without_redis, "KEEL_SINGLE_INSTANCE": "true"}
+    ids = _ids(single, monkeypatch)
+    assert "keel.E030" not in ids
+    assert "keel.W007" in ids  # still said: the state is shared by this machine's workers only
 
 
 def test_missing_secret_is_an_error_only_in_production(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,8 +56,8 @@ from keel.accounts.service import (
     Origin,
     UserChanged,
 )
-from keel.accounts.state import UserState, load_user_state
-from keel.accounts.views import UserView, UserViewCache
+from keel.accounts.state import UserSnapshot, UserState, load_user_snapshot, load_user_state
+from keel.accounts.views import UserView, profile_json
 
 __all__ = [
     "KNOWN_ROLES",
@@ -98,14 +98,16 @@ __all__ = [
     "User",
     "UserChanged",
     "UserNotFound",
+    "UserSnapshot",
     "UserState",
     "UserView",
-    "UserViewCache",
     "VerificationFailed",
     "account_settings_from",
     "build_mailer",
+    "load_user_snapshot",
     "load_user_state",
     "mail_settings_from",
     "normalise_display_name",
     "normalise_email",
+    "profile_json",
 ]

@@ -47,8 +47,8 @@ class SessionHooks(Protocol):
         """In the caller's transaction: revoke the user's sessions but ``keep``; their ids."""
         ...
 
-    async def revoked(self, session_ids: Sequence[str]) -> None:
-        """After the commit: the access tokens of ``session_ids`` stop working at once."""
+    async def revoked(self, user_id: str, session_ids: Sequence[str]) -> None:
+        """After the commit: the access tokens of ``user_id``'s ``session_ids`` stop at once."""
         ...
 
 

@@ -6,6 +6,9 @@
   address can never make two accounts. ``roles`` holds space-separated role
   names, which travel as access-token scopes. ``tokens_valid_after`` is whole
   seconds: access tokens issued before it are refused (see ``UserState``).
+  ``security_version`` (``0006``) is moved on by a trigger with every update
+  of the row: caches of the user's state are written at it, so an older
+  version never replaces a newer one.
 - ``email_verification_tokens``: single-use, expiring proofs that someone
   reads a mailbox. Only the SHA-256 of the token is stored; ``email`` is the
   address the token proves (the account's own, or a new one it is changing
@@ -21,7 +24,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keel.accounts.roles import parse_roles
@@ -58,6 +61,8 @@ class User(Base):
     tokens_valid_after: Mapped[datetime]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Maintained by the database (trigger): never set by the application.
+    security_version: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
     def __repr__(self) -> str:
         # Never the hash, never the address: reprs end up in logs and tracebacks.

@@ -76,7 +76,7 @@ from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER, format_roles
 from keel.accounts.state import UserState, whole_second
-from keel.accounts.views import UserView, UserViewCache
+from keel.accounts.views import UserView
 from keel.audit import Action, ActorType, AuditEvent, AuditTrail, Result
 from keel.db import Database, UnitOfWork
 from keel.errors import TooManyRequests, Unauthenticated
@@ -165,7 +165,6 @@ class AccountService:
         clock: Clock,
         tokens: AccessTokenIssuer | None = None,
         outbox: Outbox | None = None,
-        views: UserViewCache | None = None,
         on_user_changed: UserChanged | None = None,
         sessions: SessionHooks | None = None,
         guard: LoginGuard | None = None,
@@ -178,7 +177,6 @@ class AccountService:
         self._clock = clock
         self._tokens = tokens
         self._outbox = outbox
-        self._views = views
         self._sessions = sessions
         self._guard = guard
         self._listeners: list[UserChanged] = []
@@ -617,26 +615,17 @@ class AccountService:
 
     # --- profile ------------------------------------------------------------------------------
 
-    async def profile(self, user_id: str, *, cached: bytes | None = None) -> UserView:
-        """The user's view, from the shared cache when it holds one (no database round trip).
+    async def profile(self, user_id: str) -> UserView:
+        """The user's view, read from the database.
 
-        ``cached`` is the view's cache entry when the caller already read it
-        (the bearer check prefetches it), saving a round trip.
+        A bearer-authenticated ``GET /users/me`` does not come here: its body
+        travels in the subject's cached record (``keel.auth.SubjectRecord``).
         """
-        if self._views is not None:
-            hit = self._views.parse(user_id, cached) if cached is not None else None
-            if hit is None:
-                hit = await self._views.get(user_id)
-            if hit is not None:
-                return hit
         async with self._database.unit_of_work() as uow:
             user = await AccountRepository(uow).by_id(user_id)
         if user is None:
             raise Unauthenticated()  # the token's subject no longer exists
-        view = UserView.of(user)
-        if self._views is not None:
-            await self._views.fill(view)
-        return view
+        return UserView.of(user)
 
     async def update_profile(
         self,
@@ -743,7 +732,7 @@ class AccountService:
                     details={"via": "self"},
                 ),
             )
-        await self._sessions_revoked(revoked)
+        await self._sessions_revoked(str(current.id), revoked)
         await self._changed(str(current.id), None)
 
     # --- passwords ----------------------------------------------------------------------------
@@ -818,7 +807,7 @@ class AccountService:
                 ),
             )
             state, view = UserState.of(user), UserView.of(user)
-        await self._sessions_revoked(revoked)
+        await self._sessions_revoked(view.id, revoked)
         await self._changed(view.id, view)
         self._post([password_changed(self._settings, to=view.email, user_id=view.id, reset=False)])
         chosen = state.scopes if scopes is None else state.scopes & frozenset(scopes)
@@ -943,7 +932,7 @@ class AccountService:
                 view, guard_key = UserView.of(user), user.email_key
         if reason is not None:
             await self._reset_failed(reason, row, origin)
-        await self._sessions_revoked(revoked)
+        await self._sessions_revoked(view.id, revoked)
         if self._guard is not None:
             await self._after_commit("login_guard_clear", self._guard.clear(guard_key))
         await self._changed(view.id, view)
@@ -1174,7 +1163,7 @@ class AccountService:
             )
             raise OwnAdminAccess()
         if changed:
-            await self._sessions_revoked(revoked)
+            await self._sessions_revoked(view.id, revoked)
             await self._changed(view.id, view)
         return view
 
@@ -1288,10 +1277,12 @@ class AccountService:
             return []
         return await self._sessions.revoke_all(uow, user_id=user_id, reason=reason, keep=keep)
 
-    async def _sessions_revoked(self, session_ids: Sequence[str]) -> None:
+    async def _sessions_revoked(self, user_id: str, session_ids: Sequence[str]) -> None:
         """After the commit: the revoked sessions' access tokens stop working everywhere."""
         if self._sessions is not None and session_ids:
-            await self._after_commit("sessions_revoked", self._sessions.revoked(session_ids))
+            await self._after_commit(
+                "sessions_revoked", self._sessions.revoked(user_id, session_ids)
+            )
 
     async def _after_commit(self, step: str, work: Awaitable[None]) -> None:
         """Run a follow-up of a committed change; a failure is reported, never raised.
@@ -1312,12 +1303,8 @@ class AccountService:
         self._outbox.post(*messages)
 
     async def _changed(self, user_id: str, view: UserView | None) -> None:
-        """After a commit: refresh the cached view, then tell every listener."""
-        if self._views is not None:
-            if view is None:
-                await self._views.discard(user_id)
-            else:
-                await self._views.refresh(view)
+        """After a commit: tell every listener (``keel.auth`` writes the new record through)."""
+        del view  # listeners reload what they keep from the record
         for listener in self._listeners:
             try:
                 await listener(user_id)

@@ -22,9 +22,10 @@ from sqlalchemy import select
 
 from keel.accounts.models import User
 from keel.accounts.roles import parse_roles
+from keel.accounts.views import UserView, profile_json
 from keel.db import Database, UnitOfWork
 
-__all__ = ["UserState", "load_user_state", "whole_second"]
+__all__ = ["UserSnapshot", "UserState", "load_user_snapshot", "load_user_state", "whole_second"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +81,29 @@ async def _load(uow: UnitOfWork, key: uuid.UUID) -> UserState | None:
         tokens_valid_after=row.tokens_valid_after,
         scopes=parse_roles(row.roles),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class UserSnapshot:
+    """A user's state and ``GET /users/me`` body at one ``version`` of the row (``0006``)."""
+
+    version: int
+    state: UserState
+    profile: bytes
+
+
+async def load_user_snapshot(database: Database, user_id: str) -> UserSnapshot | None:
+    """The user's snapshot read in one short transaction; ``None`` when there is no such user."""
+    try:
+        key = uuid.UUID(user_id)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    async with database.unit_of_work() as uow:
+        user = await uow.session.scalar(select(User).where(User.id == key))
+        if user is None:
+            return None
+        return UserSnapshot(
+            version=int(user.security_version),
+            state=UserState.of(user),
+            profile=profile_json(UserView.of(user)),
+        )

@@ -47,7 +47,6 @@ from keel.accounts import (
     ScopeNotGranted,
     UserChanged,
     UserView,
-    UserViewCache,
     account_settings_from,
     build_mailer,
     mail_settings_from,
@@ -286,11 +285,11 @@ def build_accounts_router() -> APIRouter:
 
     @router.get("/users/me", response_model=UserResponse, dependencies=[Depends(no_store)])
     async def read_me(principal: Caller, accounts: Accounts) -> Any:
-        """The caller's account, served from the shared cache (no database round trip)."""
+        """The caller's account, as its subject's cached record holds it (no database read)."""
         user_id = _account_holder(principal)
-        prefetched = principal.prefetched if isinstance(principal, BearerPrincipal) else {}
-        cached = prefetched.get(UserViewCache.key(user_id))
-        return UserResponse.of(await accounts.profile(user_id, cached=cached))
+        if isinstance(principal, BearerPrincipal) and principal.profile is not None:
+            return Response(principal.profile, media_type="application/json")
+        return UserResponse.of(await accounts.profile(user_id))
 
     @router.patch("/users/me", response_model=UserResponse, dependencies=[Depends(no_store)])
     async def update_me(
@@ -543,7 +542,6 @@ def install_accounts(
         clock=context.clock,
         tokens=access_tokens,
         outbox=outbox,
-        views=UserViewCache(context.store),
     )
     listeners = [on_user_changed] if callable(on_user_changed) else list(on_user_changed)
     for listener in listeners:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI
 from keel import __version__
 from keel._clock import Clock, SystemClock
 from keel._logging import event
-from keel.accounts import UserViewCache, load_user_state
+from keel.accounts import load_user_snapshot, load_user_state
 from keel.api.accounts import install_accounts
 from keel.api.admin_users import build_admin_users_router
 from keel.api.audit import router as audit_router
@@ -31,10 +31,17 @@ from keel.api.principal import Authenticator
 from keel.api.sessions import install_sessions
 from keel.api.state import AppContext
 from keel.audit import AuditTrail
-from keel.auth import SubjectState, TokenAuthenticator, VerifiedTokenCache, publish_subject_state
-from keel.auth.sessions import SessionService
+from keel.auth import (
+    UNKNOWN_SUBJECT,
+    SecurityState,
+    SubjectRecord,
+    SubjectState,
+    TokenAuthenticator,
+    VerifiedTokenCache,
+)
+from keel.auth.sessions import SessionService, session_is_live
 from keel.auth.throttle import LoginThrottle
-from keel.cache import build_store
+from keel.cache import Stores, build_stores
 from keel.checks import errors_in
 from keel.db import Database
 from keel.db.revision import HEAD_REVISION
@@ -59,14 +66,16 @@ def create_app(
     authenticator: Authenticator | None = None,
     keys: KeySet | None = None,
     accounts: bool = True,
+    stores: Stores | None = None,
 ) -> FastAPI:
     """Build a keel application from ``settings``.
 
     ``routers`` are mounted after keel's own; ``warmups`` run in the background
     after start-up, each under its timeout; ``authenticator`` finds the caller
     of a request (default: bearer access tokens checked against the shared
-    per-user state). In production the app refuses to build while
-    ``keel check`` reports an error.
+    per-user state); ``stores`` replaces the stores the settings ask for
+    (tests). In production the app refuses to build while ``keel check``
+    reports an error.
     """
     if settings.is_production:
         errors = errors_in(all_findings(settings))
@@ -77,7 +86,8 @@ def create_app(
     clock = clock or SystemClock()
     supervisor = Supervisor(settings.lifecycle, clock=clock)
     database = Database(settings.database)
-    store = build_store(settings.cache, clock, namespace=settings.cache.namespace)
+    stores = stores or build_stores(settings.cache, clock)
+    store = stores.general
     keys = keys or load_key_set(settings.tokens, production=settings.is_production)
     # One AccessTokens for issuing (accounts) and verifying (bearer): the same key set.
     access_tokens = AccessTokens(keys, settings.tokens, clock=clock)
@@ -88,10 +98,23 @@ def create_app(
             return None
         return SubjectState(user.active, user.tokens_valid_after, user.scopes)
 
-    async def publish_user(user_id: str) -> None:
-        # Write-through after the commit, so every worker and instance sees the change
-        # on its next request (publish, not forget: a forget races a concurrent refill).
-        await publish_subject_state(store, user_id, await subject_state(user_id))
+    async def subject_record(user_id: str) -> SubjectRecord:
+        snapshot = await load_user_snapshot(database, user_id)
+        if snapshot is None:
+            return UNKNOWN_SUBJECT
+        user = snapshot.state
+        return SubjectRecord(
+            version=snapshot.version,
+            state=SubjectState(user.active, user.tokens_valid_after, user.scopes),
+            profile=snapshot.profile,
+        )
+
+    async def session_live(user_id: str, session_id: str) -> bool:
+        return await session_is_live(database, user_id, session_id)
+
+    security = SecurityState(
+        stores.shared, stores.channel, load_subject=subject_record, load_session=session_live
+    )
 
     context = AppContext(
         settings=settings,
@@ -102,18 +125,15 @@ def create_app(
         audit=AuditTrail.from_settings(database, settings.audit, clock),
         authenticator=authenticator
         or BearerAuthenticator(
-            TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), subject_state),
-            # GET /users/me reads its cached view in the same round trip as the token checks.
-            prefetch=(
-                {("GET", "/users/me"): lambda subject: (UserViewCache.key(subject),)}
-                if accounts
-                else None
-            ),
+            TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), security)
         ),
     )
 
     supervisor.add_closer("database", database.dispose)
     supervisor.add_closer("cache", store.close)
+    if stores.shared is not store:
+        supervisor.add_closer("security_cache", stores.shared.close)
+    supervisor.add_service("cache_invalidations", stores.channel.run)
     supervisor.add_warmup(Warmup("cache_connect", store.ping))
     supervisor.add_warmup(Warmup("database_schema", _schema_check(database)))
     for warmup in warmups:
@@ -146,12 +166,12 @@ def create_app(
     app.include_router(audit_router)
     if accounts:
         account_service = install_accounts(
-            app, context, access_tokens=access_tokens, on_user_changed=publish_user
+            app, context, access_tokens=access_tokens, on_user_changed=security.subject_changed
         )
         sessions = SessionService(
             database=database,
             audit=context.audit,
-            store=store,
+            state=security,
             settings=settings.sessions,
             clock=clock,
             tokens=access_tokens,

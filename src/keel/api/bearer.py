@@ -9,29 +9,22 @@ routes); a well-formed header with a token that fails any check is one opaque
 ``InvalidToken`` (401 with ``WWW-Authenticate: Bearer``).
 
 The checks themselves are :class:`keel.auth.TokenAuthenticator`'s; this
-module only finds the token and turns the result into a :class:`Principal`.
-A route that serves cached data of its caller (``GET /users/me``) can have
-its keys read in the same cache round trip as the checks: ``prefetch`` maps
-``(method, path)`` to the keys, and the values arrive in
-``BearerPrincipal.prefetched``.
+module only finds the token and turns the result into a :class:`Principal`,
+which carries the caller's ready ``GET /users/me`` body (``profile``) from
+the subject record the checks read anyway.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from types import MappingProxyType
 from typing import Final
 
 from fastapi import Request
 
 from keel.api.principal import Principal
-from keel.api.state import get_context
 from keel.auth import TokenAuthenticator
-from keel.auth.authenticator import Prefetch
-from keel.cache import Store
 from keel.security.tokens import MAX_TOKEN_LENGTH
 
 __all__ = ["BearerAuthenticator", "BearerPrincipal", "bearer_token"]
@@ -49,10 +42,8 @@ class BearerPrincipal(Principal):
     session_id: str
     token_id: str
     expires_at: datetime
-    #: The values of the route's prefetched cache keys (see ``BearerAuthenticator``).
-    prefetched: Mapping[str, bytes | None] = field(
-        default_factory=lambda: MappingProxyType({}), compare=False
-    )
+    #: The caller's ``GET /users/me`` body as its subject record holds it, or ``None``.
+    profile: bytes | None = None
 
 
 def bearer_token(request: Request) -> str | None:
@@ -68,40 +59,26 @@ def bearer_token(request: Request) -> str | None:
 
 
 class BearerAuthenticator:
-    """An ``Authenticator`` for access tokens in the ``Authorization`` header.
+    """An ``Authenticator`` for access tokens in the ``Authorization`` header."""
 
-    ``store`` holds the subject states and the deny-list; by default the
-    app's own cache store (``AppContext.store``), so every worker and instance
-    sharing that Redis sees the same revocations. ``prefetch`` maps a route's
-    ``(method, path)`` to the cache keys of the caller it will read anyway.
-    """
-
-    def __init__(
-        self,
-        tokens: TokenAuthenticator,
-        *,
-        store: Store | None = None,
-        prefetch: Mapping[tuple[str, str], Prefetch] | None = None,
-    ) -> None:
+    def __init__(self, tokens: TokenAuthenticator) -> None:
         self._tokens = tokens
-        self._store = store
-        self._prefetch = dict(prefetch or {})
+
+    @property
+    def tokens(self) -> TokenAuthenticator:
+        return self._tokens
 
     async def authenticate(self, request: Request) -> Principal | None:
         """The token's principal; ``None`` without a usable header; ``InvalidToken`` if refused."""
         token = bearer_token(request)
         if token is None:
             return None
-        store = self._store if self._store is not None else get_context(request).store
-        prefetch = (
-            self._prefetch.get((request.method, request.scope["path"])) if self._prefetch else None
-        )
-        authentication = await self._tokens.authenticate(token, store, prefetch=prefetch)
+        authentication = await self._tokens.authenticate(token)
         return BearerPrincipal(
             subject=authentication.subject,
             scopes=authentication.scopes,
             session_id=authentication.session_id,
             token_id=authentication.token_id,
             expires_at=authentication.expires_at,
-            prefetched=authentication.prefetched,
+            profile=authentication.profile,
         )

@@ -136,13 +136,7 @@ def build_sessions_router() -> APIRouter:
         user_id, session_id = _user_session(principal)
         if session_id is None:
             raise Forbidden()
-        await sessions.logout(
-            user_id,
-            session_id,
-            origin_of(request),
-            token_id=getattr(principal, "token_id", None),
-            token_expires_at=getattr(principal, "expires_at", None),
-        )
+        await sessions.logout(user_id, session_id, origin_of(request))
         return Response(status_code=204)
 
     @router.get("/sessions", response_model=SessionsResponse, dependencies=[Depends(no_store)])

@@ -1,54 +1,40 @@
 """``TokenAuthenticator``: an access token in, an :class:`Authentication` out, or one opaque error.
 
 Framework-free: the HTTP side (``keel.api.bearer``) finds the token in the
-request and hands it here with the store to use. For every request:
+request and hands it here. For every request:
 
 1. the signature and claims (``AccessTokens.verify``: algorithm, ``kid``,
    ``typ``, ``iss``/``aud``, ``exp``/``iat``/``nbf``; SEC-28..SEC-33), best
    behind a :class:`~keel.auth.VerifiedTokenCache` so a token's signature is
    computed once per process rather than once per request;
-2. the subject's current :class:`~keel.auth.subjects.SubjectState` from the
-   cache (the ``StateLoader``, i.e. the database, only on a miss): unknown or
-   disabled subjects are refused, and so are tokens issued before the
-   subject's ``tokens_valid_after`` (SEC-36);
-3. the deny-list: the token's ``jti`` and its session ``sid`` (SEC-36);
-4. the scopes: the token's, intersected with the ones the subject holds now,
+2. the subject's current record and its session's state, from
+   :class:`~keel.auth.SecurityState` (a near cache, the shared store or the
+   database, whichever is nearest and safe): unknown or disabled subjects are
+   refused, so are tokens issued before the subject's ``tokens_valid_after``
+   and tokens of a session that ended (SEC-36);
+3. the scopes: the token's, intersected with the ones the subject holds now,
    so a demoted admin's earlier token loses ``admin`` on the next request.
-
-Steps 2 and 3 read the cache in one ``Store.get_many`` (one Redis ``MGET``):
-the subject state, the ``jti`` entry and the ``sid`` entry, plus any keys the
-caller asks to ``prefetch`` for the subject (the route's own cached data), so
-a warm request costs one cache round trip in all.
 
 Every refusal is the same :class:`~keel.security.tokens.InvalidToken`, chained
 from its reason (STYLE habit 9); the reason is logged, the token never is
-(SEC-43, SEC-65). A cache or database that does not answer is not a
-credential failure: its ``DependencyUnavailable`` propagates (503), so clients
-do not throw away good tokens during an outage.
+(SEC-43, SEC-65). A database that does not answer is not a credential
+failure: its ``DependencyUnavailable`` propagates (503), so clients do not
+throw away good tokens during an outage.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from types import MappingProxyType
-from typing import Final, TypeAlias
+from typing import Final
 
 from keel._logging import event
-from keel.auth.revocation import revoked_session_key, revoked_token_key
-from keel.auth.subjects import DEFAULT_STATE_TTL, StateLoader, subject_key, subject_state_from
-from keel.cache import Store
+from keel.auth.state import SecurityState
 from keel.security.tokens import AccessClaims, AccessTokenVerifier, InvalidToken
 
-__all__ = ["Authentication", "Prefetch", "TokenAuthenticator"]
-
-#: The extra cache keys to read for a subject in the same round trip as its checks.
-Prefetch: TypeAlias = Callable[[str], Sequence[str]]
-
-_NOTHING: Final[Mapping[str, bytes | None]] = MappingProxyType({})
+__all__ = ["Authentication", "TokenAuthenticator"]
 
 _log = logging.getLogger("keel.auth")
 
@@ -56,8 +42,7 @@ _log = logging.getLogger("keel.auth")
 _UNKNOWN_SUBJECT: Final = "unknown_subject"
 _SUBJECT_DISABLED: Final = "subject_disabled"
 _ISSUED_BEFORE_VALID_AFTER: Final = "issued_before_valid_after"
-_JTI_REVOKED: Final = "jti_revoked"
-_SID_REVOKED: Final = "sid_revoked"
+_SESSION_ENDED: Final = "session_ended"
 
 
 class _Refused(ValueError):
@@ -70,7 +55,11 @@ class _Refused(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Authentication:
-    """A caller authenticated by an access token: who, in which session, allowed what."""
+    """A caller authenticated by an access token: who, in which session, allowed what.
+
+    ``profile`` is the owner's view of the account as the subject's record
+    holds it (ready JSON), or ``None``.
+    """
 
     subject: str
     session_id: str
@@ -78,39 +67,22 @@ class Authentication:
     scopes: frozenset[str]
     issued_at: datetime
     expires_at: datetime
-    #: What the store held under each prefetched key when the checks were read.
-    prefetched: Mapping[str, bytes | None] = field(default_factory=lambda: _NOTHING, compare=False)
+    profile: bytes | None = None
 
 
 class TokenAuthenticator:
-    """Check access tokens against their signature, their subject's state and the deny-list.
+    """Check access tokens against their signature, their subject's record and their session."""
 
-    ``loader`` reads a subject's state from the source of truth when the cache
-    does not have it; ``state_ttl`` is how long that answer is cached.
-    """
-
-    def __init__(
-        self,
-        verifier: AccessTokenVerifier,
-        loader: StateLoader,
-        *,
-        state_ttl: float = DEFAULT_STATE_TTL,
-    ) -> None:
-        if not (math.isfinite(state_ttl) and state_ttl > 0):
-            raise ValueError("state_ttl must be a positive number of seconds")
+    def __init__(self, verifier: AccessTokenVerifier, state: SecurityState) -> None:
         self._verifier = verifier
-        self._loader = loader
-        self._state_ttl = state_ttl
+        self._state = state
 
-    async def authenticate(
-        self, token: str, store: Store, *, prefetch: Prefetch | None = None
-    ) -> Authentication:
-        """The authentication ``token`` carries; ``InvalidToken`` for anything not acceptable.
+    @property
+    def state(self) -> SecurityState:
+        return self._state
 
-        ``prefetch(subject)`` names cache keys to read along with the checks;
-        their values come back in ``Authentication.prefetched`` (read only for
-        a well-signed token, never for a refused one's caller).
-        """
+    async def authenticate(self, token: str) -> Authentication:
+        """The authentication ``token`` carries; ``InvalidToken`` for anything not acceptable."""
         try:
             claims = self._verifier.verify(token)
         except InvalidToken as exc:
@@ -123,9 +95,8 @@ class TokenAuthenticator:
                 cause=type(cause).__name__ if cause is not None else None,
             )
             raise
-        extra = tuple(prefetch(claims.subject)) if prefetch is not None else ()
         try:
-            scopes, prefetched = await self._admit(claims, store, extra)
+            scopes, profile = await self._admit(claims)
         except _Refused as exc:
             # A well-signed token refused: worth seeing (a stolen token used after logout).
             event(
@@ -143,23 +114,12 @@ class TokenAuthenticator:
             scopes=scopes,
             issued_at=claims.issued_at,
             expires_at=claims.expires_at,
-            prefetched=prefetched,
+            profile=profile,
         )
 
-    async def _admit(
-        self, claims: AccessClaims, store: Store, extra: tuple[str, ...]
-    ) -> tuple[frozenset[str], Mapping[str, bytes | None]]:
-        # One round trip for every cache read a warm request needs.
-        keys = [
-            subject_key(claims.subject),
-            revoked_token_key(claims.jti),
-            revoked_session_key(claims.session_id),
-            *extra,
-        ]
-        raw_state, jti_entry, sid_entry, *values = await store.get_many(keys)
-        state = await subject_state_from(
-            store, claims.subject, raw_state, self._loader, ttl=self._state_ttl
-        )
+    async def _admit(self, claims: AccessClaims) -> tuple[frozenset[str], bytes | None]:
+        record, live = await self._state.check(claims.subject, claims.session_id)
+        state = record.state
         if state is None:
             raise _Refused(_UNKNOWN_SUBJECT)
         if not state.active:
@@ -167,9 +127,6 @@ class TokenAuthenticator:
         # iat is whole seconds: compare at that granularity (see SubjectState).
         if claims.issued_at.timestamp() < math.floor(state.tokens_valid_after.timestamp()):
             raise _Refused(_ISSUED_BEFORE_VALID_AFTER)
-        if jti_entry is not None:
-            raise _Refused(_JTI_REVOKED)
-        if sid_entry is not None:
-            raise _Refused(_SID_REVOKED)
-        prefetched = MappingProxyType(dict(zip(extra, values, strict=True))) if extra else _NOTHING
-        return claims.scopes & state.scopes, prefetched
+        if not live:
+            raise _Refused(_SESSION_ENDED)
+        return claims.scopes & state.scopes, record.profile

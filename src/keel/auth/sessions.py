@@ -26,9 +26,9 @@ reset or disable ends are revoked by :meth:`SessionService.revoke_all` in the
 transaction that makes the change.
 
 Revocation (logout, ``DELETE /sessions/{id}``, an admin, password change,
-disable) is durable in the ``sessions`` row, and is pushed to every worker
-and instance through the deny-list in the cache store
-(:func:`~keel.auth.revocation.revoke_session`) after the commit (SEC-36).
+disable) is durable in the ``sessions`` row, committed before anyone is told;
+after the commit :meth:`~keel.auth.SecurityState.sessions_ended` writes it
+through to the caches and tells every worker and instance (SEC-36).
 
 Every refusal is one :class:`InvalidRefreshToken`; the reason is logged and,
 where it is a security event, audited — never sent to the client.
@@ -58,9 +58,8 @@ from keel.auth.refresh import (
     token_hash,
     unseal_successor,
 )
-from keel.auth.revocation import revoke_session, revoke_token
-from keel.auth.subjects import StateLoader, SubjectState, cached_subject_state
-from keel.cache import Store
+from keel.auth.state import SecurityState
+from keel.auth.subjects import StateLoader, SubjectState
 from keel.db import Database, UnitOfWork
 from keel.errors import NotFound, Unauthenticated
 from keel.security.tokens import AccessTokenIssuer, IssuedToken
@@ -72,6 +71,7 @@ __all__ = [
     "Refreshed",
     "SessionInfo",
     "SessionService",
+    "session_is_live",
 ]
 
 _log = logging.getLogger("keel.auth.sessions")
@@ -126,8 +126,14 @@ class _Outcome:
 
     result: Refreshed | None = None
     failure: str | None = None
-    revoked: str | None = None  # a session id to push to the deny-list
+    revoked: str | None = None  # a session id to write through as ended
+    user_id: str | None = None  # whose
     scope_refused: bool = False
+
+    @classmethod
+    def ended(cls, failure: str, session: AuthSession) -> _Outcome:
+        """A refusal that ended ``session``: to be written through after the commit."""
+        return cls(failure=failure, revoked=str(session.id), user_id=str(session.user_id))
 
 
 def _clip(value: str | None, limit: int) -> str | None:
@@ -153,7 +159,7 @@ class SessionService:
         *,
         database: Database,
         audit: AuditTrail,
-        store: Store,
+        state: SecurityState,
         settings: SessionSettings,
         clock: Clock,
         tokens: AccessTokenIssuer,
@@ -163,7 +169,7 @@ class SessionService:
             raise ValueError("the idle lifetime cannot exceed the absolute lifetime")
         self._database = database
         self._audit = audit
-        self._store = store
+        self._state_cache = state
         self._settings = settings
         self._clock = clock
         self._tokens = tokens
@@ -222,10 +228,9 @@ class SessionService:
             statement = statement.where(AuthSession.id != kept)
         return [str(sid) for sid in (await uow.session.scalars(statement)).all()]
 
-    async def revoked(self, session_ids: Sequence[str]) -> None:
+    async def revoked(self, user_id: str, session_ids: Sequence[str]) -> None:
         """After the commit: the access tokens of ``session_ids`` stop working everywhere."""
-        for session_id in session_ids:
-            await revoke_session(self._store, session_id)
+        await self._state_cache.sessions_ended(user_id, session_ids)
 
     # --- refresh ------------------------------------------------------------------------------
 
@@ -244,8 +249,8 @@ class SessionService:
         wanted = frozenset(scopes) if scopes is not None else None
         async with self._database.unit_of_work() as uow:
             outcome = await self._refresh_in(uow, token, origin, wanted)
-        if outcome.revoked is not None:
-            await revoke_session(self._store, outcome.revoked)
+        if outcome.revoked is not None and outcome.user_id is not None:
+            await self._state_cache.sessions_ended(outcome.user_id, [outcome.revoked])
         if outcome.result is not None:
             return outcome.result
         event(_log, logging.INFO, "refresh_refused", reason=outcome.failure or "unknown")
@@ -285,14 +290,16 @@ class SessionService:
             await self._audit.record(
                 uow, self._session_event(Action.SESSION_EXPIRED, Result.FAILURE, session, origin)
             )
-            return _Outcome(failure="expired", revoked=str(session.id))
+            return _Outcome(
+                failure="expired", revoked=str(session.id), user_id=str(session.user_id)
+            )
         if row.rotated_at is not None:
             return await self._retry_or_reuse(uow, session, row, token, origin, wanted, now)
         state = await self._state(session)
         refusal = self._state_refusal(state)
         if refusal is not None:
             self._end(session, refusal, now)
-            return _Outcome(failure=refusal, revoked=str(session.id))
+            return _Outcome.ended(refusal, session)
         assert state is not None
         granted = _scope_set(session.scopes) & state.scopes
         if wanted is not None and not wanted <= granted:
@@ -375,10 +382,13 @@ class SessionService:
             ),
         )
         event(_log, logging.WARNING, "refresh_token_reuse", session_id=str(session.id))
-        return _Outcome(failure="token_reuse", revoked=str(session.id))
+        return _Outcome(
+            failure="token_reuse", revoked=str(session.id), user_id=str(session.user_id)
+        )
 
     async def _state(self, session: AuthSession) -> SubjectState | None:
-        return await cached_subject_state(self._store, str(session.user_id), self._subject_state)
+        # A refresh writes to the database anyway: read the record, not a cache.
+        return await self._subject_state(str(session.user_id))
 
     @staticmethod
     def _state_refusal(state: SubjectState | None) -> str | None:
@@ -411,11 +421,8 @@ class SessionService:
         user_id: str,
         session_id: str,
         origin: Origin,
-        *,
-        token_id: str | None = None,
-        token_expires_at: datetime | None = None,
     ) -> None:
-        """End the caller's session; its access tokens (and ``token_id``) stop at once."""
+        """End the caller's session; its access tokens stop at once."""
         sid, user = _as_uuid(session_id), _as_uuid(user_id)
         if sid is not None and user is not None:
             async with self._database.unit_of_work() as uow:
@@ -426,9 +433,8 @@ class SessionService:
                         uow,
                         self._session_event(Action.SESSION_LOGOUT, Result.SUCCESS, session, origin),
                     )
-        await revoke_session(self._store, session_id)
-        if token_id is not None and token_expires_at is not None:
-            await revoke_token(self._store, token_id, token_expires_at, clock=self._clock)
+        if user is not None:
+            await self._state_cache.sessions_ended(str(user), [session_id])
 
     async def list_sessions(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first."""
@@ -481,7 +487,7 @@ class SessionService:
                     details={"via": "session_revoke"},
                 ),
             )
-        await revoke_session(self._store, session_id)
+        await self._state_cache.sessions_ended(str(user), [session_id])
 
     async def revoke_user(self, admin_id: str, user_id: str, origin: Origin) -> int:
         """An admin ends every session of ``user_id``; returns how many ended."""
@@ -505,7 +511,7 @@ class SessionService:
                     details={"sessions": len(ids), "via": "admin"},
                 ),
             )
-        await self.revoked(ids)
+        await self.revoked(str(user), ids)
         return len(ids)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -563,3 +569,23 @@ class SessionService:
             request_id=origin.request_id,
             details=details,
         )
+
+
+async def session_is_live(database: Database, user_id: str, session_id: str) -> bool:
+    """Whether session ``session_id`` exists, belongs to ``user_id`` and has not ended.
+
+    One indexed read of the record, for :class:`~keel.auth.SecurityState`: an
+    id that is not a UUID, or names someone else's session, is not live.
+    """
+    sid, user = _as_uuid(session_id), _as_uuid(user_id)
+    if sid is None or user is None:
+        return False
+    async with database.unit_of_work() as uow:
+        row = (
+            await uow.session.execute(
+                select(AuthSession.revoked_at).where(
+                    AuthSession.id == sid, AuthSession.user_id == user
+                )
+            )
+        ).one_or_none()
+    return row is not None and row.revoked_at is None

@@ -1,25 +1,17 @@
-"""What keel.auth needs to know about a token's subject, shared through the cache store.
+"""What keel.auth needs to know about a token's subject, and how it is kept in a cache.
 
 A signed access token says who it was issued to and when; whether that
 subject may still use it is a fact that changes after issuance (disabled,
 "log out everywhere", a role taken away: SEC-36). That fact is a
-:class:`SubjectState`, kept in the :class:`~keel.cache.Store` under
-``auth:subject:<id>`` so every worker and every instance reads the same answer
-on the next request:
-
-- the side that changes a subject (accounts) calls :func:`publish_subject_state`
-  **after** its transaction commits (write-through: the next request anywhere
-  sees the new state; ``None`` for a deleted subject), or
-  :func:`forget_subject` when it cannot say what the new state is;
-- :func:`cached_subject_state` reads it on every authenticated request and,
-  on a miss, asks the :data:`StateLoader` (the database) once and fills the
-  cache with ``add`` (``SET NX``), so a fill that raced a publish never
-  overwrites the newer published value;
-- entries expire after a short TTL (60 s by default): a publish lost to a
-  crash between commit and publish is stale for at most that long.
+:class:`SubjectState`. A :class:`SubjectRecord` is the state as the database
+had it at one ``version`` of the user's row, plus the owner's view of the
+account (``profile``, ready JSON that keel.auth never reads), which is what a
+cache keeps: ``encode_record``/``decode_record`` turn it into the versioned
+bytes of :meth:`keel.cache.Store.set_if_newer`, so a slow writer holding an
+older version never replaces a newer one.
 
 keel.auth never imports keel.accounts: ``keel.api`` adapts the accounts side's
-user view to :class:`SubjectState`.
+user row to a :class:`SubjectRecord` (a :data:`RecordLoader`).
 """
 
 from __future__ import annotations
@@ -32,27 +24,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, TypeAlias
 
-from keel.cache import Store
+from keel.cache.store import MAX_VERSION, split_versioned, versioned
 
 __all__ = [
     "DEFAULT_STATE_TTL",
     "UNKNOWN_STATE_TTL",
+    "UNKNOWN_SUBJECT",
+    "RecordLoader",
     "StateLoader",
+    "SubjectRecord",
     "SubjectState",
-    "cached_subject_state",
-    "forget_subject",
-    "publish_subject_state",
-    "subject_key",
-    "subject_state_from",
+    "decode_record",
+    "encode_record",
 ]
 
-#: Seconds a cached subject state lives: the bound on staleness if a publish is lost.
+#: Seconds a cached subject record lives: the bound on staleness if a write-through is lost.
 DEFAULT_STATE_TTL: Final = 60.0
-#: Seconds "no such subject" is cached: short, since a replica may lag behind a new row.
+#: Seconds "no such subject" is cached.
 UNKNOWN_STATE_TTL: Final = 10.0
-
-_KEY_PREFIX: Final = "auth:subject:"
-_VERSION: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,49 +68,72 @@ class SubjectState:
             raise TypeError("scopes is a frozenset of scope names")
 
 
+@dataclass(frozen=True, slots=True)
+class SubjectRecord:
+    """A subject's state at ``version`` of its database row, with its owner's ``profile``.
+
+    ``version`` grows with every change of the row; ``profile`` is the JSON
+    the owner is shown (``GET /users/me``), or ``None`` where nobody asked for
+    one. A record of a subject that does not exist is :data:`UNKNOWN_SUBJECT`.
+    """
+
+    version: int
+    state: SubjectState | None
+    profile: bytes | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.state is not None
+
+
+#: The record of a subject with no row: newer than any version, so it wins every race.
+UNKNOWN_SUBJECT: Final = SubjectRecord(version=MAX_VERSION, state=None)
+
 #: Loads a subject's current state from the source of truth; ``None`` when unknown.
 StateLoader: TypeAlias = Callable[[str], Awaitable[SubjectState | None]]
+#: Loads a subject's current record from the source of truth (``UNKNOWN_SUBJECT`` when gone).
+RecordLoader: TypeAlias = Callable[[str], Awaitable[SubjectRecord]]
 
 
-def subject_key(subject_id: str) -> str:
-    """The cache key of ``subject_id``'s state."""
-    return _KEY_PREFIX + subject_id
+class UnreadableRecord(ValueError):
+    """A cache entry that is not a subject record this version wrote."""
 
 
-def _encode(state: SubjectState | None) -> bytes:
+def encode_record(record: SubjectRecord) -> bytes:
+    """The versioned bytes of ``record`` for the cache."""
+    state = record.state
     if state is None:
-        document: dict[str, object] = {"v": _VERSION, "known": False}
+        document: dict[str, object] = {"known": False}
     else:
         document = {
-            "v": _VERSION,
             "known": True,
             "active": state.active,
             "valid_after": state.tokens_valid_after.timestamp(),
             "scopes": sorted(state.scopes),
+            "profile": None if record.profile is None else record.profile.decode("utf-8"),
         }
-    return json.dumps(document, separators=(",", ":")).encode("utf-8")
-
-
-class _Unreadable(ValueError):
-    """A cache entry that is not a subject state this version wrote."""
+    return versioned(record.version, json.dumps(document, separators=(",", ":")).encode("utf-8"))
 
 
 # The same few hundred bytes come back on every request of a subject: decode them once.
 # Pure and immutable in, immutable out; failures (exceptions) are not cached.
 @functools.lru_cache(maxsize=4096)
-def _decode(raw: bytes) -> SubjectState | None:
+def decode_record(raw: bytes) -> SubjectRecord:
+    """The record in ``raw`` (from :func:`encode_record`); ``UnreadableRecord`` if it is not one."""
     try:
-        document = json.loads(raw)
+        version, payload = split_versioned(raw)
+        document = json.loads(payload)
     except (ValueError, RecursionError) as exc:
-        raise _Unreadable("not JSON") from exc
-    if not isinstance(document, dict) or document.get("v") != _VERSION:
-        raise _Unreadable("unknown version")
+        raise UnreadableRecord("not a versioned JSON record") from exc
+    if not isinstance(document, dict):
+        raise UnreadableRecord("malformed")
     known = document.get("known")
     if known is False:
-        return None
+        return SubjectRecord(version=version, state=None)
     active = document.get("active")
     valid_after = document.get("valid_after")
     scopes = document.get("scopes")
+    profile = document.get("profile")
     if (
         known is not True
         or not isinstance(active, bool)
@@ -130,74 +142,15 @@ def _decode(raw: bytes) -> SubjectState | None:
         or not math.isfinite(valid_after)
         or not isinstance(scopes, list)
         or not all(isinstance(scope, str) for scope in scopes)
+        or not (profile is None or isinstance(profile, str))
     ):
-        raise _Unreadable("malformed")
+        raise UnreadableRecord("malformed")
     try:
         when = datetime.fromtimestamp(valid_after, UTC)
     except (OverflowError, OSError, ValueError) as exc:
-        raise _Unreadable("valid_after out of range") from exc
-    return SubjectState(active=active, tokens_valid_after=when, scopes=frozenset(scopes))
-
-
-async def publish_subject_state(
-    store: Store, subject_id: str, state: SubjectState | None, *, ttl: float = DEFAULT_STATE_TTL
-) -> None:
-    """Write ``state`` through to the cache: every worker sees it on its next request.
-
-    ``None`` publishes "no such subject" (a deleted account). Call it after the
-    change has committed, never before: a rolled-back change must not be visible.
-    """
-    await store.set(subject_key(subject_id), _encode(state), ttl=ttl)
-
-
-async def forget_subject(store: Store, subject_id: str) -> None:
-    """Drop the cached state: the next request reloads it from the ``StateLoader``.
-
-    Prefer :func:`publish_subject_state`: a request that loaded the old state
-    just before the change may still cache it (for at most its TTL) after a
-    forget, but never after a publish.
-    """
-    await store.delete(subject_key(subject_id))
-
-
-async def cached_subject_state(
-    store: Store,
-    subject_id: str,
-    loader: StateLoader,
-    *,
-    ttl: float = DEFAULT_STATE_TTL,
-) -> SubjectState | None:
-    """The subject's state from the cache, or from ``loader`` on a miss (then cached).
-
-    ``None`` means the subject is unknown (that too is cached, for
-    :data:`UNKNOWN_STATE_TTL` at most). An unreadable entry counts as a miss.
-    """
-    raw = await store.get(subject_key(subject_id))
-    return await subject_state_from(store, subject_id, raw, loader, ttl=ttl)
-
-
-async def subject_state_from(
-    store: Store,
-    subject_id: str,
-    raw: bytes | None,
-    loader: StateLoader,
-    *,
-    ttl: float = DEFAULT_STATE_TTL,
-) -> SubjectState | None:
-    """The state in ``raw`` (what ``store`` held under :func:`subject_key`), else load it.
-
-    For a caller that already read the entry, batched with other keys in one
-    ``get_many``: the rest is :func:`cached_subject_state`'s (a missing or
-    unreadable entry is loaded and filled with ``add``).
-    """
-    key = subject_key(subject_id)
-    if raw is not None:
-        try:
-            return _decode(raw)
-        except _Unreadable:
-            await store.delete(key)
-    state = await loader(subject_id)
-    # add, not set: a publish that landed while we were loading is newer than what we read.
-    lifetime = ttl if state is not None else min(ttl, UNKNOWN_STATE_TTL)
-    await store.add(key, _encode(state), ttl=lifetime)
-    return state
+        raise UnreadableRecord("valid_after out of range") from exc
+    return SubjectRecord(
+        version=version,
+        state=SubjectState(active=active, tokens_valid_after=when, scopes=frozenset(scopes)),
+        profile=None if profile is None else profile.encode("utf-8"),
+    )

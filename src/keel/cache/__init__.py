@@ -6,10 +6,23 @@ at import or construction.
 
 from __future__ import annotations
 
-from keel.cache.factory import build_store
+from keel.cache.factory import Stores, build_store, build_stores
 from keel.cache.fallback import FallbackStore
+from keel.cache.invalidation import InvalidationHandler, Invalidations, LocalInvalidations
 from keel.cache.memory import MemoryStore
 from keel.cache.redis_store import RedisStore
 from keel.cache.store import CacheStatus, Store
 
-__all__ = ["CacheStatus", "FallbackStore", "MemoryStore", "RedisStore", "Store", "build_store"]
+__all__ = [
+    "CacheStatus",
+    "FallbackStore",
+    "InvalidationHandler",
+    "Invalidations",
+    "LocalInvalidations",
+    "MemoryStore",
+    "RedisStore",
+    "Store",
+    "Stores",
+    "build_store",
+    "build_stores",
+]

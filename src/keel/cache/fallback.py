@@ -80,6 +80,10 @@ class FallbackStore:
         """Store ``value`` only if ``key`` is absent; ``True`` when this call stored it."""
         return await self._run(lambda store: store.add(key, value, ttl=ttl))
 
+    async def set_if_newer(self, key: str, value: bytes, *, ttl: float | None) -> bool:
+        """Store the versioned ``value`` unless ``key`` holds one at least as new."""
+        return await self._run(lambda store: store.set_if_newer(key, value, ttl=ttl))
+
     async def delete(self, key: str) -> None:
         """Remove ``key``; removing an absent key is not an error."""
         await self._run(lambda store: store.delete(key))

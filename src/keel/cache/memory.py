@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from keel._clock import Clock
-from keel.cache.store import INT64_MAX, INT64_MIN, CacheStatus, validate_ttl
+from keel.cache.store import (
+    INT64_MAX,
+    INT64_MIN,
+    CacheStatus,
+    is_newer,
+    validate_ttl,
+    validate_versioned,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -86,6 +93,17 @@ class MemoryStore:
         validate_ttl(ttl)
         now = self._clock.monotonic()
         if self._live(key, now) is not None:
+            return False
+        self._write(key, value, None if ttl is None else now + ttl, now)
+        return True
+
+    async def set_if_newer(self, key: str, value: bytes, *, ttl: float | None) -> bool:
+        """Store the versioned ``value`` unless ``key`` holds one at least as new."""
+        validate_ttl(ttl)
+        validate_versioned(value)
+        now = self._clock.monotonic()
+        entry = self._live(key, now)
+        if not is_newer(value, None if entry is None else entry.value):
             return False
         self._write(key, value, None if ttl is None else now + ttl, now)
         return True

@@ -19,12 +19,33 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from keel._logging import event
-from keel.cache.store import CacheStatus, validate_ttl
+from keel.cache.store import VERSION_DIGITS, CacheStatus, validate_ttl, validate_versioned
 from keel.errors import CacheUnavailable
 
 __all__ = ["RedisStore"]
 
 _log = logging.getLogger("keel.cache")
+
+
+# KEYS[1] = key; ARGV = value, prefix length, expiry in ms (0: none). Byte-wise comparison of
+# the zero-padded prefixes is numeric comparison of the versions.
+_SET_IF_NEWER = """
+local stored = redis.call('GET', KEYS[1])
+local width = tonumber(ARGV[2])
+if stored then
+  local prefix = string.sub(stored, 1, width)
+  if string.len(prefix) == width and not string.find(prefix, '%D')
+     and prefix >= string.sub(ARGV[1], 1, width) then
+    return 0
+  end
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+"""
 
 
 def _milliseconds(ttl: float) -> int:
@@ -105,6 +126,17 @@ class RedisStore:
         px = None if ttl is None else _milliseconds(ttl)
         with self._guard():
             stored = await self._redis().set(self._namespace + key, value, nx=True, px=px)
+        return bool(stored)
+
+    async def set_if_newer(self, key: str, value: bytes, *, ttl: float | None) -> bool:
+        """Store the versioned ``value`` unless ``key`` holds one at least as new (one script)."""
+        validate_ttl(ttl)
+        validate_versioned(value)
+        px = 0 if ttl is None else _milliseconds(ttl)
+        with self._guard():
+            stored = await self._redis().eval(
+                _SET_IF_NEWER, 1, self._namespace + key, value, VERSION_DIGITS, px
+            )
         return bool(stored)
 
     async def delete(self, key: str) -> None:

@@ -10,9 +10,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, Protocol, TypeAlias
+from typing import Final, Literal, Protocol, TypeAlias
 
-__all__ = ["INT64_MAX", "INT64_MIN", "CacheStatus", "Store", "validate_ttl"]
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_VERSION",
+    "VERSION_DIGITS",
+    "CacheStatus",
+    "Store",
+    "is_newer",
+    "split_versioned",
+    "validate_ttl",
+    "validate_versioned",
+    "versioned",
+]
 
 CacheStatus: TypeAlias = Literal["ok", "degraded"]
 
@@ -20,6 +32,11 @@ CacheStatus: TypeAlias = Literal["ok", "degraded"]
 # counter that overflows fails the same way everywhere.
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+
+#: A versioned value starts with its version as this many ASCII digits, zero-padded, so
+#: comparing the prefixes as bytes compares the versions (the same in Lua, SQL and Python).
+VERSION_DIGITS: Final = 20
+MAX_VERSION: Final = 10**VERSION_DIGITS - 1
 
 
 class Store(Protocol):
@@ -50,6 +67,16 @@ class Store(Protocol):
         """Store ``value`` only if ``key`` is absent; ``True`` when this call stored it.
 
         Atomic: of any number of concurrent ``add`` calls for one key, exactly one wins.
+        """
+        ...
+
+    async def set_if_newer(self, key: str, value: bytes, *, ttl: float | None) -> bool:
+        """Store versioned ``value`` unless ``key`` holds one at least as new; ``True`` if stored.
+
+        ``value`` comes from :func:`versioned`. Atomic: of concurrent writers the
+        highest version ends up stored whatever the order they arrive in, so a
+        slow writer holding an old version can never replace a newer one. A
+        stored value that is not versioned counts as older than any version.
         """
         ...
 
@@ -90,3 +117,32 @@ def validate_ttl(ttl: float | None) -> None:
     # Redis rejects 0 and negative expiries; refusing them everywhere keeps backends alike.
     if ttl is not None and not (math.isfinite(ttl) and ttl > 0):
         raise ValueError("ttl must be a positive, finite number of seconds")
+
+
+def versioned(version: int, payload: bytes) -> bytes:
+    """``payload`` prefixed with ``version`` for :meth:`Store.set_if_newer`."""
+    if not 0 <= version <= MAX_VERSION:
+        raise ValueError(f"a version is an integer from 0 to {MAX_VERSION}")
+    return b"%020d" % version + payload
+
+
+def validate_versioned(value: bytes) -> None:
+    """Raise ``ValueError`` unless ``value`` starts with a :data:`VERSION_DIGITS`-digit version."""
+    if len(value) < VERSION_DIGITS or not value[:VERSION_DIGITS].isdigit():
+        raise ValueError("a versioned value starts with its 20-digit version")
+
+
+def split_versioned(value: bytes) -> tuple[int, bytes]:
+    """The version and the payload of a value made by :func:`versioned`; ``ValueError`` if not."""
+    validate_versioned(value)
+    return int(value[:VERSION_DIGITS]), value[VERSION_DIGITS:]
+
+
+def is_newer(value: bytes, stored: bytes | None) -> bool:
+    """Whether ``value`` (versioned) may replace ``stored`` under :meth:`Store.set_if_newer`."""
+    if stored is None:
+        return True
+    prefix = stored[:VERSION_DIGITS]
+    if len(prefix) < VERSION_DIGITS or not prefix.isdigit():
+        return True
+    return value[:VERSION_DIGITS] > prefix

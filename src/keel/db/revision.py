@@ -11,4 +11,4 @@ from typing import Final
 
 __all__ = ["HEAD_REVISION"]
 
-HEAD_REVISION: Final = "0005"
+HEAD_REVISION: Final = "0006"

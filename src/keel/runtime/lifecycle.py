@@ -61,6 +61,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._warmups: list[Warmup] = []
         self._closers: list[tuple[str, Closer]] = []
+        self._services: list[tuple[str, Callable[[], Coroutine[Any, Any, Any]]]] = []
         self._warmups_done: asyncio.Event | None = None
         self.state = LifecycleState.CREATED
         self.warmup_results: dict[str, str] = {}
@@ -71,6 +72,12 @@ class Supervisor:
         if self.state is not LifecycleState.CREATED:
             raise RuntimeError("warm-ups must be registered before start")
         self._warmups.append(warmup)
+
+    def add_service(self, name: str, run: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """Run ``run()`` as a task from start until shutdown cancels it (a listener, a poller)."""
+        if self.state is not LifecycleState.CREATED:
+            raise RuntimeError("services must be registered before start")
+        self._services.append((name, run))
 
     def add_closer(self, name: str, closer: Closer) -> None:
         """Run ``closer`` at shutdown, after every task has ended (last added, first run)."""
@@ -115,6 +122,8 @@ class Supervisor:
         self.state = LifecycleState.STARTING
         self._warmups_done = asyncio.Event()
         self.spawn("keel.warmups", self._run_warmups(list(self._warmups)))
+        for name, run in self._services:
+            self.spawn(name, run())
         self.state = LifecycleState.RUNNING
         event(_log, logging.INFO, "lifespan_startup_complete", warmups=len(self._warmups))
 

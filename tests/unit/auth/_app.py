@@ -1,9 +1,10 @@
 """An in-process keel app with real bearer authentication, for the HTTP-level auth tests.
 
 ``build_auth_app`` is ``create_app`` with the real ``BearerAuthenticator``
-over ``AccessTokens`` (behind a ``VerifiedTokenCache``) and a test
-``Directory``, the JWKS route, and ``/_t/me``: a route that only answers an
-authenticated caller and returns what the principal says.
+over ``AccessTokens`` (behind a ``VerifiedTokenCache``) and a
+``SecurityState`` over the app's stores and a test ``Directory``, the JWKS
+route, and ``/_t/me``: a route that only answers an authenticated caller and
+returns what the principal says.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from keel.api.app import create_app
 from keel.api.bearer import BearerAuthenticator, BearerPrincipal
 from keel.api.jwks import JWKS_PATH, jwks_router
 from keel.api.principal import Principal, current_principal
-from keel.auth import TokenAuthenticator, VerifiedTokenCache
-from keel.cache import Store
+from keel.auth import SecurityState, TokenAuthenticator, VerifiedTokenCache
+from keel.cache import Store, Stores, build_stores
 from keel.security.keys import KeySet
 from keel.security.tokens import AccessTokens
 from keel.settings import Settings
@@ -64,6 +65,7 @@ class AuthApp:
     tokens: AccessTokens
     directory: Directory
     clock: FrozenClock
+    security: SecurityState
 
     @property
     def store(self) -> Store:
@@ -83,7 +85,7 @@ def build_auth_app(
     *,
     keys: KeySet | None = None,
     directory: Directory | None = None,
-    store: Store | None = None,
+    stores: Stores | None = None,
     routers: Sequence[APIRouter] = (),
 ) -> AuthApp:
     keys = keys or KeySet.generate("EdDSA")
@@ -91,15 +93,23 @@ def build_auth_app(
     if directory is None:
         directory = Directory({"user-1": active("user"), "admin-1": active("user", "admin")})
     verifier = VerifiedTokenCache(tokens, clock=clock)  # as production wires it
-    authenticator = BearerAuthenticator(TokenAuthenticator(verifier, directory.load), store=store)
+    stores = stores or build_stores(settings.cache, clock)
+    security = SecurityState(
+        stores.shared,
+        stores.channel,
+        load_subject=directory.load,
+        load_session=directory.session,
+    )
+    authenticator = BearerAuthenticator(TokenAuthenticator(verifier, security))
     app = create_app(
         settings,
         routers=[protected_router(), *routers],
         clock=clock,
         authenticator=authenticator,
         keys=keys,
+        stores=stores,
     )
     served = {context.path for context in iter_route_contexts(app.routes)}
     if JWKS_PATH not in served:  # once create_app mounts it itself, do not mount it twice
         app.include_router(jwks_router(keys))
-    return AuthApp(app, keys, tokens, directory, clock)
+    return AuthApp(app, keys, tokens, directory, clock, security)

@@ -1,7 +1,8 @@
-"""Shared by the auth tests: token settings, a test ``StateLoader``, and a token forger.
+"""Shared by the auth tests: token settings, a test record, and a token forger.
 
-``Directory`` stands in for the accounts side's database: a dict of subject
-states that counts how often it is asked, so a test can prove that the warm
+``Directory`` stands in for the database: subject states with a version that
+every change moves on (as the ``users`` row's trigger does), and the ended
+sessions. It counts how often it is asked, so a test can prove that the warm
 path never reaches it. ``forge`` signs arbitrary headers and claims with any
 key (or none), so an HTTP test controls every byte of an attack.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from jwt.algorithms import get_default_algorithms
 
 from keel._clock import Clock
-from keel.auth import SubjectState
+from keel.auth import UNKNOWN_SUBJECT, SubjectRecord, SubjectState
 from keel.security.keys import SigningKey
 from keel.settings import JwtAlgorithm, TokenSettings
 
@@ -59,14 +60,39 @@ def active(*scopes: str, valid_after: datetime = EPOCH) -> SubjectState:
 
 @dataclass
 class Directory:
-    """A ``StateLoader`` over a dict; ``loads`` counts the calls (the "database round trips")."""
+    """The record, as dicts; ``loads``/``session_loads`` count the "database round trips"."""
 
     states: dict[str, SubjectState] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
     loads: int = 0
+    session_loads: int = 0
 
-    async def load(self, subject_id: str) -> SubjectState | None:
+    async def load(self, subject_id: str) -> SubjectRecord:
+        """The subject's record (a ``RecordLoader``)."""
         self.loads += 1
-        return self.states.get(subject_id)
+        state = self.states.get(subject_id)
+        if state is None:
+            return UNKNOWN_SUBJECT
+        profile = json.dumps({"id": subject_id}).encode()
+        return SubjectRecord(self.versions.get(subject_id, 1), state, profile)
+
+    async def state(self, subject_id: str) -> SubjectState | None:
+        """The subject's state alone (a ``StateLoader``)."""
+        return (await self.load(subject_id)).state
+
+    async def session(self, subject_id: str, session_id: str) -> bool:
+        """Whether the session is live (a ``SessionLoader``)."""
+        self.session_loads += 1
+        return subject_id in self.states and session_id not in self.ended
+
+    def change(self, subject_id: str, state: SubjectState | None) -> None:
+        """Commit a change of ``subject_id`` (``None``: delete it); its version moves on."""
+        if state is None:
+            self.states.pop(subject_id, None)
+        else:
+            self.states[subject_id] = state
+        self.versions[subject_id] = self.versions.get(subject_id, 1) + 1
 
 
 # --- forging ----------------------------------------------------------------------------------

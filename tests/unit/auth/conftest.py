@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from keel._clock import FrozenClock
-from keel.auth import TokenAuthenticator
-from keel.cache import MemoryStore, RedisStore, Store
+from keel.auth import SecurityState, TokenAuthenticator
+from keel.cache import LocalInvalidations, MemoryStore, RedisStore, Store
 from keel.security.keys import KeySet
 from keel.security.tokens import AccessTokens
 from tests.unit.auth._support import Directory, active, token_settings
@@ -34,15 +34,24 @@ def directory() -> Directory:
 
 
 @pytest.fixture
-def authenticator(tokens: AccessTokens, directory: Directory) -> TokenAuthenticator:
-    return TokenAuthenticator(tokens, directory.load)
-
-
-@pytest.fixture
 async def memory_store(clock: FrozenClock) -> AsyncIterator[MemoryStore]:
     store = MemoryStore(clock)
     yield store
     await store.close()
+
+
+@pytest.fixture
+def security(store: Store, directory: Directory) -> SecurityState:
+    """A ``SecurityState`` over ``store`` read directly (no near cache), as every worker of a
+    machine reads the shared file."""
+    return SecurityState(
+        store, LocalInvalidations(), load_subject=directory.load, load_session=directory.session
+    )
+
+
+@pytest.fixture
+def authenticator(tokens: AccessTokens, security: SecurityState) -> TokenAuthenticator:
+    return TokenAuthenticator(tokens, security)
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -1,9 +1,8 @@
-"""TokenAuthenticator: signature and claims, then live subject state, the deny-list and scopes."""
+"""TokenAuthenticator: signature and claims, then the subject's live record, its session, scopes."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -11,14 +10,13 @@ import pytest
 from keel._clock import FrozenClock
 from keel.auth import (
     Authentication,
+    SecurityState,
+    SubjectRecord,
     SubjectState,
     TokenAuthenticator,
-    publish_subject_state,
-    revoke_session,
-    revoke_token,
 )
-from keel.cache import CacheStatus, MemoryStore, Store
-from keel.errors import CacheUnavailable, DatabaseUnavailable, Unauthenticated
+from keel.cache import LocalInvalidations, MemoryStore, Store
+from keel.errors import DatabaseUnavailable, Unauthenticated
 from keel.security.keys import KeySet
 from keel.security.tokens import AccessTokens, InvalidToken
 from tests.unit.auth._support import (
@@ -29,70 +27,24 @@ from tests.unit.auth._support import (
     header_for,
     sign_with,
 )
+from tests.unit.cache._counting import CountingStore
 
 
-class CountingStore:
-    """A ``Store`` that counts the calls it forwards, to pin down the hot path's cost."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.calls: list[str] = []
-
-    async def get(self, key: str) -> bytes | None:
-        self.calls.append(f"get {key}")
-        return await self.inner.get(key)
-
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        self.calls.append(f"get_many {' '.join(keys)}")
-        return await self.inner.get_many(keys)
-
-    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        self.calls.append(f"set {key}")
-        await self.inner.set(key, value, ttl=ttl)
-
-    async def add(self, key: str, value: bytes, *, ttl: float | None) -> bool:
-        self.calls.append(f"add {key}")
-        return await self.inner.add(key, value, ttl=ttl)
-
-    async def delete(self, key: str) -> None:
-        self.calls.append(f"delete {key}")
-        await self.inner.delete(key)
-
-    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
-        self.calls.append(f"incr {key}")
-        return await self.inner.incr(key, amount, ttl=ttl)
-
-    async def ttl(self, key: str) -> float | None:
-        return await self.inner.ttl(key)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    @property
-    def status(self) -> CacheStatus:
-        return self.inner.status
-
-
-class DownStore(CountingStore):
-    """Every read fails the way an unreachable Redis does."""
-
-    async def get(self, key: str) -> bytes | None:
-        raise CacheUnavailable("Redis did not answer")
-
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        raise CacheUnavailable("Redis did not answer")
+def _counted(directory: Directory, clock: FrozenClock) -> tuple[SecurityState, CountingStore]:
+    store = CountingStore(MemoryStore(clock))
+    state = SecurityState(
+        store, LocalInvalidations(), load_subject=directory.load, load_session=directory.session
+    )
+    return state, store
 
 
 def issue(tokens: AccessTokens, subject: str = "user-1", *scopes: str) -> str:
     return tokens.issue(subject=subject, session_id="sid-1", scopes=scopes or ("user",)).token
 
 
-async def refused(authenticator: TokenAuthenticator, token: str, store: Store) -> InvalidToken:
+async def refused(authenticator: TokenAuthenticator, token: str) -> InvalidToken:
     with pytest.raises(InvalidToken) as caught:
-        await authenticator.authenticate(token, store)
+        await authenticator.authenticate(token)
     return caught.value
 
 
@@ -103,10 +55,10 @@ def reason_of(error: InvalidToken) -> str:
 
 
 async def test_a_valid_token_authenticates(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store, clock: FrozenClock
+    authenticator: TokenAuthenticator, tokens: AccessTokens, clock: FrozenClock
 ) -> None:
     issued = tokens.issue(subject="user-1", session_id="sid-9", scopes=["user"])
-    result = await authenticator.authenticate(issued.token, store)
+    result = await authenticator.authenticate(issued.token)
     assert result == Authentication(
         subject="user-1",
         session_id="sid-9",
@@ -114,56 +66,78 @@ async def test_a_valid_token_authenticates(
         scopes=frozenset({"user"}),
         issued_at=clock.now(),
         expires_at=issued.expires_at,
+        profile=b'{"id": "user-1"}',
     )
 
 
 async def test_scopes_are_the_tokens_intersected_with_the_subjects_current_ones(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store
+    authenticator: TokenAuthenticator, tokens: AccessTokens
 ) -> None:
     # The token claims admin, but the subject only holds user: admin is not granted.
     token = issue(tokens, "user-1", "user", "admin")
-    assert (await authenticator.authenticate(token, store)).scopes == {"user"}
+    assert (await authenticator.authenticate(token)).scopes == {"user"}
     # The subject holds admin, but this token was issued without it: not granted either.
     narrow = issue(tokens, "admin-1", "user")
-    assert (await authenticator.authenticate(narrow, store)).scopes == {"user"}
+    assert (await authenticator.authenticate(narrow)).scopes == {"user"}
 
 
 async def test_sec_36_role_removed_takes_effect_on_the_next_request(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store
+    authenticator: TokenAuthenticator,
+    tokens: AccessTokens,
+    directory: Directory,
+    security: SecurityState,
 ) -> None:
     token = issue(tokens, "admin-1", "user", "admin")
-    assert (await authenticator.authenticate(token, store)).scopes == {"user", "admin"}
-    await publish_subject_state(store, "admin-1", active("user"))
-    assert (await authenticator.authenticate(token, store)).scopes == {"user"}
+    assert (await authenticator.authenticate(token)).scopes == {"user", "admin"}
+    directory.change("admin-1", active("user"))
+    await security.subject_changed("admin-1")
+    assert (await authenticator.authenticate(token)).scopes == {"user"}
 
 
 async def test_sec_36_disabled_subject_is_refused_at_once(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store, clock: FrozenClock
+    authenticator: TokenAuthenticator,
+    tokens: AccessTokens,
+    directory: Directory,
+    security: SecurityState,
+    clock: FrozenClock,
 ) -> None:
     token = issue(tokens)
-    await authenticator.authenticate(token, store)
-    await publish_subject_state(
-        store, "user-1", SubjectState(False, clock.now() - timedelta(days=1), frozenset({"user"}))
+    await authenticator.authenticate(token)
+    directory.change(
+        "user-1", SubjectState(False, clock.now() - timedelta(days=1), frozenset({"user"}))
     )
-    assert reason_of(await refused(authenticator, token, store)) == "subject_disabled"
+    await security.subject_changed("user-1")
+    assert reason_of(await refused(authenticator, token)) == "subject_disabled"
 
 
-async def test_sec_36_unknown_subject_is_refused(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store
+async def test_sec_36_unknown_and_deleted_subjects_are_refused(
+    authenticator: TokenAuthenticator,
+    tokens: AccessTokens,
+    directory: Directory,
+    security: SecurityState,
 ) -> None:
-    error = await refused(authenticator, issue(tokens, "deleted-user"), store)
-    assert reason_of(error) == "unknown_subject"
+    assert reason_of(await refused(authenticator, issue(tokens, "nobody"))) == "unknown_subject"
+    token = issue(tokens)
+    await authenticator.authenticate(token)
+    directory.change("user-1", None)
+    await security.subject_changed("user-1")
+    assert reason_of(await refused(authenticator, token)) == "unknown_subject"
 
 
 async def test_sec_36_tokens_issued_before_valid_after_are_refused(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store, clock: FrozenClock
+    authenticator: TokenAuthenticator,
+    tokens: AccessTokens,
+    directory: Directory,
+    security: SecurityState,
+    clock: FrozenClock,
 ) -> None:
     old = issue(tokens)
     clock.advance(5)
-    await publish_subject_state(store, "user-1", active("user", valid_after=clock.now()))
-    assert reason_of(await refused(authenticator, old, store)) == "issued_before_valid_after"
+    directory.change("user-1", active("user", valid_after=clock.now()))
+    await security.subject_changed("user-1")
+    assert reason_of(await refused(authenticator, old)) == "issued_before_valid_after"
     fresh = issue(tokens)
-    assert (await authenticator.authenticate(fresh, store)).subject == "user-1"
+    assert (await authenticator.authenticate(fresh)).subject == "user-1"
 
 
 @pytest.mark.parametrize(
@@ -178,61 +152,61 @@ async def test_sec_36_tokens_issued_before_valid_after_are_refused(
 async def test_valid_after_is_compared_at_the_granularity_of_iat(
     authenticator: TokenAuthenticator,
     tokens: AccessTokens,
-    store: Store,
+    directory: Directory,
     clock: FrozenClock,
     bump_offset: timedelta,
     accepted: bool,
 ) -> None:
     token = issue(tokens)
     issued_at = clock.now().replace(microsecond=0)
-    await publish_subject_state(
-        store, "user-1", active("user", valid_after=issued_at + bump_offset)
-    )
+    directory.change("user-1", active("user", valid_after=issued_at + bump_offset))
     if accepted:
-        await authenticator.authenticate(token, store)
+        await authenticator.authenticate(token)
     else:
-        await refused(authenticator, token, store)
+        await refused(authenticator, token)
 
 
-async def test_sec_36_revoked_token_is_refused_and_others_are_not(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store, clock: FrozenClock
-) -> None:
-    first = tokens.issue(subject="user-1", session_id="sid-1", scopes=["user"])
-    second = tokens.issue(subject="user-1", session_id="sid-1", scopes=["user"])
-    await revoke_token(store, first.jti, first.expires_at, clock=clock)
-    assert reason_of(await refused(authenticator, first.token, store)) == "jti_revoked"
-    await authenticator.authenticate(second.token, store)
-
-
-async def test_sec_36_revoked_session_refuses_all_of_its_tokens(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store
+async def test_sec_36_ended_session_refuses_all_of_its_tokens_and_no_other(
+    authenticator: TokenAuthenticator,
+    tokens: AccessTokens,
+    directory: Directory,
+    security: SecurityState,
 ) -> None:
     mine = [tokens.issue(subject="user-1", session_id="sid-a", scopes=[]).token for _ in range(3)]
     other = tokens.issue(subject="user-1", session_id="sid-b", scopes=[]).token
-    await revoke_session(store, "sid-a")
+    for token in (*mine, other):
+        await authenticator.authenticate(token)  # every one cached as live
+    directory.ended.add("sid-a")
+    await security.sessions_ended("user-1", ["sid-a"])
     for token in mine:
-        assert reason_of(await refused(authenticator, token, store)) == "sid_revoked"
-    await authenticator.authenticate(other, store)
+        assert reason_of(await refused(authenticator, token)) == "session_ended"
+    await authenticator.authenticate(other)
+
+
+async def test_a_session_the_record_does_not_know_is_refused(
+    authenticator: TokenAuthenticator, tokens: AccessTokens, directory: Directory
+) -> None:
+    directory.ended.add("sid-gone")  # the record says: no such live session
+    token = tokens.issue(subject="user-1", session_id="sid-gone", scopes=[]).token
+    assert reason_of(await refused(authenticator, token)) == "session_ended"
 
 
 async def test_every_refusal_is_one_opaque_error(
     authenticator: TokenAuthenticator,
     tokens: AccessTokens,
     keys: KeySet,
-    store: Store,
+    directory: Directory,
     clock: FrozenClock,
 ) -> None:
     key = keys.current
-    revoked = tokens.issue(subject="user-1", session_id="sid-r", scopes=[])
-    await revoke_token(store, revoked.jti, revoked.expires_at, clock=clock)
+    directory.ended.add("sid-r")
+    ended = tokens.issue(subject="user-1", session_id="sid-r", scopes=[])
     errors = [
-        await refused(authenticator, "garbage", store),
-        await refused(authenticator, issue(tokens, "nobody"), store),
-        await refused(authenticator, revoked.token, store),
+        await refused(authenticator, "garbage"),
+        await refused(authenticator, issue(tokens, "nobody")),
+        await refused(authenticator, ended.token),
         await refused(
-            authenticator,
-            forge(header_for(key), claims_for(clock, aud="other"), sign_with(key)),
-            store,
+            authenticator, forge(header_for(key), claims_for(clock, aud="other"), sign_with(key))
         ),
     ]
     for error in errors:
@@ -243,12 +217,12 @@ async def test_every_refusal_is_one_opaque_error(
         assert error.__cause__ is not None
 
 
-async def test_forged_tokens_never_reach_the_cache_or_the_loader(
+async def test_forged_tokens_never_reach_the_cache_or_the_record(
     tokens: AccessTokens, keys: KeySet, directory: Directory, clock: FrozenClock
 ) -> None:
     """An unauthenticated caller cannot make keel do I/O: refusals before any lookup."""
-    store = CountingStore(MemoryStore(clock))
-    authenticator = TokenAuthenticator(tokens, directory.load)
+    state, store = _counted(directory, clock)
+    authenticator = TokenAuthenticator(tokens, state)
     attacker = KeySet.generate("EdDSA").current
     for token in (
         "",
@@ -257,101 +231,76 @@ async def test_forged_tokens_never_reach_the_cache_or_the_loader(
         forge(header_for(attacker), claims_for(clock), sign_with(attacker)),
         forge(header_for(keys.current), claims_for(clock, exp=0), sign_with(keys.current)),
     ):
-        await refused(authenticator, token, store)
+        await refused(authenticator, token)
     assert store.calls == []
-    assert directory.loads == 0
+    assert directory.loads == directory.session_loads == 0
 
 
 async def test_the_warm_path_is_one_cache_round_trip_and_no_load(
     tokens: AccessTokens, directory: Directory, clock: FrozenClock
 ) -> None:
-    store = CountingStore(MemoryStore(clock))
-    authenticator = TokenAuthenticator(tokens, directory.load)
+    state, store = _counted(directory, clock)
+    authenticator = TokenAuthenticator(tokens, state)
     issued = tokens.issue(subject="user-1", session_id="sid-1", scopes=["user"])
-    await authenticator.authenticate(issued.token, store)  # cold: one load, one fill
-    assert directory.loads == 1
+    await authenticator.authenticate(issued.token)  # cold: one load each, one fill each
+    assert (directory.loads, directory.session_loads) == (1, 1)
+    subject_key, session_key = "sec:e0:{user-1}:s", "sec:e0:{user-1}:sid:sid-1"
     assert store.calls == [
-        f"get_many auth:subject:user-1 revoked:jti:{issued.jti} revoked:sid:sid-1",
-        "add auth:subject:user-1",
+        f"get_many {subject_key} {session_key}",
+        f"set_if_newer {subject_key}",
+        f"set_if_newer {session_key}",
     ]
     store.calls.clear()
     for _ in range(10):
-        await authenticator.authenticate(issued.token, store)
-    assert directory.loads == 1
-    # Subject state, jti and sid deny-list entries: one get_many (one MGET on Redis).
-    assert store.calls == 10 * [
-        f"get_many auth:subject:user-1 revoked:jti:{issued.jti} revoked:sid:sid-1"
-    ]
+        await authenticator.authenticate(issued.token)
+    assert (directory.loads, directory.session_loads) == (1, 1)
+    # The subject's record and its session's state: one get_many (one MGET on Redis).
+    assert store.calls == 10 * [f"get_many {subject_key} {session_key}"]
 
 
-async def test_an_unreadable_state_entry_is_reloaded_and_refilled(
+async def test_an_unreadable_record_entry_is_reloaded_and_refilled(
     authenticator: TokenAuthenticator, tokens: AccessTokens, directory: Directory, store: Store
 ) -> None:
-    await store.set("auth:subject:user-1", b"not a state")
-    result = await authenticator.authenticate(issue(tokens), store)
+    key = "sec:e0:{user-1}:s"
+    await store.set(key, b"not a record")
+    result = await authenticator.authenticate(issue(tokens))
     assert result.subject == "user-1"
     assert directory.loads == 1
-    assert await store.get("auth:subject:user-1") not in (None, b"not a state")
+    assert await store.get(key) not in (None, b"not a record")
 
 
-async def test_prefetched_keys_come_back_with_the_authentication(
-    tokens: AccessTokens, directory: Directory, clock: FrozenClock
+async def test_a_refused_token_hands_back_no_profile(
+    authenticator: TokenAuthenticator, tokens: AccessTokens, directory: Directory
 ) -> None:
-    store = CountingStore(MemoryStore(clock))
-    authenticator = TokenAuthenticator(tokens, directory.load)
-    await store.inner.set("view:user-1", b"cached view")
-    token = issue(tokens)
-    await authenticator.authenticate(token, store)  # cold
-    store.calls.clear()
-    result = await authenticator.authenticate(
-        token, store, prefetch=lambda subject: [f"view:{subject}", "absent"]
-    )
-    assert dict(result.prefetched) == {"view:user-1": b"cached view", "absent": None}
-    [call] = store.calls
-    assert call.startswith("get_many auth:subject:user-1 ")
-    assert call.endswith(" view:user-1 absent")
-    assert dict((await authenticator.authenticate(token, store)).prefetched) == {}
-
-
-async def test_a_refused_token_hands_back_no_prefetched_value(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, store: Store, clock: FrozenClock
-) -> None:
-    issued = tokens.issue(subject="user-1", session_id="sid-1", scopes=["user"])
-    await revoke_token(store, issued.jti, issued.expires_at, clock=clock)
-    await store.set("view:user-1", b"secret-ish")
+    directory.ended.add("sid-1")
     with pytest.raises(InvalidToken):
-        await authenticator.authenticate(issued.token, store, prefetch=lambda s: [f"view:{s}"])
-
-
-async def test_an_unreachable_cache_is_an_outage_not_a_bad_token(
-    authenticator: TokenAuthenticator, tokens: AccessTokens, clock: FrozenClock
-) -> None:
-    with pytest.raises(CacheUnavailable):
-        await authenticator.authenticate(issue(tokens), DownStore(MemoryStore(clock)))
+        await authenticator.authenticate(issue(tokens))
 
 
 async def test_an_unreachable_database_is_an_outage_not_a_bad_token(
-    tokens: AccessTokens, memory_store: MemoryStore
+    tokens: AccessTokens, memory_store: MemoryStore, directory: Directory
 ) -> None:
-    async def broken(subject_id: str) -> SubjectState | None:
+    async def broken(subject_id: str) -> SubjectRecord:
         raise DatabaseUnavailable()
 
+    state = SecurityState(
+        memory_store, LocalInvalidations(), load_subject=broken, load_session=directory.session
+    )
     with pytest.raises(DatabaseUnavailable):
-        await TokenAuthenticator(tokens, broken).authenticate(issue(tokens), memory_store)
+        await TokenAuthenticator(tokens, state).authenticate(issue(tokens))
 
 
 async def test_refusals_are_logged_with_a_reason_and_never_the_token(
     authenticator: TokenAuthenticator,
     tokens: AccessTokens,
-    memory_store: MemoryStore,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     good = issue(tokens)
     unknown = issue(tokens, "nobody")
     with caplog.at_level(logging.DEBUG, logger="keel.auth"):
-        await authenticator.authenticate(good, memory_store)
-        await refused(authenticator, unknown, memory_store)
-        await refused(authenticator, good + "x", memory_store)
+        await authenticator.authenticate(good)
+        await refused(authenticator, unknown)
+        await refused(authenticator, good + "x")
     refusals = [r for r in caplog.records if r.getMessage() == "access_token_refused"]
     assert [r.__dict__["fields"]["reason"] for r in refusals] == ["unknown_subject", "invalid"]
     assert refusals[0].levelno == logging.INFO
@@ -361,9 +310,3 @@ async def test_refusals_are_logged_with_a_reason_and_never_the_token(
         text = repr(record.__dict__)
         for token in (good, unknown):
             assert token.split(".")[2] not in text
-
-
-@pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan")])
-def test_state_ttl_must_be_positive(tokens: AccessTokens, directory: Directory, ttl: float) -> None:
-    with pytest.raises(ValueError, match="state_ttl"):
-        TokenAuthenticator(tokens, directory.load, state_ttl=ttl)

@@ -9,17 +9,18 @@ and is tested on memory).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
 from keel._clock import FrozenClock
 from keel.accounts.hooks import LoginGuard
 from keel.auth import LoginThrottle, RateLimiter
-from keel.cache import CacheStatus, MemoryStore, RedisStore, Store
+from keel.cache import MemoryStore, RedisStore, Store
 from keel.errors import CacheUnavailable, TooManyRequests
 from keel.settings import ThrottleSettings
+from tests.unit.cache._counting import CountingStore
 
 ACCOUNT = "victim@example.com"
 OWNER_IP = "198.51.100.7"
@@ -313,62 +314,6 @@ async def test_sec_13_redis_counts_are_shared_between_instances(
     finally:
         await first.close()
         await second.close()
-
-
-@dataclass
-class CountingStore:
-    """A ``Store`` that records every call it forwards and every key it is given."""
-
-    inner: Store
-    calls: list[str] = field(default_factory=list)
-    keys: set[str] = field(default_factory=set)
-
-    def _record(self, operation: str, *keys: str) -> None:
-        self.calls.append(operation)
-        self.keys.update(keys)
-
-    async def get(self, key: str) -> bytes | None:
-        self._record("get", key)
-        return await self.inner.get(key)
-
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        self._record("get_many", *keys)
-        return await self.inner.get_many(keys)
-
-    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        self._record("set", key)
-        await self.inner.set(key, value, ttl=ttl)
-
-    async def add(self, key: str, value: bytes, *, ttl: float | None) -> bool:
-        self._record("add", key)
-        return await self.inner.add(key, value, ttl=ttl)
-
-    async def delete(self, key: str) -> None:
-        self._record("delete", key)
-        await self.inner.delete(key)
-
-    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
-        self._record("incr", key)
-        return await self.inner.incr(key, amount, ttl=ttl)
-
-    async def ttl(self, key: str) -> float | None:
-        self._record("ttl", key)
-        return await self.inner.ttl(key)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    @property
-    def status(self) -> CacheStatus:
-        return self.inner.status
-
-    def take(self) -> list[str]:
-        """The operations called since the last ``take``, in order."""
-        calls, self.calls = self.calls, []
-        return calls
 
 
 @pytest.fixture

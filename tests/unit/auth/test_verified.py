@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from keel._clock import FrozenClock
-from keel.auth import TokenAuthenticator, VerifiedTokenCache, publish_subject_state, revoke_token
-from keel.cache import MemoryStore
+from keel.auth import SecurityState, TokenAuthenticator, VerifiedTokenCache
+from keel.cache import LocalInvalidations, MemoryStore
 from keel.security.tokens import AccessClaims, AccessTokens, InvalidToken
 from tests.unit.auth._support import Directory, active
 
@@ -102,20 +102,25 @@ def test_the_raw_token_is_not_kept(cache: VerifiedTokenCache, tokens: AccessToke
     assert token.split(".")[2] not in kept
 
 
-async def test_with_the_cache_state_and_deny_list_still_apply_on_every_request(
+async def test_with_the_cache_state_and_sessions_still_apply_on_every_request(
     tokens: AccessTokens, directory: Directory, clock: FrozenClock, memory_store: MemoryStore
 ) -> None:
-    authenticator = TokenAuthenticator(VerifiedTokenCache(tokens, clock=clock), directory.load)
+    state = SecurityState(
+        memory_store,
+        LocalInvalidations(),
+        load_subject=directory.load,
+        load_session=directory.session,
+    )
+    authenticator = TokenAuthenticator(VerifiedTokenCache(tokens, clock=clock), state)
     admin = tokens.issue(subject="admin-1", session_id="s", scopes=["user", "admin"])
-    assert (await authenticator.authenticate(admin.token, memory_store)).scopes == {
-        "user",
-        "admin",
-    }
-    await publish_subject_state(memory_store, "admin-1", active("user"))
-    assert (await authenticator.authenticate(admin.token, memory_store)).scopes == {"user"}
-    await revoke_token(memory_store, admin.jti, admin.expires_at, clock=clock)
+    assert (await authenticator.authenticate(admin.token)).scopes == {"user", "admin"}
+    directory.change("admin-1", active("user"))
+    await state.subject_changed("admin-1")
+    assert (await authenticator.authenticate(admin.token)).scopes == {"user"}
+    directory.ended.add("s")
+    await state.sessions_ended("admin-1", ["s"])
     with pytest.raises(InvalidToken):
-        await authenticator.authenticate(admin.token, memory_store)
+        await authenticator.authenticate(admin.token)
 
 
 def test_max_entries_must_be_positive(tokens: AccessTokens, clock: FrozenClock) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from keel._clock import FrozenClock
 from keel.cache import CacheStatus, FallbackStore, MemoryStore, RedisStore, Store
+from keel.cache.store import split_versioned, versioned
 from tests.unit.cache._servers import free_port
 
 
@@ -268,3 +269,43 @@ async def test_close_is_idempotent(backend: Backend) -> None:
     await backend.store.set("k", b"v")
     await backend.store.close()
     await backend.store.close()
+
+
+async def test_set_if_newer_keeps_the_highest_version(backend: Backend) -> None:
+    store = backend.store
+    assert await store.set_if_newer("v", versioned(5, b"five"), ttl=None) is True
+    assert await store.set_if_newer("v", versioned(4, b"four"), ttl=None) is False
+    assert await store.set_if_newer("v", versioned(5, b"again"), ttl=None) is False
+    assert await store.get("v") == versioned(5, b"five")
+    assert await store.set_if_newer("v", versioned(10, b"ten"), ttl=None) is True
+    assert split_versioned(await store.get("v") or b"") == (10, b"ten")
+
+
+async def test_set_if_newer_replaces_unversioned_and_expired_values(backend: Backend) -> None:
+    store = backend.store
+    await store.set("plain", b"not versioned")
+    assert await store.set_if_newer("plain", versioned(0, b"zero"), ttl=None) is True
+    assert await store.set_if_newer("short", versioned(9, b"nine"), ttl=0.2) is True
+    remaining = await store.ttl("short")
+    assert remaining is not None
+    assert 0 < remaining <= 0.2 + 1e-9
+    await backend.elapse(0.3)
+    # An expired entry is gone: any version may take its place.
+    assert await store.set_if_newer("short", versioned(1, b"one"), ttl=None) is True
+    assert await store.ttl("short") is None
+
+
+async def test_set_if_newer_refuses_values_without_a_version(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="version"):
+        await backend.store.set_if_newer("v", b"12", ttl=None)
+    with pytest.raises(ValueError, match="version"):
+        versioned(-1, b"")
+
+
+async def test_concurrent_set_if_newer_ends_with_the_highest(backend: Backend) -> None:
+    store = backend.store
+    versions = [7, 3, 19, 11, 2, 19, 5]
+    await asyncio.gather(
+        *(store.set_if_newer("race", versioned(v, b"%d" % v), ttl=5) for v in versions)
+    )
+    assert split_versioned(await store.get("race") or b"") == (19, b"19")

@@ -11,9 +11,12 @@ from keel.settings import CacheSettings
 from tests.unit.cache._servers import RedisServer, SilentListener
 
 
-def _settings(url: str | None) -> CacheSettings:
+def _settings(url: str | None, *, namespace: str = "keel:") -> CacheSettings:
     return CacheSettings(
-        redis_url=None if url is None else SecretStr(url), timeout=0.25, retry_interval=1.0
+        redis_url=None if url is None else SecretStr(url),
+        timeout=0.25,
+        retry_interval=1.0,
+        namespace=namespace,
     )
 
 
@@ -38,7 +41,7 @@ def test_constructing_stores_connects_to_nothing(
 async def test_built_store_uses_redis_with_the_namespace(
     clock: FrozenClock, private_redis: RedisServer
 ) -> None:
-    store = build_store(_settings(private_redis.url), clock, namespace="app:")
+    store = build_store(_settings(private_redis.url, namespace="app:"), clock)
     try:
         before = private_redis.connections_received()
         assert store.status == "ok"

@@ -1,0 +1,112 @@
+"""Invalidation channels: how a worker learns that entries of a shared store changed.
+
+A worker may keep a *near cache* of entries it read from a shared store (Redis)
+only while it is sure to hear of every change to them. An ``Invalidations``
+object is that assurance:
+
+- ``usable`` says whether the shared store may be read and a near cache
+  served right now. While it is ``False`` the caller reads the record (the
+  database) instead: the channel is down, lagging, or the worker has not yet
+  learnt the current epoch.
+- ``epoch`` is part of every key of invalidated entries. After an outage the
+  first worker back moves it on, so entries written before (which may miss
+  changes made while the channel was down) are never read again.
+- ``publish(scope)`` tells every worker, this one included, that the entries
+  of ``scope`` changed; handlers registered with ``on_invalidate`` run for
+  each scope heard (``None``: everything, after an epoch change).
+- ``stamp`` grows with every invalidation heard: a reader compares it before
+  and after a read to know whether a change crossed the read.
+
+:class:`LocalInvalidations` serves a store that every worker reads directly
+(the machine-shared file, or process memory in tests): there is no near
+cache to invalidate, so it is always usable. :class:`RedisInvalidations`
+runs Redis pub/sub (:mod:`keel.cache.redis_channel`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["InvalidationHandler", "Invalidations", "LocalInvalidations"]
+
+#: Called with the scope whose entries changed, or ``None`` for every scope.
+InvalidationHandler = Callable[[str | None], None]
+
+
+class Invalidations(Protocol):
+    """What a near cache needs to know to stay no staler than its shared store."""
+
+    @property
+    def usable(self) -> bool:
+        """Whether the shared store may be read and a near cache served right now."""
+        ...
+
+    @property
+    def near(self) -> bool:
+        """Whether a per-worker near cache is worth keeping (a remote shared store)."""
+        ...
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, part of every invalidated key."""
+        ...
+
+    @property
+    def stamp(self) -> int:
+        """A counter that grows with every invalidation this worker hears."""
+        ...
+
+    def on_invalidate(self, handler: InvalidationHandler) -> None:
+        """Call ``handler`` for every invalidation heard, this worker's own included."""
+        ...
+
+    async def publish(self, scope: str) -> None:
+        """Tell every worker that the entries of ``scope`` changed; raises ``CacheUnavailable``."""
+        ...
+
+    def write_failed(self) -> None:
+        """A change could not be written through: move the epoch on once the store is back."""
+        ...
+
+    async def run(self) -> None:
+        """Listen until cancelled (a supervised background task); a no-op where not needed."""
+        ...
+
+
+class LocalInvalidations:
+    """For a store every worker reads directly: always usable, nothing to listen to."""
+
+    def __init__(self) -> None:
+        self._handlers: list[InvalidationHandler] = []
+        self._stamp = 0
+
+    @property
+    def usable(self) -> bool:
+        return True
+
+    @property
+    def near(self) -> bool:
+        return False
+
+    @property
+    def epoch(self) -> int:
+        return 0
+
+    @property
+    def stamp(self) -> int:
+        return self._stamp
+
+    def on_invalidate(self, handler: InvalidationHandler) -> None:
+        self._handlers.append(handler)
+
+    async def publish(self, scope: str) -> None:
+        self._stamp += 1
+        for handler in self._handlers:
+            handler(scope)
+
+    def write_failed(self) -> None:
+        """Nothing to move on: every worker reads the one store, which the writer could not."""
+
+    async def run(self) -> None:
+        """Nothing to listen to."""
