@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from keel.api.app import create_app
-from keel.api.principal import ADMIN_SCOPE, Principal, require_scope
+from keel.api.principal import ADMIN_SCOPE, Principal, current_principal, require_scope
 from keel.settings import Settings
 
 from .conftest import HeaderAuthenticator, serve_in_process
@@ -49,3 +49,29 @@ async def test_scope_is_required(settings_factory: SettingsFactory) -> None:
     assert "www-authenticate" not in user.headers
     assert admin.status_code == 200
     assert admin.json() == {"subject": "alice"}
+
+
+async def test_credentials_are_checked_once_per_request(settings_factory: SettingsFactory) -> None:
+    class Counting(HeaderAuthenticator):
+        calls = 0
+
+        async def authenticate(self, request: Request) -> Principal | None:
+            Counting.calls += 1
+            return await super().authenticate(request)
+
+    router = APIRouter()
+
+    @router.get("/_t/twice")
+    async def twice(
+        first: Annotated[Principal, Depends(require_scope(ADMIN_SCOPE))],
+        request: Request,
+    ) -> dict[str, str]:
+        again = await current_principal(request)  # a direct call after the dependency
+        return {"first": first.subject, "again": again.subject}
+
+    app = create_app(settings_factory(), routers=[router], authenticator=Counting())
+    async with serve_in_process(app) as client:
+        for expected in (1, 2):
+            response = await client.get("/_t/twice", headers={"x-test-user": "alice admin"})
+            assert response.json() == {"first": "alice", "again": "alice"}
+            assert Counting.calls == expected

@@ -161,9 +161,8 @@ def create_app(
     app.state.keel = context
     install_error_handlers(app)
     install_middleware(app, http, logger=logging.getLogger("keel.access"))
+    # Routes are matched in order: the health probes and the accounts (GET /users/me) first.
     app.include_router(health_router)
-    app.include_router(jwks_router(keys))
-    app.include_router(audit_router)
     if accounts:
         account_service = install_accounts(
             app, context, access_tokens=access_tokens, on_user_changed=security.subject_changed
@@ -182,6 +181,8 @@ def create_app(
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())
         app.include_router(build_admin_users_router())
+    app.include_router(jwks_router(keys))
+    app.include_router(audit_router)
     for router in routers:
         app.include_router(router)
     return app

@@ -58,11 +58,24 @@ class DenyAll:
         return None
 
 
+_PRINCIPAL_KEY = "keel.principal"
+
+
 async def current_principal(request: Request) -> Principal:
-    """The authenticated caller, or ``Unauthenticated`` (one opaque 401)."""
-    principal = await get_context(request).authenticator.authenticate(request)
+    """The authenticated caller, or ``Unauthenticated`` (one opaque 401).
+
+    The credentials are checked once per request, whoever asks: the answer is
+    kept in the request's scope. A plain coroutine, so a hot route may await
+    it directly instead of through FastAPI's dependency resolution.
+    """
+    scope = request.scope
+    principal = scope.get(_PRINCIPAL_KEY)
     if principal is None:
-        raise Unauthenticated()
+        principal = await get_context(request).authenticator.authenticate(request)
+        if principal is None:
+            raise Unauthenticated()
+        scope[_PRINCIPAL_KEY] = principal
+    assert isinstance(principal, Principal)
     return principal
 
 
