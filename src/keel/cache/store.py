@@ -3,16 +3,17 @@
 Keys are ``str`` and values ``bytes``. A ``ttl`` is a positive, finite number of
 seconds; ``None`` means "no expiry". An expired key is gone: ``get`` returns
 ``None``, ``add`` succeeds again and ``incr`` starts from zero. Every backend
-(memory, Redis, fallback) gives the same answers; one contract suite proves it.
+(memory, local file, Redis, fallback) gives the same answers; one contract suite proves it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Literal, Protocol, TypeAlias
 
-__all__ = ["INT64_MAX", "INT64_MIN", "CacheStatus", "Store", "validate_ttl"]
+__all__ = ["INT64_MAX", "INT64_MIN", "CacheStatus", "Store", "incremented", "validate_ttl"]
 
 CacheStatus: TypeAlias = Literal["ok", "degraded"]
 
@@ -20,6 +21,10 @@ CacheStatus: TypeAlias = Literal["ok", "degraded"]
 # counter that overflows fails the same way everywhere.
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+
+# What Redis accepts as an integer: optional minus, no leading zeros, no spaces, no "+".
+# At most 19 digits: anything longer cannot be a signed 64-bit integer anyway.
+_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 
 
 class Store(Protocol):
@@ -90,3 +95,24 @@ def validate_ttl(ttl: float | None) -> None:
     # Redis rejects 0 and negative expiries; refusing them everywhere keeps backends alike.
     if ttl is not None and not (math.isfinite(ttl) and ttl > 0):
         raise ValueError("ttl must be a positive, finite number of seconds")
+
+
+def incremented(stored: bytes | None, amount: int) -> int:
+    """The counter ``stored`` (``None``: absent, so 0) plus ``amount``, as Redis ``INCRBY`` does.
+
+    Raises ``ValueError`` when ``amount`` or the stored value is not a 64-bit
+    decimal integer, or when the result would leave the 64-bit range.
+    """
+    if not INT64_MIN <= amount <= INT64_MAX:
+        raise ValueError("increment is out of the 64-bit range")
+    if stored is None:
+        return amount
+    if _INTEGER.fullmatch(stored) is None:
+        raise ValueError("the stored value is not an integer")
+    current = int(stored)
+    if not INT64_MIN <= current <= INT64_MAX:
+        raise ValueError("the stored value is not a 64-bit integer")
+    result = current + amount
+    if not INT64_MIN <= result <= INT64_MAX:
+        raise ValueError("the counter would leave the 64-bit range")
+    return result
