@@ -1,4 +1,5 @@
-"""keel.cache: one ``Store`` protocol over process memory, Redis, and Redis with a memory fallback.
+"""keel.cache: one ``Store`` protocol over process memory, a machine-local file, Redis, and
+Redis with a memory fallback.
 
 ``build_store(settings.cache, clock)`` picks the backend; nothing here connects
 at import or construction.
@@ -8,8 +9,17 @@ from __future__ import annotations
 
 from keel.cache.factory import build_store
 from keel.cache.fallback import FallbackStore
+from keel.cache.local import LocalStore
 from keel.cache.memory import MemoryStore
 from keel.cache.redis_store import RedisStore
 from keel.cache.store import CacheStatus, Store
 
-__all__ = ["CacheStatus", "FallbackStore", "MemoryStore", "RedisStore", "Store", "build_store"]
+__all__ = [
+    "CacheStatus",
+    "FallbackStore",
+    "LocalStore",
+    "MemoryStore",
+    "RedisStore",
+    "Store",
+    "build_store",
+]

@@ -94,3 +94,15 @@ async def test_close_drops_everything(clock: FrozenClock) -> None:
 def test_max_entries_must_be_positive(clock: FrozenClock) -> None:
     with pytest.raises(ValueError, match="max_entries"):
         MemoryStore(clock, max_entries=0)
+
+
+async def test_sec_36_a_revocation_outlives_100000_writes_to_memory(clock: FrozenClock) -> None:
+    store = MemoryStore(clock, max_entries=100_001)
+    await revoke_session(store, "victim")
+    for i in range(100_000):
+        await store.set(f"other:{i}", b"other", ttl=3600)
+    assert await store.get(revoked_session_key("victim")) == b"1"
+    # At the bound a MemoryStore refuses new keys instead of dropping old ones.
+    with pytest.raises(CacheFull):
+        await store.set("one-more", b"v")
+    assert await store.get_many([revoked_session_key("victim"), "other:0"]) == [b"1", b"other"]
