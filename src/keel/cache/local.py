@@ -6,24 +6,25 @@ windows, cached subject state) must be the same for all of them, so it lives in
 one SQLite file in WAL mode that every process opens (statements, schema and
 checks: ``keel.cache._local_file``).
 
-Where the calls run was chosen from ``bench/local_store.py`` (the ratios are
-medians against ``MemoryStore``, which does no I/O at all):
+Where the calls run was chosen from ``bench/local_store.py`` (ranges over three
+runs on a busy 2-core machine; ratios of medians against ``MemoryStore``, which
+does no I/O at all):
 
 * Reads run on the event loop. A WAL reader never waits for a writer: a
-  ``get_many`` of 3 keys costs about 25x a ``MemoryStore`` one, with or
-  without another process writing the file. Through a thread it costs
-  160-240x: the hop is 6-9x the read itself, and reads are on every
-  authenticated request. The read connection has no busy handler; in the rare
-  case where a WAL reader would have to wait (another process recovering the
-  file), the read is retried on the thread instead of waiting on the loop.
+  ``get_many`` of 3 keys costs 25-30x a ``MemoryStore`` one, with or without
+  another process writing the file. Through a thread it costs 135-320x: the
+  hop is 5-10x the read itself, and reads are on every authenticated request.
+  The read connection has no busy handler; in the rare case where a WAL reader
+  would have to wait (another process recovering the file), the read is
+  retried on the thread instead of waiting on the loop.
 * Writes run on one thread per process, each in a ``BEGIN IMMEDIATE``
-  transaction. On the loop a write costs less (25-35x against 70-125x
-  through the thread), but it blocks the loop for as long as it takes, and
-  that has a long tail: with another process writing the same file, 4-8% of
-  on-loop writes blocked the loop for over 1 ms (p99 6-10 ms, worst cases
-  tens of ms: waiting for the lock, WAL checkpoints); ``MemoryStore``: none.
-  Writes come with logins and cache misses, not with every request, so the
-  hop is paid where it matters least.
+  transaction. On the loop a write costs less (20-35x against 60-195x through
+  the thread), but it blocks the loop for as long as it takes, and that has a
+  long tail: 1-8% of on-loop writes blocked the loop for over 1 ms (p99 4-10
+  ms, worst cases 15-250 ms: waiting for another process's lock, WAL
+  checkpoints), where no ``MemoryStore`` call did. Writes come with logins and
+  cache misses, not with every request, so the hop is paid where it matters
+  least.
 
 A locked file is retried with short pauses (from 0.1 ms, doubling up to 5 ms;
 SQLite's own busy handler sleeps 1, 2, 5... ms at a time while another process
@@ -44,6 +45,9 @@ application's database, another schema version) is never changed, converted
 or deleted: every call raises ``CacheUnavailable`` naming the path until an
 operator removes it or configures another path. A future schema change must
 therefore come with a new file name, so that two keel versions never share one.
+A damaged file is not checked as a whole at opening (that would read all of
+it): the calls that reach the damage raise ``CacheUnavailable`` naming the
+path, and the file is not repaired or deleted either.
 """
 
 from __future__ import annotations
