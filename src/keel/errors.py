@@ -14,6 +14,7 @@
     └── DependencyUnavailable       a backing service did not answer in time
         ├── DatabaseUnavailable
         └── CacheUnavailable
+            └── CacheFull           the cache holds its maximum of keys: a new key is refused
 
 Every error carries a stable machine-readable ``code``; messages are for humans
 and never contain submitted values or secrets.
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "CacheFull",
     "CacheUnavailable",
     "ClientError",
     "ConfigurationError",
@@ -125,3 +127,13 @@ class CacheUnavailable(DependencyUnavailable):
     """The cache is unavailable."""
 
     code = "cache_unavailable"
+
+
+class CacheFull(CacheUnavailable):
+    """The cache holds its maximum number of keys and refuses a new one.
+
+    Nothing is evicted to make room: writes to existing keys and deletes still
+    work. Callers treat it as an unavailable cache and fail closed.
+    """
+
+    code = "cache_full"

@@ -1,4 +1,5 @@
-"""keel.cache: one ``Store`` protocol over process memory, Redis, and Redis with a memory fallback.
+"""keel.cache: one ``Store`` protocol over process memory, a machine-local file, Redis, and
+Redis with a memory fallback.
 
 ``build_store(settings.cache, clock)`` picks the backend; nothing here connects
 at import or construction.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from keel.cache.factory import Stores, build_store, build_stores
 from keel.cache.fallback import FallbackStore
 from keel.cache.invalidation import InvalidationHandler, Invalidations, LocalInvalidations
+from keel.cache.local import LocalStore
 from keel.cache.memory import MemoryStore
 from keel.cache.redis_store import RedisStore
 from keel.cache.store import CacheStatus, Store
@@ -19,6 +21,7 @@ __all__ = [
     "InvalidationHandler",
     "Invalidations",
     "LocalInvalidations",
+    "LocalStore",
     "MemoryStore",
     "RedisStore",
     "Store",

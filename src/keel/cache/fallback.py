@@ -19,7 +19,7 @@ from typing import TypeVar
 from keel._clock import Clock
 from keel._logging import event
 from keel.cache.store import CacheStatus, Store
-from keel.errors import CacheUnavailable
+from keel.errors import CacheFull, CacheUnavailable
 
 __all__ = ["FallbackStore"]
 
@@ -31,12 +31,16 @@ class FallbackStore:
     """A ``Store`` that serves from ``fallback`` whenever ``primary`` is unreachable.
 
     A call that finds the primary down is answered from the fallback within the
-    same call, so callers never see ``CacheUnavailable``; the store logs one
+    same call, so callers never see an outage; the store logs one
     ``cache_degraded`` warning and reports ``"degraded"``. While degraded it
     does not retry the primary on every call: at most once per
     ``retry_interval`` seconds (``clock.monotonic()``) one call first pings the
     primary, paying at most the primary's timeout, and on success the store
     logs ``cache_recovered`` and uses the primary again.
+
+    ``CacheFull`` is not an outage: from the primary or from the fallback it
+    reaches the caller as it is, and the state (``"ok"`` or ``"degraded"``)
+    does not change.
     """
 
     def __init__(
@@ -115,6 +119,10 @@ class FallbackStore:
         if await self._primary_usable():
             try:
                 return await operation(self._primary)
+            except CacheFull:
+                # A full store answered: not an outage, and writing the new key to
+                # the fallback instead would split the data. The caller fails closed.
+                raise
             except CacheUnavailable as exc:
                 self._degrade(exc)
         return await operation(self._fallback)

@@ -8,26 +8,20 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from keel._clock import Clock
 from keel.cache.store import (
-    INT64_MAX,
-    INT64_MIN,
     CacheStatus,
+    incremented,
     is_newer,
     validate_ttl,
     validate_versioned,
 )
+from keel.errors import CacheFull
 
 __all__ = ["MemoryStore"]
-
-# What Redis accepts as an integer: optional minus, no leading zeros, no spaces, no "+".
-# At most 19 digits: anything longer cannot be a signed 64-bit integer anyway.
-_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 
 
 @dataclass(slots=True)
@@ -39,12 +33,18 @@ class _Entry:
 
 
 class MemoryStore:
-    """An in-process ``Store`` bounded to ``max_entries`` keys.
+    """An in-process ``Store`` bounded to ``max_entries`` live keys.
 
     Expiry follows ``clock.monotonic()``, so a test advances a ``FrozenClock``
     instead of sleeping. Expired keys are dropped when touched and, on every
-    write, through a heap ordered by expiry time. When the store is full the
-    least recently written key is evicted, expired ones always first.
+    write, through a heap ordered by expiry time.
+
+    Nothing is ever evicted: the keys it holds are security state (lockouts,
+    revocations, rate-limit windows), and dropping one to make room would let
+    an attacker erase it by writing others. When ``max_entries`` live keys are
+    held, a write that would add a new key raises ``CacheFull`` (a
+    ``CacheUnavailable``: callers fail closed); writes to existing keys and
+    deletes still work.
 
     Asyncio-safe: no operation awaits anything, so each one runs to completion
     without interleaving on the event loop. Not for use from other threads.
@@ -55,8 +55,7 @@ class MemoryStore:
             raise ValueError("max_entries must be at least 1")
         self._clock = clock
         self._max_entries = max_entries
-        # Insertion order = write order: the first item is the eviction candidate.
-        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._data: dict[str, _Entry] = {}
         self._expiries: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
 
@@ -115,24 +114,15 @@ class MemoryStore:
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
         """Add ``amount`` to the counter under ``key``; ``ttl`` applies only on creation."""
         validate_ttl(ttl)
-        if not INT64_MIN <= amount <= INT64_MAX:
-            raise ValueError("increment is out of the 64-bit range")
         now = self._clock.monotonic()
         entry = self._live(key, now)
         if entry is None:
-            self._write(key, b"%d" % amount, None if ttl is None else now + ttl, now)
-            return amount
-        if _INTEGER.fullmatch(entry.value) is None:
-            raise ValueError("the stored value is not an integer")
-        current = int(entry.value)
-        if not INT64_MIN <= current <= INT64_MAX:
-            raise ValueError("the stored value is not a 64-bit integer")
-        result = current + amount
-        if not INT64_MIN <= result <= INT64_MAX:
-            raise ValueError("the counter would leave the 64-bit range")
+            result = incremented(None, amount)
+            self._write(key, b"%d" % result, None if ttl is None else now + ttl, now)
+            return result
+        result = incremented(entry.value, amount)
         # In place, keeping the expiry (fixed window) and the heap item's seq valid.
         entry.value = b"%d" % result
-        self._data.move_to_end(key)
         return result
 
     async def ttl(self, key: str) -> float | None:
@@ -160,11 +150,9 @@ class MemoryStore:
 
     def _write(self, key: str, value: bytes, expires_at: float | None, now: float) -> None:
         self._purge_expired(now)
-        if key in self._data:
-            # Re-inserting moves the key to the young end of the eviction order.
-            del self._data[key]
-        elif len(self._data) >= self._max_entries:
-            self._data.popitem(last=False)
+        if key not in self._data and len(self._data) >= self._max_entries:
+            # Every key held is live (expired ones were purged just above).
+            raise CacheFull(f"the in-process cache holds its maximum of {self._max_entries} keys")
         seq = next(self._seq)
         self._data[key] = _Entry(value, expires_at, seq)
         if expires_at is not None:
@@ -181,7 +169,7 @@ class MemoryStore:
                 del self._data[key]
 
     def _compact_expiries(self) -> None:
-        # Overwritten, deleted and evicted keys leave stale heap items behind; rebuild
+        # Overwritten and deleted keys leave stale heap items behind; rebuild
         # the heap when they outnumber the live keys so memory stays bounded.
         if len(self._expiries) <= 2 * len(self._data) + 64:
             return

@@ -3,12 +3,13 @@
 Keys are ``str`` and values ``bytes``. A ``ttl`` is a positive, finite number of
 seconds; ``None`` means "no expiry". An expired key is gone: ``get`` returns
 ``None``, ``add`` succeeds again and ``incr`` starts from zero. Every backend
-(memory, Redis, fallback) gives the same answers; one contract suite proves it.
+(memory, local file, Redis, fallback) gives the same answers; one contract suite proves it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Final, Literal, Protocol, TypeAlias
 
@@ -19,6 +20,7 @@ __all__ = [
     "VERSION_DIGITS",
     "CacheStatus",
     "Store",
+    "incremented",
     "is_newer",
     "split_versioned",
     "validate_ttl",
@@ -37,6 +39,10 @@ INT64_MIN = -(2**63)
 #: comparing the prefixes as bytes compares the versions (the same in Lua, SQL and Python).
 VERSION_DIGITS: Final = 20
 MAX_VERSION: Final = 10**VERSION_DIGITS - 1
+
+# What Redis accepts as an integer: optional minus, no leading zeros, no spaces, no "+".
+# At most 19 digits: anything longer cannot be a signed 64-bit integer anyway.
+_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 
 
 class Store(Protocol):
@@ -146,3 +152,24 @@ def is_newer(value: bytes, stored: bytes | None) -> bool:
     if len(prefix) < VERSION_DIGITS or not prefix.isdigit():
         return True
     return value[:VERSION_DIGITS] > prefix
+
+
+def incremented(stored: bytes | None, amount: int) -> int:
+    """The counter ``stored`` (``None``: absent, so 0) plus ``amount``, as Redis ``INCRBY`` does.
+
+    Raises ``ValueError`` when ``amount`` or the stored value is not a 64-bit
+    decimal integer, or when the result would leave the 64-bit range.
+    """
+    if not INT64_MIN <= amount <= INT64_MAX:
+        raise ValueError("increment is out of the 64-bit range")
+    if stored is None:
+        return amount
+    if _INTEGER.fullmatch(stored) is None:
+        raise ValueError("the stored value is not an integer")
+    current = int(stored)
+    if not INT64_MIN <= current <= INT64_MAX:
+        raise ValueError("the stored value is not a 64-bit integer")
+    result = current + amount
+    if not INT64_MIN <= result <= INT64_MAX:
+        raise ValueError("the counter would leave the 64-bit range")
+    return result

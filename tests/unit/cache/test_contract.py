@@ -1,4 +1,5 @@
-"""One contract for every backend: memory, Redis, fallback over live Redis, degraded fallback."""
+"""One contract for every backend: memory, local file, Redis, fallback over live Redis, degraded
+fallback."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from keel._clock import FrozenClock
-from keel.cache import CacheStatus, FallbackStore, MemoryStore, RedisStore, Store
+from keel.cache import CacheStatus, FallbackStore, LocalStore, MemoryStore, RedisStore, Store
 from keel.cache.store import split_versioned, versioned
 from tests.unit.cache._servers import free_port
 
@@ -25,6 +27,7 @@ class Backend:
 
 BACKENDS = [
     "memory",
+    "local",
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("fallback", marks=pytest.mark.redis),
     "fallback-degraded",
@@ -32,7 +35,9 @@ BACKENDS = [
 
 
 @pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, clock: FrozenClock) -> AsyncIterator[Backend]:
+async def backend(
+    request: pytest.FixtureRequest, clock: FrozenClock, tmp_path: Path
+) -> AsyncIterator[Backend]:
     kind: str = request.param
 
     async def advance(seconds: float) -> None:
@@ -46,6 +51,8 @@ async def backend(request: pytest.FixtureRequest, clock: FrozenClock) -> AsyncIt
     status: CacheStatus
     if kind == "memory":
         store, elapse, status = MemoryStore(clock), advance, "ok"
+    elif kind == "local":
+        store, elapse, status = LocalStore(tmp_path / "cache.sqlite3", clock), advance, "ok"
     elif kind == "fallback-degraded":
         # Nothing listens on the primary's port: every call is served from memory.
         dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.25)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr
 
 from keel._clock import FrozenClock
-from keel.cache import FallbackStore, MemoryStore, RedisStore, build_store
+from keel.cache import (
+    FallbackStore,
+    LocalInvalidations,
+    LocalStore,
+    MemoryStore,
+    RedisStore,
+    build_store,
+    build_stores,
+)
+from keel.cache.redis_channel import RedisInvalidations
 from keel.settings import CacheSettings
 from tests.unit.cache._servers import RedisServer, SilentListener
 
@@ -21,8 +33,26 @@ def _settings(url: str | None, *, namespace: str = "keel:") -> CacheSettings:
 
 
 @pytest.mark.parametrize("url", [None, "", "  "])
-def test_without_redis_url_it_is_memory(clock: FrozenClock, url: str | None) -> None:
-    assert isinstance(build_store(_settings(url), clock), MemoryStore)
+def test_without_redis_url_every_worker_shares_one_file(
+    clock: FrozenClock, url: str | None, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(_settings(url), state_file=str(tmp_path / "state.sqlite3"))
+    stores = build_stores(settings, clock)
+    # One store for everything, read directly by every worker: no near cache to invalidate.
+    assert isinstance(stores.general, LocalStore)
+    assert stores.shared is stores.general
+    assert stores.general.path == tmp_path / "state.sqlite3"
+    assert isinstance(stores.channel, LocalInvalidations)
+    assert not (tmp_path / "state.sqlite3").exists()  # opened on first use only
+
+
+def test_with_redis_the_security_cache_has_no_per_process_fallback(
+    clock: FrozenClock, listener: SilentListener
+) -> None:
+    stores = build_stores(_settings(listener.url), clock)
+    assert isinstance(stores.general, FallbackStore)
+    assert isinstance(stores.shared, RedisStore)
+    assert isinstance(stores.channel, RedisInvalidations)
 
 
 def test_constructing_stores_connects_to_nothing(

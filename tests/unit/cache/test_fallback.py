@@ -11,7 +11,8 @@ import pytest
 
 from keel._clock import FrozenClock
 from keel.cache import CacheStatus, FallbackStore, MemoryStore, RedisStore, Store
-from tests.unit.cache._servers import RedisServer, SilentListener
+from keel.errors import CacheFull
+from tests.unit.cache._servers import RedisServer, SilentListener, free_port
 
 RETRY = 1.0
 
@@ -177,6 +178,46 @@ async def test_caller_errors_pass_through_without_degrading(store: FallbackStore
     with pytest.raises(ValueError, match="integer"):
         await store.incr("n")
     assert _status(store) == "ok"
+
+
+async def test_a_full_fallback_refuses_with_cache_full_while_degraded(
+    clock: FrozenClock, caplog_cache: pytest.LogCaptureFixture
+) -> None:
+    dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.25)
+    store = FallbackStore(dead, MemoryStore(clock, max_entries=2), clock, RETRY)
+    try:
+        await store.set("revoked", b"1")
+        await store.set("other", b"v")
+        assert _status(store) == "degraded"
+        with pytest.raises(CacheFull):
+            await store.set("new", b"v")
+        with pytest.raises(CacheFull):
+            await store.incr("counter")
+        # Still degraded, still one warning, and nothing already held was dropped.
+        assert _status(store) == "degraded"
+        assert len(_events(caplog_cache, "cache_degraded")) == 1
+        assert await store.get_many(["revoked", "other", "new"]) == [b"1", b"v", None]
+    finally:
+        await store.close()
+
+
+async def test_cache_full_from_the_primary_is_not_an_outage(
+    clock: FrozenClock, caplog_cache: pytest.LogCaptureFixture
+) -> None:
+    # A primary that answers but is full: the caller must see CacheFull, and the new
+    # key must not be written to the fallback instead.
+    primary, fallback = MemoryStore(clock, max_entries=1), MemoryStore(clock)
+    store = FallbackStore(primary, fallback, clock, RETRY)
+    await store.set("held", b"v")
+    with pytest.raises(CacheFull):
+        await store.set("new", b"v")
+    with pytest.raises(CacheFull):
+        await store.add("new", b"v", ttl=5)
+    assert _status(store) == "ok"
+    assert _events(caplog_cache, "cache_degraded") == []
+    assert await fallback.get("new") is None
+    assert await store.get("held") == b"v"
+    await store.close()
 
 
 def test_retry_interval_must_not_be_negative(clock: FrozenClock) -> None:
