@@ -114,8 +114,9 @@ def test_default_options_are_the_production_ones() -> None:
         assert callable(options[hook])
 
 
-def test_ipv6_bind_is_bracketed() -> None:
-    assert gunicorn_options(_settings(bind="::1", port=8080))["bind"] == ["[::1]:8080"]
+@pytest.mark.parametrize("bind", ["::1", "[::1]", " [::1] "])
+def test_ipv6_bind_is_bracketed_once(bind: str) -> None:
+    assert gunicorn_options(_settings(bind=bind, port=8080))["bind"] == ["[::1]:8080"]
 
 
 def test_forwarded_allow_ips_is_the_trusted_list_and_never_star() -> None:
