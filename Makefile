@@ -23,16 +23,11 @@ $(VENV)/.synced: uv.lock pyproject.toml $(UV)
 
 install: $(VENV)/.synced
 
-# A development signing key in var/ (created once) unless one is configured, so that
-# every worker signs and accepts the same tokens.
+# Without a configured signing key, keel serve makes var/dev-signing-keys.json once and
+# gives it to every worker.
 run: install
 	$(BIN)/keel db upgrade
-	@if [ -z "$$KEEL_JWT_KEY_FILE$$KEEL_JWT_PRIVATE_KEY$$KEEL_JWT_SECRET" ]; then \
-		[ -f var/dev-signing-keys.json ] || { mkdir -p var && $(BIN)/keel keys generate --file var/dev-signing-keys.json; }; \
-		KEEL_JWT_KEY_FILE=var/dev-signing-keys.json exec $(BIN)/keel serve; \
-	else \
-		exec $(BIN)/keel serve; \
-	fi
+	exec $(BIN)/keel serve
 
 lint: install
 	$(BIN)/ruff check src tests bench scripts

@@ -126,8 +126,8 @@ def _secret_findings(settings: Settings) -> Iterator[Finding]:
         else:
             yield _warning(
                 "W001",
-                "SECRET_KEY is not set; development uses a throwaway key per process",
-                "set SECRET_KEY before running more than one worker or in production",
+                "SECRET_KEY is not set; the audit chain is sealed with a fixed development key",
+                "set SECRET_KEY (or KEEL_AUDIT_KEY) to 32+ random characters before production",
             )
         return
     secret = settings.secret_key.get_secret_value()

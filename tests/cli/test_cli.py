@@ -46,9 +46,9 @@ def test_check_passes_on_the_embedded_defaults(tmp_path: Path) -> None:
     result = keel("check", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "keel.W001" in result.stdout  # no SECRET_KEY
-    assert "keel.W009" in result.stdout  # throwaway signing key
-    assert result.stdout.strip().endswith("0 error(s), 2 warning(s)")
+    assert result.stdout.strip().endswith("0 error(s), 1 warning(s)")
     assert not (tmp_path / "keel.sqlite3").exists(), "check must not create the database"
+    assert not (tmp_path / "var").exists(), "check must not create the development key file"
 
 
 def test_check_fails_on_production_errors_and_never_prints_secrets(tmp_path: Path) -> None:
