@@ -9,6 +9,10 @@ UV     := $(TOOLS)/bin/uv
 BIN    := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set (as on many
+# machines and images) nothing is cached at run time, and every gunicorn worker would
+# compile every dependency again at each boot.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: run test lint install check bench clean
 
@@ -17,7 +21,8 @@ $(UV): requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-tools.txt
 	touch $@
 
-$(VENV)/.synced: uv.lock pyproject.toml $(UV)
+# Makefile is a prerequisite: a change in how the environment is installed re-syncs it.
+$(VENV)/.synced: uv.lock pyproject.toml Makefile $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $@
 
