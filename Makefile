@@ -9,6 +9,10 @@ UV     := $(TOOLS)/bin/uv
 BIN    := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set (as on many
+# machines and images) nothing is cached at run time, and every gunicorn worker would
+# compile every dependency again at each boot.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: run test lint install check bench clean
 
@@ -17,22 +21,18 @@ $(UV): requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-tools.txt
 	touch $@
 
-$(VENV)/.synced: uv.lock pyproject.toml $(UV)
+# Makefile is a prerequisite: a change in how the environment is installed re-syncs it.
+$(VENV)/.synced: uv.lock pyproject.toml Makefile $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $@
 
 install: $(VENV)/.synced
 
-# A development signing key in var/ (created once) unless one is configured, so that
-# every worker signs and accepts the same tokens.
+# Without a configured signing key, keel serve makes var/dev-signing-keys.json once and
+# gives it to every worker.
 run: install
 	$(BIN)/keel db upgrade
-	@if [ -z "$$KEEL_JWT_KEY_FILE$$KEEL_JWT_PRIVATE_KEY$$KEEL_JWT_SECRET" ]; then \
-		[ -f var/dev-signing-keys.json ] || { mkdir -p var && $(BIN)/keel keys generate --file var/dev-signing-keys.json; }; \
-		KEEL_JWT_KEY_FILE=var/dev-signing-keys.json exec $(BIN)/keel serve; \
-	else \
-		exec $(BIN)/keel serve; \
-	fi
+	exec $(BIN)/keel serve
 
 lint: install
 	$(BIN)/ruff check src tests bench scripts

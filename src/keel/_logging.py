@@ -78,6 +78,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
+            # gunicorn's workers share one stream: the pid tells their lines apart.
+            "pid": record.process,
         }
         request_id = request_id_var.get()
         if request_id is not None:

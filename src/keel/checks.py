@@ -3,7 +3,10 @@
 ``keel check`` prints them; ``create_app`` and ``keel serve`` refuse to start a
 production environment (``KEEL_ENV=production``) while any error stands. Ids
 never change meaning; retired ids are not reused. Messages name the setting,
-never its value.
+never its value. Settings that cannot even be built (E000, and E022-E024 for
+``KEEL_BIND`` and ``PORT``, from ``load_settings``) stop every command in every
+environment; only those hints repeat what was written, ``KEEL_BIND`` being no
+secret.
 """
 
 from __future__ import annotations
@@ -66,10 +69,12 @@ def _warning(id_: str, message: str, hint: str) -> Finding:
 
 
 def load_settings(environ: dict[str, str] | None = None) -> tuple[Settings | None, list[Finding]]:
-    """Build ``Settings`` from the environment, turning invalid values into E000 findings.
+    """Build ``Settings`` from the environment, turning invalid values into findings.
 
-    Validation messages come from the field rules, never from the submitted
-    value, so a mistyped secret is not echoed.
+    A rule of keel's own (``KEEL_BIND``, ``PORT``: see ``keel._listen``) gives
+    its own id and hint; any other invalid value is E000. Validation messages
+    come from the field rules, never from the submitted value, so a mistyped
+    secret is not echoed.
     """
     try:
         if environ is None:
@@ -77,7 +82,11 @@ def load_settings(environ: dict[str, str] | None = None) -> tuple[Settings | Non
         return Settings.model_validate(environ), []  # pragma: no cover - convenience for tools
     except ValidationError as exc:
         findings = []
-        for err in exc.errors(include_input=False, include_url=False, include_context=False):
+        for err in exc.errors(include_input=False, include_url=False):
+            if err["type"].startswith("keel."):
+                hint = str(err.get("ctx", {}).get("hint", ""))
+                findings.append(Finding(err["type"], "error", err["msg"], hint))
+                continue
             where = ".".join(str(part) for part in err["loc"]) or "settings"
             findings.append(
                 _error(
@@ -117,8 +126,8 @@ def _secret_findings(settings: Settings) -> Iterator[Finding]:
         else:
             yield _warning(
                 "W001",
-                "SECRET_KEY is not set; development uses a throwaway key per process",
-                "set SECRET_KEY before running more than one worker or in production",
+                "SECRET_KEY is not set; the audit chain is sealed with a fixed development key",
+                "set SECRET_KEY (or KEEL_AUDIT_KEY) to 32+ random characters before production",
             )
         return
     secret = settings.secret_key.get_secret_value()

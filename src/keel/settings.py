@@ -15,8 +15,18 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from keel._listen import DEFAULT_BIND, DEFAULT_PORT, ListenSettingError, parse_bind, parse_port
 
 __all__ = [
     "AuditSettings",
@@ -301,7 +311,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "redis_url")
     )
-    port: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    port: int = Field(default=DEFAULT_PORT, validation_alias=AliasChoices("PORT", "port"))
     web_concurrency: int | None = Field(
         default=None,
         ge=1,
@@ -316,7 +326,7 @@ class Settings(BaseSettings):
     env: Environment = "development"
     debug: bool = False
     reload: bool = False
-    bind: str = "127.0.0.1"
+    bind: str = DEFAULT_BIND
     public_url: str | None = None
     log_level: LogLevel = "INFO"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
@@ -406,6 +416,19 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("bind", "port", mode="before")
+    @classmethod
+    def _listen(cls, value: object, info: ValidationInfo) -> object:
+        try:
+            if info.field_name == "port":
+                return parse_port(value)
+            return parse_bind(value) if isinstance(value, str) else value
+        except ListenSettingError as exc:
+            # The type carries the finding id, the context its hint (keel.checks.load_settings).
+            raise PydanticCustomError(
+                f"keel.{exc.finding_id}", exc.message, {"hint": exc.hint}
+            ) from None
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod

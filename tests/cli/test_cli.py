@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.runtime._harness import free_port
 
 GOOD_SECRET = "Zq3v9LmX2pT7wR4yK8nB1cF6hJ0dS5gA-uE_iO"
 
@@ -43,9 +46,9 @@ def test_check_passes_on_the_embedded_defaults(tmp_path: Path) -> None:
     result = keel("check", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "keel.W001" in result.stdout  # no SECRET_KEY
-    assert "keel.W009" in result.stdout  # throwaway signing key
-    assert result.stdout.strip().endswith("0 error(s), 2 warning(s)")
+    assert result.stdout.strip().endswith("0 error(s), 1 warning(s)")
     assert not (tmp_path / "keel.sqlite3").exists(), "check must not create the database"
+    assert not (tmp_path / "var").exists(), "check must not create the development key file"
 
 
 def test_check_fails_on_production_errors_and_never_prints_secrets(tmp_path: Path) -> None:
@@ -59,11 +62,43 @@ def test_check_fails_on_production_errors_and_never_prints_secrets(tmp_path: Pat
 
 
 def test_check_reports_invalid_values_without_echoing_them(tmp_path: Path) -> None:
-    result = keel("check", env={"PORT": "canary-port"}, cwd=tmp_path)
+    result = keel("check", env={"WEB_CONCURRENCY": "canary-workers"}, cwd=tmp_path)
     assert result.returncode == 1
     assert "keel.E000" in result.stdout
-    assert "PORT" in result.stdout
-    assert "canary-port" not in result.stdout + result.stderr
+    assert "WEB_CONCURRENCY" in result.stdout
+    assert "canary-workers" not in result.stdout + result.stderr
+    port = keel("check", env={"PORT": "canary-port"}, cwd=tmp_path)
+    assert port.returncode == 1
+    assert "keel.E024" in port.stdout
+    assert "hint: set PORT to a whole number from 1 to 65535, e.g. PORT=8000" in port.stdout
+    assert "canary-port" not in port.stdout + port.stderr
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+@pytest.mark.parametrize("command", ["serve", "dev", "check"])
+def test_a_bind_with_a_port_is_refused_before_anything_starts(
+    command: str, environment: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {"KEEL_ENV": environment, "KEEL_BIND": f"127.0.0.1:{port}", "PORT": str(port)}
+    result = keel(command, env=env, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "keel.E022 [error] KEEL_BIND includes a port" in output
+    assert f"hint: put the port in PORT: KEEL_BIND=127.0.0.1 PORT={port}" in output
+    # Nothing was started: no gunicorn or uvicorn line, no listener, no files.
+    for marker in ("serving on", "server_starting", "gunicorn", "Uvicorn", "Traceback"):
+        assert marker not in output
+    assert not _accepts(port)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_blank_web_concurrency_is_unset(tmp_path: Path) -> None:

@@ -40,9 +40,9 @@ _SCRUBBED = ("WEB_CONCURRENCY", "DATABASE_URL", "REDIS_URL", "PORT", "SECRET_KEY
 _SCRUBBED_PREFIXES = ("KEEL_", "GUNICORN_", "FORWARDED_ALLOW_IPS", "UVICORN_")
 
 
-def server_command(factory: str) -> list[str]:
+def server_command(factory: str, subcommand: str = "serve") -> list[str]:
     """The one place that says how keel is launched (``-X dev``: asyncio debug, all warnings)."""
-    return [sys.executable, "-X", "dev", "-m", "keel", "serve", "--factory", factory]
+    return [sys.executable, "-X", "dev", "-m", "keel", subcommand, "--factory", factory]
 
 
 def free_port() -> int:

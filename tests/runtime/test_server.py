@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.runtime._harness import RunningServer, running_server
+from tests.runtime._harness import RunningServer, running_server, server_command
 from tests.runtime.factories import BLOCK_SECONDS, SLOW_REQUEST_SECONDS
 from tests.unit.cache._servers import redis_server
 
@@ -227,3 +228,29 @@ def test_redis_outage_degrades_and_recovers(tmp_path: Path) -> None:
 
         redis.start()
         assert _eventually(lambda: readiness() == (200, "ok"), deadline=5), s.logs()
+
+
+def _live_on_ipv6_loopback(server: RunningServer, deadline: float = 30.0) -> bool:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        assert server.process.poll() is None, server.logs()
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(f"http://[::1]:{server.port}/livez", timeout=1.0)
+            if response.status_code == 200:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("command", "bind"), [("serve", "::1"), ("serve", "[::1]"), ("dev", "[::1]")]
+)
+def test_ipv6_loopback_is_a_bind_address_with_or_without_brackets(
+    tmp_path: Path, command: str, bind: str
+) -> None:
+    def launch(_: int) -> list[str]:
+        return server_command("tests.runtime.factories:app", command)
+
+    with running_server(tmp_path, env={"KEEL_BIND": bind}, wait=False, command=launch) as s:
+        assert _live_on_ipv6_loopback(s), s.logs()
+        assert not s.accepts_tcp()  # 127.0.0.1: nothing listens there

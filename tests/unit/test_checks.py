@@ -42,7 +42,7 @@ def test_a_sound_production_configuration_has_no_findings(monkeypatch: pytest.Mo
     ("override", "expected"),
     [
         ({"SECRET_KEY": ""}, "keel.E001"),
-        ({"PORT": "not-a-port"}, "keel.E000"),
+        ({"WEB_CONCURRENCY": "not-a-number"}, "keel.E000"),
         ({"SECRET_KEY": "short-but-random-9x"}, "keel.E002"),
         ({"SECRET_KEY": "changeme-changeme-changeme-changeme-123"}, "keel.E003"),
         ({"SECRET_KEY": "a" * 48}, "keel.E003"),
@@ -81,7 +81,7 @@ def test_each_insecure_production_setting_is_an_error(
         settings, findings = load_settings()
         assert settings is None
         assert [f.id for f in findings] == ["keel.E000"]
-        assert "not-a-port" not in str(findings[0])
+        assert "not-a-number" not in str(findings[0])
         return
     ids = _ids(env, monkeypatch)
     assert expected in ids
@@ -98,6 +98,48 @@ def test_production_without_redis_is_refused_unless_declared_one_instance(
     ids = _ids(single, monkeypatch)
     assert "keel.E030" not in ids
     assert "keel.W007" in ids  # still said: the state is shared by this machine's workers only
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+@pytest.mark.parametrize(
+    ("override", "expected", "hint"),
+    [
+        ({"KEEL_BIND": "127.0.0.1:8000"}, "keel.E022", "KEEL_BIND=127.0.0.1 PORT=8000"),
+        ({"KEEL_BIND": "[::1]:8000"}, "keel.E022", "KEEL_BIND=::1 PORT=8000"),
+        ({"KEEL_BIND": "0.0.0.0:80"}, "keel.E022", "KEEL_BIND=0.0.0.0 PORT=80"),
+        ({"KEEL_BIND": "256.1.1.1"}, "keel.E023", "KEEL_BIND=127.0.0.1"),
+        ({"KEEL_BIND": "exa mple"}, "keel.E023", "KEEL_BIND=127.0.0.1"),
+        ({"KEEL_BIND": "unix:/x"}, "keel.E023", "KEEL_BIND=127.0.0.1 PORT=8000"),
+        ({"PORT": "0"}, "keel.E024", "PORT=8000"),
+        ({"PORT": "70000"}, "keel.E024", "PORT=8000"),
+        ({"PORT": "canary-port"}, "keel.E024", "PORT=8000"),
+    ],
+)
+def test_a_bind_or_port_that_cannot_be_listened_on_is_its_own_error_everywhere(
+    monkeypatch: pytest.MonkeyPatch,
+    environment: str,
+    override: dict[str, str],
+    expected: str,
+    hint: str,
+) -> None:
+    base = PRODUCTION_OK if environment == "production" else {}
+    for key, value in {**base, **override, "KEEL_ENV": environment}.items():
+        monkeypatch.setenv(key, value)
+    settings, findings = load_settings()
+    assert settings is None
+    assert [(f.id, f.level) for f in findings] == [(expected, "error")]
+    assert hint in findings[0].hint
+    text = str(findings[0])
+    assert "canary" not in text
+    assert "exa mple" not in text
+    assert "256.1.1.1" not in text
+
+
+def test_a_bind_and_a_port_both_wrong_give_both_findings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_BIND", "127.0.0.1:8000")
+    monkeypatch.setenv("PORT", "0")
+    _, findings = load_settings()
+    assert sorted(f.id for f in findings) == ["keel.E022", "keel.E024"]
 
 
 def test_missing_secret_is_an_error_only_in_production(monkeypatch: pytest.MonkeyPatch) -> None:

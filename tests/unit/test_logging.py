@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 
 from keel._logging import REDACTED, JsonFormatter, event, request_id_var
 
@@ -53,7 +54,7 @@ def test_sec_65_secret_looking_keys_are_redacted_at_any_depth() -> None:
     assert record["note"] == "fine"
 
 
-def test_lines_carry_utc_time_level_logger_and_request_id() -> None:
+def test_lines_carry_utc_time_level_logger_pid_and_request_id() -> None:
     logger, stream = _logger()
     token = request_id_var.set("req-123")
     try:
@@ -64,6 +65,7 @@ def test_lines_carry_utc_time_level_logger_and_request_id() -> None:
     assert record["ts"].endswith("+00:00")
     assert record["level"] == "warning"
     assert record["event"] == "plain message"
+    assert record["pid"] == os.getpid()
     assert record["request_id"] == "req-123"
 
 

@@ -5,6 +5,7 @@ import ipaddress
 import pytest
 from pydantic import ValidationError
 
+from keel._listen import ListenSettingError, parse_bind, parse_port
 from keel.settings import Settings, normalize_database_url
 
 
@@ -146,3 +147,71 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValidationError):
         settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("0.0.0.0", "0.0.0.0"),
+        ("::1", "::1"),
+        ("[::1]", "::1"),
+        ("::", "::"),
+        ("[::]", "::"),
+        ("0:0:0:0:0:0:0:1", "::1"),
+        ("localhost", "localhost"),
+        ("api.internal.example.", "api.internal.example."),
+        (" 10.0.0.7 ", "10.0.0.7"),
+        ("", "127.0.0.1"),
+    ],
+)
+def test_bind_takes_ip_literals_with_or_without_brackets_and_host_names(
+    given: str, expected: str
+) -> None:
+    assert parse_bind(given) == expected
+    assert Settings(bind=given).bind == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "finding_id", "hint"),
+    [
+        ("127.0.0.1:8000", "E022", "put the port in PORT: KEEL_BIND=127.0.0.1 PORT=8000"),
+        ("[::1]:8000", "E022", "put the port in PORT: KEEL_BIND=::1 PORT=8000"),
+        ("0.0.0.0:80", "E022", "put the port in PORT: KEEL_BIND=0.0.0.0 PORT=80"),
+        ("localhost:9000", "E022", "KEEL_BIND=localhost PORT=9000"),
+        (":8000", "E022", "KEEL_BIND=0.0.0.0 PORT=8000"),
+        ("127.0.0.1:99999", "E022", "KEEL_BIND=127.0.0.1 PORT=<a number from 1 to 65535>"),
+        ("256.1.1.1", "E023", "KEEL_BIND=127.0.0.1 (this machine only)"),
+        ("1.2.3", "E023", "the port goes in PORT"),
+        ("exa mple", "E023", "KEEL_BIND=0.0.0.0 (every IPv4 interface)"),
+        ("-bad-.example", "E023", "KEEL_BIND=:: (every IPv6 interface)"),
+        ("*", "E023", "an IP address or a host name"),
+        ("[127.0.0.1]", "E023", "an IP address or a host name"),
+        ("fe80::1%eth0", "E023", "an IP address or a host name"),
+        ("unix:/x", "E023", "KEEL_BIND=127.0.0.1 PORT=8000"),
+        ("/run/keel.sock", "E023", "KEEL_BIND=127.0.0.1 PORT=8000"),
+        ("http://0.0.0.0:8000", "E023", "write the address alone: KEEL_BIND=0.0.0.0 PORT=8000"),
+    ],
+)
+def test_bind_refuses_ports_and_non_addresses_with_what_to_write_instead(
+    given: str, finding_id: str, hint: str
+) -> None:
+    with pytest.raises(ListenSettingError) as caught:
+        parse_bind(given)
+    assert caught.value.finding_id == finding_id
+    assert hint in caught.value.hint
+    assert "KEEL_BIND" in caught.value.message
+
+
+@pytest.mark.parametrize(("given", "expected"), [("8000", 8000), (" 1 ", 1), ("65535", 65535)])
+def test_port_takes_1_to_65535(given: str, expected: int) -> None:
+    assert parse_port(given) == expected
+    assert parse_port(expected) == expected
+
+
+@pytest.mark.parametrize("given", ["0", "70000", "65536", "abc", "-1", "80.0", "٣٠٠٠", 0, True])
+def test_port_out_of_range_or_not_a_number_is_e024(given: object) -> None:
+    with pytest.raises(ListenSettingError) as caught:
+        parse_port(given)
+    assert caught.value.finding_id == "E024"
+    assert "PORT=8000" in caught.value.hint

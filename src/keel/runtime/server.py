@@ -44,6 +44,7 @@ from uvicorn_worker import UvicornWorker
 
 from keel._logging import JsonFormatter, configure_logging, event
 from keel.errors import ConfigurationError
+from keel.security.devkeys import development_key_file, has_configured_key
 from keel.settings import Settings
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "read_cgroup_limits",
     "require_fast_stack",
     "serve",
+    "share_development_key",
     "worker_count",
 ]
 
@@ -70,6 +72,8 @@ _log = logging.getLogger("keel.server")
 DEFAULT_FACTORY: Final = "keel.api.app:create_app"
 # ``keel dev`` hands the factory to uvicorn's reloading child through this variable.
 DEV_FACTORY_ENV: Final = "KEEL_DEV_FACTORY"
+# Workers build their own Settings() from the environment: this is how they find a key file.
+KEY_FILE_ENV: Final = "KEEL_JWT_KEY_FILE"
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP: Final = Path("/proc/self/cgroup")
@@ -488,10 +492,36 @@ class KeelApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is unt
         return import_factory(self.factory)(settings)
 
 
+def share_development_key(settings: Settings) -> None:
+    """In development without a configured signing key, give every worker the same one.
+
+    Runs in the master before any worker exists: the development key file
+    (``keel.security.devkeys``) is created or read, and named in this
+    process's environment, which the workers inherit. Every worker then signs
+    and accepts the same tokens, and so does the next start in the same
+    directory. Production and configured keys are left alone.
+    """
+    if settings.is_production or has_configured_key(settings.tokens):
+        return
+    development = development_key_file(settings.tokens)
+    os.environ[KEY_FILE_ENV] = str(development.path)
+    event(
+        _log,
+        logging.INFO,
+        "jwt_development_key_file",
+        path=str(development.path),
+        kid=development.keys.current.kid,
+        created=development.created,
+        detail="no signing key configured: every worker uses this development key file; "
+        "production needs KEEL_JWT_KEY_FILE",
+    )
+
+
 def serve(settings: Settings, *, factory: str = DEFAULT_FACTORY) -> None:
     """Run gunicorn with keel's workers until it is told to stop (``keel serve``)."""
     require_fast_stack()
     configure_logging(settings.log_level)
+    share_development_key(settings)
     application = KeelApplication(
         gunicorn_options(settings), factory=factory, lifespan_reserve=lifespan_reserve(settings)
     )
@@ -514,6 +544,7 @@ def dev(settings: Settings, *, factory: str = DEFAULT_FACTORY) -> None:
         raise ConfigurationError("keel dev is refused when KEEL_ENV=production; use keel serve")
     require_fast_stack()
     _check_factory_ref(factory)
+    share_development_key(settings)
     server = settings.server
     os.environ[DEV_FACTORY_ENV] = factory
     uvicorn.run(

@@ -19,11 +19,11 @@ Where keys come from (:func:`load_key_set`): ``KEEL_JWT_KEY_FILE`` (JSON
 ``{"current": <private JWK>, "previous": [<private JWK>...]}``, mode 0600,
 written atomically by ``keel keys generate|rotate``), or ``KEEL_JWT_PRIVATE_KEY``
 (one PEM key, no rotation), or ``KEEL_JWT_SECRET`` for ``HS256``. Exactly one
-of them. Without any, development generates an ephemeral key per process and
-warns: with several workers each has its own key, so a token issued by one is
-refused by the others, and every restart logs everyone out — run
-``keel keys generate --file F`` and set ``KEEL_JWT_KEY_FILE=F``. Production
-refuses to start without a key (:func:`key_findings`, SEC-34).
+of them. Without any, in development, ``keel serve`` and ``keel dev`` create one
+development key file and hand it to every worker (``keel.security.devkeys``);
+a process built any other way signs with an ephemeral key of its own and warns
+that no other process accepts its tokens. Production refuses to start without
+a key (:func:`key_findings`, SEC-34).
 
 Workers read the key file at start-up: after ``keel keys rotate``, restart or
 reload (``SIGHUP`` to the gunicorn master) every instance.
@@ -590,7 +590,8 @@ def load_key_set(settings: TokenSettings, *, production: bool) -> KeySet:
     """The signing keys ``settings`` name; see the module docstring for the sources.
 
     Raises ``KeyConfigurationError`` for a missing (production only), weak,
-    unreadable or conflicting key. In development, without any key, returns an
+    unreadable or conflicting key. In development, without any key (only when
+    the process was not started by ``keel serve`` or ``keel dev``), returns an
     ephemeral key of the configured algorithm and logs a warning.
     """
     keys = _configured_key_set(settings)
@@ -605,8 +606,8 @@ def load_key_set(settings: TokenSettings, *, production: bool) -> KeySet:
         "jwt_ephemeral_key",
         kid=keys.current.kid,
         detail="no signing key configured: this process signs with a throwaway key; tokens "
-        "die with it and other workers refuse them. Run `keel keys generate --file PATH` "
-        "and set KEEL_JWT_KEY_FILE",
+        "die with it and other processes refuse them. Serve with `keel serve` or `keel dev` "
+        "(they share a development key file), or set KEEL_JWT_KEY_FILE",
     )
     return keys
 
@@ -616,27 +617,18 @@ def key_findings(settings: TokenSettings, *, production: bool) -> list[tuple[str
 
     ``E0nn`` ids are errors, ``W0nn`` warnings. Messages name settings, never
     their values. E015 no key (production), E016 weak HS256 secret, E017
-    unusable key file, E018 conflicting or invalid key settings; W009
-    ephemeral development key, W010 key file readable by others.
+    unusable key file, E018 conflicting or invalid key settings; W010 key file
+    readable by others. W009 (each process a throwaway key, in development) is
+    retired: ``keel serve`` and ``keel dev`` share a development key file.
     """
     try:
         keys = _configured_key_set(settings)
     except KeyConfigurationError as exc:
         return [(exc.finding_id, exc.message, exc.hint)]
     findings: list[tuple[str, str, str]] = []
-    if keys is None:
-        if production:
-            missing = _missing_key_error()
-            findings.append((missing.finding_id, missing.message, missing.hint))
-        else:
-            findings.append(
-                (
-                    "W009",
-                    "no access-token signing key is configured; each process signs with a "
-                    "throwaway key (tokens die on restart, other workers refuse them)",
-                    "run `keel keys generate --file PATH` and set KEEL_JWT_KEY_FILE=PATH",
-                )
-            )
+    if keys is None and production:
+        missing = _missing_key_error()
+        findings.append((missing.finding_id, missing.message, missing.hint))
     if settings.key_file:
         try:
             mode = os.stat(settings.key_file).st_mode

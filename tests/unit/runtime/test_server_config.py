@@ -26,8 +26,10 @@ from keel.runtime.server import (
     lifespan_reserve,
     read_cgroup_limits,
     require_fast_stack,
+    share_development_key,
     worker_count,
 )
+from keel.security.keys import load_key_set
 from keel.settings import Settings
 
 MIB = 1024 * 1024
@@ -114,8 +116,9 @@ def test_default_options_are_the_production_ones() -> None:
         assert callable(options[hook])
 
 
-def test_ipv6_bind_is_bracketed() -> None:
-    assert gunicorn_options(_settings(bind="::1", port=8080))["bind"] == ["[::1]:8080"]
+@pytest.mark.parametrize("bind", ["::1", "[::1]", " [::1] "])
+def test_ipv6_bind_is_bracketed_once(bind: str) -> None:
+    assert gunicorn_options(_settings(bind=bind, port=8080))["bind"] == ["[::1]:8080"]
 
 
 def test_forwarded_allow_ips_is_the_trusted_list_and_never_star() -> None:
@@ -189,6 +192,44 @@ def test_import_factory() -> None:
 def test_dev_refuses_production() -> None:
     with pytest.raises(ConfigurationError):
         dev(_settings(env="production"))
+
+
+# -- the development signing key ------------------------------------------------------------
+
+
+def test_development_without_a_key_hands_every_worker_one_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KEEL_JWT_KEY_FILE", "")  # blank is unset; restored after the test
+    with caplog.at_level(logging.INFO, logger="keel.server"):
+        share_development_key(Settings())
+    key_file = tmp_path / "var" / "dev-signing-keys.json"
+    assert os.environ["KEEL_JWT_KEY_FILE"] == str(key_file)
+    # What a worker builds from the inherited environment: that file, the same key each time.
+    worker = Settings()
+    assert worker.tokens.key_file == str(key_file)
+    kid = load_key_set(worker.tokens, production=False).current.kid
+    assert load_key_set(Settings().tokens, production=False).current.kid == kid
+    [record] = [r for r in caplog.records if r.getMessage() == "jwt_development_key_file"]
+    assert record.fields["path"] == str(key_file)  # type: ignore[attr-defined]
+    assert record.fields["kid"] == kid  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"env": "production"},
+        {"jwt_algorithm": "HS256", "jwt_secret": "Jwt-Hm7Qx2Lp9Vr4Ks8Tn3Wb6Yc1Zd5Fg0Aj"},
+    ],
+)
+def test_production_and_configured_keys_get_no_development_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values: dict[str, str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    share_development_key(Settings(**values))  # type: ignore[arg-type]
+    assert "KEEL_JWT_KEY_FILE" not in os.environ
+    assert not (tmp_path / "var").exists()
 
 
 # -- the worker ---------------------------------------------------------------------------
