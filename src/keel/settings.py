@@ -207,12 +207,13 @@ class ThrottleSettings:
 
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
-    """What ``keel.cache`` needs."""
+    """What ``keel.cache`` needs; ``cluster``: ``redis_url`` names a node of a Redis Cluster."""
 
     redis_url: SecretStr | None
     timeout: float
     retry_interval: float
     namespace: str = "keel:"
+    cluster: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,9 +368,13 @@ class Settings(BaseSettings):
     audit_key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
     audit_previous_keys: SecretStr | None = None
 
+    # No braces, ever: on a Redis Cluster a "{" in the prefix would make the
+    # prefix every key's hash tag (the whole cache in one slot) or break the
+    # tags keys carry ("user:{42}:...") for keys read together.
     cache_namespace: str = Field(default="keel:", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     cache_timeout: float = Field(default=0.25, gt=0)
     cache_retry_interval: float = Field(default=1.0, gt=0)
+    redis_cluster: bool = False
 
     warmup_timeout: float = Field(default=2.0, gt=0)
     warmup_budget: float = Field(default=120.0, gt=0)
@@ -561,6 +566,7 @@ class Settings(BaseSettings):
             timeout=self.cache_timeout,
             retry_interval=self.cache_retry_interval,
             namespace=self.cache_namespace,
+            cluster=self.redis_cluster,
         )
 
     @property

@@ -1,5 +1,7 @@
 """keel.cache: one ``Store`` protocol over process memory, Redis, and Redis with a memory fallback.
 
+``RedisStore`` runs on one server or a Redis Cluster.
+
 ``build_store(settings.cache, clock)`` picks the backend; nothing here connects
 at import or construction.
 """
@@ -12,4 +14,11 @@ from keel.cache.memory import MemoryStore
 from keel.cache.redis_store import RedisStore
 from keel.cache.store import CacheStatus, Store
 
-__all__ = ["CacheStatus", "FallbackStore", "MemoryStore", "RedisStore", "Store", "build_store"]
+__all__ = [
+    "CacheStatus",
+    "FallbackStore",
+    "MemoryStore",
+    "RedisStore",
+    "Store",
+    "build_store",
+]

@@ -21,7 +21,7 @@ def build_store(settings: CacheSettings, clock: Clock, *, namespace: str = "keel
     if not url:
         return MemoryStore(clock)
     return FallbackStore(
-        RedisStore(url, namespace=namespace, timeout=settings.timeout),
+        RedisStore(url, namespace=namespace, timeout=settings.timeout, cluster=settings.cluster),
         MemoryStore(clock),
         clock,
         settings.retry_interval,

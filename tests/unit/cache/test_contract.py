@@ -1,4 +1,7 @@
-"""One contract for every backend: memory, Redis, fallback over live Redis, degraded fallback."""
+"""One contract for every backend.
+
+Memory, Redis, Redis Cluster, fallback over live Redis, and a degraded fallback.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import pytest
 
 from keel._clock import FrozenClock
 from keel.cache import CacheStatus, FallbackStore, MemoryStore, RedisStore, Store
+from tests.unit.cache._cluster import LocalCluster
 from tests.unit.cache._servers import free_port
 
 
@@ -25,6 +29,7 @@ class Backend:
 BACKENDS = [
     "memory",
     pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=pytest.mark.cluster),
     pytest.param("fallback", marks=pytest.mark.redis),
     "fallback-degraded",
 ]
@@ -43,6 +48,7 @@ async def backend(request: pytest.FixtureRequest, clock: FrozenClock) -> AsyncIt
 
     store: Store
     status: CacheStatus
+    namespace: str
     if kind == "memory":
         store, elapse, status = MemoryStore(clock), advance, "ok"
     elif kind == "fallback-degraded":
@@ -50,9 +56,14 @@ async def backend(request: pytest.FixtureRequest, clock: FrozenClock) -> AsyncIt
         dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.25)
         store = FallbackStore(dead, MemoryStore(clock), clock, retry_interval=1.0)
         elapse, status = advance, "degraded"
+    elif kind == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        namespace = request.getfixturevalue("cluster_namespace")
+        store = RedisStore(cluster.url, namespace=namespace, timeout=2.0, cluster=True)
+        elapse, status = sleep, "ok"
     else:
         url: str = request.getfixturevalue("redis_url")
-        namespace: str = request.getfixturevalue("redis_namespace")
+        namespace = request.getfixturevalue("redis_namespace")
         # Generous: these tests are about semantics, and a loaded machine answers slowly.
         redis_store = RedisStore(url, namespace=namespace, timeout=2.0)
         if kind == "redis":
