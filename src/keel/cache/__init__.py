@@ -1,6 +1,7 @@
 """keel.cache: one ``Store`` protocol over process memory, Redis, and Redis with a memory fallback.
 
-``RedisStore`` runs on one server or a Redis Cluster.
+``RedisStore`` runs on one server or a Redis Cluster, and also carries pub/sub
+messages (``publish``, ``subscriber``).
 
 ``build_store(settings.cache, clock)`` picks the backend; nothing here connects
 at import or construction.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from keel.cache.factory import build_store
 from keel.cache.fallback import FallbackStore
 from keel.cache.memory import MemoryStore
+from keel.cache.pubsub import RedisSubscriber
 from keel.cache.redis_store import RedisStore
 from keel.cache.store import CacheStatus, Store
 
@@ -19,6 +21,7 @@ __all__ = [
     "FallbackStore",
     "MemoryStore",
     "RedisStore",
+    "RedisSubscriber",
     "Store",
     "build_store",
 ]

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from keel.errors import CacheUnavailable
 
-__all__ = ["DRIVER_ERRORS", "Client", "driver_errors", "new_client"]
+__all__ = ["DRIVER_ERRORS", "Client", "driver_errors", "new_client", "subscriber_connection"]
 
 Client: TypeAlias = Redis | RedisCluster
 
@@ -61,6 +62,29 @@ def new_client(url: str, *, cluster: bool, timeout: float, max_connections: int)
     )
     # from_pool: closing the client closes the pool it owns.
     return Redis.from_pool(pool)
+
+
+def subscriber_connection(
+    url: str, *, timeout: float, address: tuple[str, int] | None = None
+) -> AbstractConnection:
+    """A new, unconnected connection for a subscriber: to ``url``, or to the node at ``address``.
+
+    Credentials and TLS come from ``url``; on a cluster ``address`` names the
+    node. RESP2 and undecoded replies whatever the URL says, because the
+    subscriber parses the pub/sub replies itself and payloads are bytes.
+    """
+    options: dict[str, Any] = dict(parse_url(url))
+    connection_class: type[AbstractConnection] = options.pop("connection_class", Connection)
+    if address is not None:
+        options["host"], options["port"] = address
+    options.update(
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        protocol=2,
+        decode_responses=False,
+    )
+    return connection_class(**options)
 
 
 @contextmanager

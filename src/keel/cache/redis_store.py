@@ -22,7 +22,9 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from redis.asyncio import RedisCluster
-from redis.exceptions import ResponseError
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisClusterException, ResponseError
 
 from keel._logging import event
 from keel.cache._redis_client import (
@@ -30,7 +32,9 @@ from keel.cache._redis_client import (
     Client,
     driver_errors,
     new_client,
+    subscriber_connection,
 )
+from keel.cache.pubsub import RedisSubscriber
 from keel.cache.store import CacheStatus, validate_ttl
 from keel.errors import CacheUnavailable
 
@@ -69,6 +73,9 @@ class RedisStore:
     commands are in flight at once). redis-py's own retries are off: a failed
     call fails after one attempt, so the caller's latency stays bounded and a
     non-idempotent ``incr`` is never applied twice.
+
+    ``publish`` and ``subscriber`` carry messages between processes over
+    classic pub/sub; see ``keel.cache.pubsub`` for what is guaranteed.
     """
 
     def __init__(
@@ -102,7 +109,7 @@ class RedisStore:
 
     @property
     def namespace(self) -> str:
-        """The prefix of every key this store writes."""
+        """The prefix of every key and channel this store uses."""
         return self._namespace
 
     @property
@@ -183,6 +190,27 @@ class RedisStore:
             else:
                 await self._run(lambda redis: redis.ping())
 
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """``PUBLISH`` ``payload`` on ``channel`` (namespaced) to every subscriber connected now.
+
+        On a cluster it goes through the node that owns the channel's hash slot,
+        where ``subscriber`` connects first. Raises ``CacheUnavailable`` when
+        Redis does not take it.
+        """
+        name = self._namespace + channel
+        with self._guard():
+            client = self._redis()
+            if isinstance(client, RedisCluster):
+                owner = await self._slot_owner(client, name)
+                await self._run(lambda redis: redis.publish(name, payload, target_nodes=owner))
+            else:
+                await self._run(lambda redis: redis.publish(name, payload))
+
+    def subscriber(self, channel: str) -> RedisSubscriber:
+        """A subscriber to ``channel`` (namespaced); it connects to nothing until ``connect()``."""
+        name = self._namespace + channel
+        return RedisSubscriber(name, lambda: self._subscriber_connections(name))
+
     async def close(self) -> None:
         """Close the client's connections; a later call would open new ones."""
         client, self._client = self._client, None
@@ -244,6 +272,28 @@ class RedisStore:
     async def _mget(self, names: list[str]) -> list[bytes | str | None]:
         values: list[bytes | str | None] = await self._run(lambda redis: redis.mget(names))
         return values
+
+    async def _slot_owner(self, client: RedisCluster, name: str) -> ClusterNode:
+        # The slot map is loaded on the first command; publish may be the first.
+        await client.initialize()
+        owner = client.get_node_from_key(name)
+        if owner is None:  # only possible when asking for a replica; never here
+            raise RedisClusterException(f"no node owns the slot of {name!r}")
+        return owner
+
+    async def _subscriber_connections(self, channel: str) -> list[AbstractConnection]:
+        with driver_errors("Redis did not answer"):
+            client = self._redis()
+            if not isinstance(client, RedisCluster):
+                return [subscriber_connection(self._url, timeout=self._timeout)]
+            owner = await self._slot_owner(client, channel)
+        # The owner first (where publish goes), then every other node: classic
+        # PUBLISH reaches them all, so any live node will do.
+        nodes = sorted(client.get_nodes(), key=lambda node: node.name != owner.name)
+        return [
+            subscriber_connection(self._url, timeout=self._timeout, address=(n.host, int(n.port)))
+            for n in nodes
+        ]
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
