@@ -3,6 +3,8 @@
 ``KEEL_TEST_DATABASE_URL`` and ``KEEL_TEST_REDIS_URL`` name the servers. Where
 they are unset the backend tests are skipped, unless ``KEEL_TEST_REQUIRE_BACKENDS``
 is set (CI sets it), in which case they fail: CI never counts a skip as a pass.
+``redis_cluster`` starts a private three-node Redis Cluster once per run; it needs
+``redis-server`` and ``redis-cli`` on PATH, under the same skip-or-fail rule.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from keel._clock import FrozenClock
+
+if TYPE_CHECKING:
+    from tests.unit.cache._cluster import LocalCluster
 
 
 def _backend_url(name: str) -> str:
@@ -59,6 +65,39 @@ def redis_namespace(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A private three-node Redis Cluster shared by the whole run; never kill its nodes.
+
+    Tests isolate their keys with ``cluster_namespace``; a test that kills
+    nodes starts a cluster of its own with ``tests.unit.cache._cluster.redis_cluster``.
+    """
+    from tests.unit.cache._cluster import redis_cluster as start_cluster
+    from tests.unit.cache._servers import require_programs
+
+    require_programs("redis-server", "redis-cli")
+
+    with start_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_namespace(redis_cluster: LocalCluster) -> Iterator[str]:
+    """A key prefix of this test's own on ``redis_cluster``; its keys are deleted afterwards."""
+    import redis
+
+    namespace = f"keeltest:{secrets.token_hex(6)}:"
+    yield namespace
+    for port in redis_cluster.ports:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        try:
+            # Each node holds only its own slots' keys: delete them where they live.
+            for key in client.scan_iter(match=f"{namespace}*", count=500):
+                client.delete(key)
+        finally:
+            client.close()
 
 
 @pytest.fixture

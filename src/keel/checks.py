@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from pydantic import ValidationError
 
@@ -222,6 +222,13 @@ def _edge_findings(settings: Settings) -> Iterator[Finding]:
 
 
 def _cache_findings(settings: Settings) -> Iterator[Finding]:
+    if settings.redis_cluster and settings.redis_url is None:
+        yield _error(
+            "E025",
+            "KEEL_REDIS_CLUSTER is on but REDIS_URL is not set",
+            "set REDIS_URL to redis:// or rediss:// and any one node of the cluster, "
+            "or unset KEEL_REDIS_CLUSTER",
+        )
     if settings.redis_url is None:
         if not settings.is_production:
             return
@@ -242,12 +249,25 @@ def _cache_findings(settings: Settings) -> Iterator[Finding]:
             )
         return
     parts = urlsplit(settings.redis_url.get_secret_value())
+    if settings.redis_cluster and (parts.scheme == "unix" or _redis_database(parts) != "0"):
+        yield _error(
+            "E026",
+            "REDIS_URL is a unix socket or selects a database other than 0, "
+            "which Redis Cluster does not support",
+            "name one node as redis://host:port or rediss://host:port, without a database",
+        )
     if settings.is_production and parts.scheme == "redis" and not _is_loopback(parts.hostname):
         yield _warning(
             "W008",
             "REDIS_URL reaches a non-loopback Redis without TLS",
             "use a rediss:// URL",
         )
+
+
+def _redis_database(parts: SplitResult) -> str:
+    # redis-py reads the database from ?db= first, then from the path.
+    query = dict(parse_qsl(parts.query))
+    return query.get("db") or parts.path.strip("/") or "0"
 
 
 def _audit_findings(settings: Settings) -> Iterator[Finding]:

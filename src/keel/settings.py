@@ -230,7 +230,7 @@ class ThrottleSettings:
 
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
-    """What ``keel.cache`` needs.
+    """What ``keel.cache`` needs; ``cluster``: ``redis_url`` names a node of a Redis Cluster.
 
     ``state_file`` is the SQLite file every process of this machine shares:
     the store itself without ``REDIS_URL``, Redis's fallback with it.
@@ -241,6 +241,7 @@ class CacheSettings:
     retry_interval: float
     namespace: str = "keel:"
     state_file: str = DEFAULT_STATE_FILE
+    cluster: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,11 +396,15 @@ class Settings(BaseSettings):
     audit_key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
     audit_previous_keys: SecretStr | None = None
 
+    # No braces, ever: on a Redis Cluster a "{" in the prefix would make the
+    # prefix every key's hash tag (the whole cache in one slot) or break the
+    # tags keys carry ("user:{42}:...") for keys read together.
     cache_namespace: str = Field(default="keel:", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     cache_timeout: float = Field(default=0.25, gt=0)
     cache_retry_interval: float = Field(default=1.0, gt=0)
     state_file: str | None = Field(default=None, min_length=1, max_length=4096)
     single_instance: bool = False
+    redis_cluster: bool = False
 
     warmup_timeout: float = Field(default=2.0, gt=0)
     warmup_budget: float = Field(default=120.0, gt=0)
@@ -605,6 +610,7 @@ class Settings(BaseSettings):
             retry_interval=self.cache_retry_interval,
             namespace=self.cache_namespace,
             state_file=self.state_file or _state_file_beside(self.database_url),
+            cluster=self.redis_cluster,
         )
 
     @property

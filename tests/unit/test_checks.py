@@ -151,6 +151,44 @@ def test_missing_secret_is_an_error_only_in_production(monkeypatch: pytest.Monke
     assert not errors_in(run_checks(Settings()))
 
 
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_cluster_mode_without_redis_url_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    env = {**PRODUCTION_OK, "KEEL_ENV": environment, "KEEL_REDIS_CLUSTER": "true"}
+    del env["REDIS_URL"]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    findings = [f for f in run_checks(Settings()) if f.id == "keel.E025"]
+    assert len(findings) == 1
+    assert findings[0].is_error
+    assert "REDIS_URL" in findings[0].hint
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("rediss://cache.internal:6380", False),
+        ("rediss://cache.internal:6380/0", False),
+        ("rediss://cache.internal:6380/?db=0", False),
+        ("rediss://cache.internal:6380/2", True),
+        ("rediss://cache.internal:6380/0?db=3", True),
+        ("unix:///run/redis.sock", True),
+    ],
+)
+def test_cluster_mode_needs_a_node_address_and_database_zero(
+    monkeypatch: pytest.MonkeyPatch, url: str, expected: bool
+) -> None:
+    env = {**PRODUCTION_OK, "REDIS_URL": url, "KEEL_REDIS_CLUSTER": "true"}
+    assert ("keel.E026" in _ids(env, monkeypatch)) is expected
+    assert "keel.E025" not in _ids(env, monkeypatch)
+
+
+def test_a_database_number_is_fine_without_cluster_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**PRODUCTION_OK, "REDIS_URL": "rediss://cache.internal:6380/2"}
+    assert _ids(env, monkeypatch) == set()
+
+
 def test_loopback_postgres_needs_no_tls(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {**PRODUCTION_OK, "DATABASE_URL": "postgresql://keel@127.0.0.1/keel"}
     assert "keel.E007" not in _ids(env, monkeypatch)

@@ -70,6 +70,7 @@ def test_defaults_are_safe_for_a_bare_machine() -> None:
     settings = Settings()
     assert settings.database.dialect == "sqlite"
     assert settings.redis_url is None
+    assert settings.cache.cluster is False
     assert settings.bind == "127.0.0.1"
     assert settings.port == 8000
     assert settings.max_requests == 0
@@ -124,6 +125,26 @@ def test_audit_key_falls_back_to_a_derived_then_a_development_key() -> None:
         Settings(audit_previous_keys="k1:short")
 
 
+def test_cluster_mode_reaches_the_cache_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "rediss://node-1.cache:6380")
+    monkeypatch.setenv("KEEL_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("KEEL_CACHE_NAMESPACE", "app:")
+    cache = Settings().cache
+    assert cache.cluster is True
+    assert cache.namespace == "app:"
+    assert cache.redis_url is not None
+
+
+@pytest.mark.parametrize("namespace", ["app{x}:", "app{:", "a}b"])
+def test_the_cache_namespace_never_holds_a_hash_tag(
+    monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    # A brace would decide every key's Redis Cluster hash slot.
+    monkeypatch.setenv("KEEL_CACHE_NAMESPACE", namespace)
+    with pytest.raises(ValidationError, match="cache_namespace"):
+        Settings()
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -135,6 +156,7 @@ def test_audit_key_falls_back_to_a_derived_then_a_development_key() -> None:
         ("KEEL_PUBLIC_URL", "ftp://x"),
         ("REDIS_URL", "memcached://x"),
         ("KEEL_MAX_BODY_BYTES", "10"),
+        ("KEEL_REDIS_CLUSTER", "sometimes"),
     ],
 )
 def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -1,6 +1,9 @@
 """keel.cache: one ``Store`` protocol over process memory, a machine-local file, Redis, and
 Redis with a memory fallback.
 
+``RedisStore`` runs on one server or a Redis Cluster, and also carries pub/sub
+messages (``publish``, ``subscriber``).
+
 ``build_store(settings.cache, clock)`` picks the backend; nothing here connects
 at import or construction.
 """
@@ -12,6 +15,7 @@ from keel.cache.fallback import FallbackStore
 from keel.cache.invalidation import InvalidationHandler, Invalidations, LocalInvalidations
 from keel.cache.local import LocalStore
 from keel.cache.memory import MemoryStore
+from keel.cache.pubsub import RedisSubscriber
 from keel.cache.redis_store import RedisStore
 from keel.cache.store import CacheStatus, Store
 
@@ -24,6 +28,7 @@ __all__ = [
     "LocalStore",
     "MemoryStore",
     "RedisStore",
+    "RedisSubscriber",
     "Store",
     "Stores",
     "build_store",

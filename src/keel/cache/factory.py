@@ -42,7 +42,9 @@ def build_stores(settings: CacheSettings, clock: Clock) -> Stores:
     url = settings.redis_url.get_secret_value().strip() if settings.redis_url else ""
     if not url:
         return Stores(general=local, shared=local, channel=LocalInvalidations())
-    redis = RedisStore(url, namespace=settings.namespace, timeout=settings.timeout)
+    redis = RedisStore(
+        url, namespace=settings.namespace, timeout=settings.timeout, cluster=settings.cluster
+    )
     return Stores(
         general=FallbackStore(redis, local, clock, settings.retry_interval),
         shared=redis,

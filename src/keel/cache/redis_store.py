@@ -1,30 +1,56 @@
-"""``RedisStore``: the shared cache on Redis, via redis-py's asyncio client.
+"""``RedisStore``: the shared cache on one Redis server or a Redis Cluster, via redis-py (asyncio).
 
-Every failure of the server to answer (refused, reset, timed out, pool
-exhausted, or an error reply such as ``READONLY``) is raised as
-``CacheUnavailable`` chained to the redis-py error, so callers handle one
-exception whatever the driver does.
+Every failure to answer (refused, reset, timed out, no free connection, an
+error reply such as ``READONLY`` or ``CLUSTERDOWN``, redirections that never
+settle) is raised as ``CacheUnavailable`` chained to the redis-py error, so
+callers handle one exception whatever the driver or the topology.
+
+On a cluster every key lives in the hash slot of its name, namespace included.
+``get_many`` sends one ``MGET`` per slot, so keys read together should share a
+hash tag (``user:{42}:state``, ``user:{42}:roles``) and go out as one command.
+The namespace itself never contains braces (``KEEL_CACHE_NAMESPACE`` refuses
+them), so it cannot turn into, or break, a key's hash tag.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisClusterException, ResponseError
 
 from keel._logging import event
+from keel.cache._redis_client import (
+    DRIVER_ERRORS,
+    Client,
+    driver_errors,
+    new_client,
+    subscriber_connection,
+)
+from keel.cache.pubsub import RedisSubscriber
 from keel.cache.store import VERSION_DIGITS, CacheStatus, validate_ttl, validate_versioned
 from keel.errors import CacheUnavailable
 
 __all__ = ["RedisStore"]
 
+_T = TypeVar("_T")
 _log = logging.getLogger("keel.cache")
+
+# Create the counter at 0 with its expiry only if absent, then add. A script
+# runs as one unit on the key's node, so no client ever sees a counter without
+# expiry and a window never restarts while the key lives; one key, so it runs
+# on a cluster too. Errors from INCRBY keep Redis's wording.
+_INCR_WITH_TTL = """
+redis.call('SET', KEYS[1], '0', 'NX', 'PX', ARGV[2])
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
 
 
 # KEYS[1] = key; ARGV = value, prefix length, expiry in ms (0: none). Byte-wise comparison of
@@ -53,15 +79,24 @@ def _milliseconds(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
 
 
-class RedisStore:
-    """A ``Store`` on Redis, every key prefixed with ``namespace``.
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    # A URL with ?decode_responses=true would hand back str; the contract is bytes.
+    return value.encode() if isinstance(value, str) else value
 
-    Constructing it connects to nothing: the client and its pool are created on
-    first use, inside the running event loop. Connecting and every read are
-    bounded by ``timeout`` seconds, and so is waiting for one of the
-    ``max_connections`` pooled connections. redis-py's own retries are off: a
-    failed call fails after one attempt, so the caller's latency stays bounded
-    and a non-idempotent ``incr`` is never applied twice.
+
+class RedisStore:
+    """A ``Store`` on Redis, every key prefixed with ``namespace``; ``cluster`` for a Redis Cluster.
+
+    Constructing it connects to nothing: the client is created on first use,
+    inside the running event loop. Connecting and every read are bounded by
+    ``timeout`` seconds, and so is waiting for one of the ``max_connections``
+    connections (per node on a cluster, where at most ``max_connections``
+    commands are in flight at once). redis-py's own retries are off: a failed
+    call fails after one attempt, so the caller's latency stays bounded and a
+    non-idempotent ``incr`` is never applied twice.
+
+    ``publish`` and ``subscriber`` carry messages between processes over
+    classic pub/sub; see ``keel.cache.pubsub`` for what is guaranteed.
     """
 
     def __init__(
@@ -71,6 +106,7 @@ class RedisStore:
         namespace: str = "keel:",
         timeout: float,
         max_connections: int = 32,
+        cluster: bool = False,
     ) -> None:
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError("timeout must be a positive number of seconds")
@@ -80,16 +116,21 @@ class RedisStore:
         self._namespace = namespace
         self._timeout = timeout
         self._max_connections = max_connections
-        self._client: Redis | None = None
+        self._cluster = cluster
+        self._client: Client | None = None
+        self._in_flight: asyncio.Semaphore | None = None
         self._status: CacheStatus = "ok"
 
     def __repr__(self) -> str:
         # Never the URL: it may carry a password.
-        return f"RedisStore(namespace={self._namespace!r}, timeout={self._timeout})"
+        return (
+            f"RedisStore(namespace={self._namespace!r}, timeout={self._timeout}, "
+            f"cluster={self._cluster})"
+        )
 
     @property
     def namespace(self) -> str:
-        """The prefix of every key this store writes."""
+        """The prefix of every key and channel this store uses."""
         return self._namespace
 
     @property
@@ -99,33 +140,37 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         """Return the value under ``key``, or ``None`` when absent or expired."""
+        name = self._namespace + key
         with self._guard():
-            value = await self._redis().get(self._namespace + key)
-        # A URL with ?decode_responses=true would hand back str; the contract is bytes.
-        return value.encode() if isinstance(value, str) else value
+            value: bytes | str | None = await self._run(lambda redis: redis.get(name))
+        return _as_bytes(value)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The values under ``keys``, in order, by one ``MGET``; ``None`` for absent ones."""
+        """The values under ``keys``, in order; one ``MGET`` (per hash slot on a cluster)."""
         if not keys:
             return []
         names = [self._namespace + key for key in keys]
         with self._guard():
-            values: list[bytes | str | None] = await self._redis().mget(names)
-        return [value.encode() if isinstance(value, str) else value for value in values]
+            client = self._redis()
+            if isinstance(client, RedisCluster):
+                values = await self._mget_by_slot(client, names)
+            else:
+                values = await self._run(lambda redis: redis.mget(names))
+        return [_as_bytes(value) for value in values]
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, replacing any value and any previous expiry."""
         validate_ttl(ttl)
-        px = None if ttl is None else _milliseconds(ttl)
+        name, px = self._namespace + key, None if ttl is None else _milliseconds(ttl)
         with self._guard():
-            await self._redis().set(self._namespace + key, value, px=px)
+            await self._run(lambda redis: redis.set(name, value, px=px))
 
     async def add(self, key: str, value: bytes, *, ttl: float | None) -> bool:
         """Store ``value`` only if ``key`` is absent (``SET NX``); ``True`` when stored."""
         validate_ttl(ttl)
-        px = None if ttl is None else _milliseconds(ttl)
+        name, px = self._namespace + key, None if ttl is None else _milliseconds(ttl)
         with self._guard():
-            stored = await self._redis().set(self._namespace + key, value, nx=True, px=px)
+            stored = await self._run(lambda redis: redis.set(name, value, nx=True, px=px))
         return bool(stored)
 
     async def set_if_newer(self, key: str, value: bytes, *, ttl: float | None) -> bool:
@@ -133,16 +178,18 @@ class RedisStore:
         validate_ttl(ttl)
         validate_versioned(value)
         px = 0 if ttl is None else _milliseconds(ttl)
+        name = self._namespace + key
         with self._guard():
-            stored = await self._redis().eval(
-                _SET_IF_NEWER, 1, self._namespace + key, value, VERSION_DIGITS, px
+            stored = await self._run(
+                lambda redis: redis.eval(_SET_IF_NEWER, 1, name, value, VERSION_DIGITS, px)
             )
         return bool(stored)
 
     async def delete(self, key: str) -> None:
         """Remove ``key``; removing an absent key is not an error."""
+        name = self._namespace + key
         with self._guard():
-            await self._redis().delete(self._namespace + key)
+            await self._run(lambda redis: redis.delete(name))
 
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
         """Add ``amount`` to the counter under ``key``; ``ttl`` applies only on creation."""
@@ -150,63 +197,158 @@ class RedisStore:
         name = self._namespace + key
         with self._guard(), _integer_errors():
             if ttl is None:
-                result: int = await self._redis().incrby(name, amount)
-                return result
-            # MULTI/EXEC: create the key at 0 with its expiry only if absent, then add.
-            # Both run as one unit, so no other client can see a counter without expiry
-            # and a window never restarts while the key lives.
-            async with self._redis().pipeline(transaction=True) as pipe:
-                pipe.set(name, b"0", nx=True, px=_milliseconds(ttl))
-                pipe.incrby(name, amount)
-                _, result = await pipe.execute()
-            return result
+                result: int = await self._run(lambda redis: redis.incrby(name, amount))
+            else:
+                px = _milliseconds(ttl)
+                result = await self._run(
+                    lambda redis: redis.eval(_INCR_WITH_TTL, 1, name, amount, px)
+                )
+        return int(result)
 
     async def ttl(self, key: str) -> float | None:
         """Seconds until ``key`` expires; ``None`` when absent or without expiry."""
+        name = self._namespace + key
         with self._guard():
-            pttl: int = await self._redis().pttl(self._namespace + key)
+            pttl: int = await self._run(lambda redis: redis.pttl(name))
         # -2: no such key, -1: no expiry.
         return None if pttl < 0 else pttl / 1000
 
     async def ping(self) -> None:
-        """Return when Redis answers ``PING``; raise ``CacheUnavailable`` otherwise."""
+        """Return when Redis (every cluster node) answers ``PING``; else ``CacheUnavailable``."""
+        # On a cluster, PING without a target asks one node; a dead primary
+        # means part of the keyspace does not answer, so ask them all.
         with self._guard():
-            await self._redis().ping()
+            if self._cluster:
+                await self._run(lambda redis: redis.ping(target_nodes=RedisCluster.PRIMARIES))
+            else:
+                await self._run(lambda redis: redis.ping())
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """``PUBLISH`` ``payload`` on ``channel`` (namespaced) to every subscriber connected now.
+
+        On a cluster it goes through the node that owns the channel's hash slot,
+        where ``subscriber`` connects first. Raises ``CacheUnavailable`` when
+        Redis does not take it.
+        """
+        name = self._namespace + channel
+        with self._guard():
+            client = self._redis()
+            if isinstance(client, RedisCluster):
+                owner = await self._slot_owner(client, name)
+                await self._run(lambda redis: redis.publish(name, payload, target_nodes=owner))
+            else:
+                await self._run(lambda redis: redis.publish(name, payload))
+
+    def subscriber(self, channel: str) -> RedisSubscriber:
+        """A subscriber to ``channel`` (namespaced); it connects to nothing until ``connect()``."""
+        name = self._namespace + channel
+        return RedisSubscriber(name, lambda: self._subscriber_connections(name))
 
     async def close(self) -> None:
-        """Close the pool's connections; a later call would open new ones."""
+        """Close the client's connections; a later call would open new ones."""
         client, self._client = self._client, None
+        self._in_flight = None
         if client is None:
             return
         try:
             await client.aclose()
-        except (RedisError, OSError) as exc:
+        except DRIVER_ERRORS as exc:
             # Shutdown must go on even if a dead server makes closing fail.
             event(_log, logging.DEBUG, "cache_close_failed", error=type(exc).__name__)
 
-    def _redis(self) -> Redis:
+    def _redis(self) -> Client:
         if self._client is None:
-            pool = BlockingConnectionPool.from_url(
+            self._client = new_client(
                 self._url,
-                max_connections=self._max_connections,
+                cluster=self._cluster,
                 timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                socket_timeout=self._timeout,
-                retry=Retry(NoBackoff(), 0),
+                max_connections=self._max_connections,
             )
-            # from_pool: closing the client closes the pool it owns.
-            self._client = Redis.from_pool(pool)
+            if self._cluster:
+                # redis-py's cluster client fails instead of waiting when a node's
+                # connections are all busy; waiting here keeps the single-server
+                # behaviour: bounded connections, a bounded wait for one.
+                self._in_flight = asyncio.Semaphore(self._max_connections)
         return self._client
+
+    async def _run(self, command: Callable[[Client], Awaitable[_T]]) -> _T:
+        client = self._redis()
+        in_flight = self._in_flight
+        if in_flight is None or not isinstance(client, RedisCluster):
+            return await command(client)
+        async with asyncio.timeout(self._timeout):
+            await in_flight.acquire()
+        try:
+            # Load the slot map (once, or again after a connection failure) before
+            # routing: a command routed without it goes to a random node and
+            # comes back MOVED.
+            await client.initialize()
+            return await command(client)
+        finally:
+            in_flight.release()
+
+    async def _mget_by_slot(
+        self, client: RedisCluster, names: list[str]
+    ) -> list[bytes | str | None]:
+        slots: dict[int, list[str]] = {}
+        for name in dict.fromkeys(names):
+            slots.setdefault(client.keyslot(name), []).append(name)
+        groups = list(slots.values())
+        replies = await _all([self._mget(group) for group in groups])
+        values = {
+            name: value
+            for group, reply in zip(groups, replies, strict=True)
+            for name, value in zip(group, reply, strict=True)
+        }
+        return [values[name] for name in names]
+
+    async def _mget(self, names: list[str]) -> list[bytes | str | None]:
+        values: list[bytes | str | None] = await self._run(lambda redis: redis.mget(names))
+        return values
+
+    async def _slot_owner(self, client: RedisCluster, name: str) -> ClusterNode:
+        # The slot map is loaded on the first command; publish may be the first.
+        await client.initialize()
+        owner = client.get_node_from_key(name)
+        if owner is None:  # only possible when asking for a replica; never here
+            raise RedisClusterException(f"no node owns the slot of {name!r}")
+        return owner
+
+    async def _subscriber_connections(self, channel: str) -> list[AbstractConnection]:
+        with driver_errors("Redis did not answer"):
+            client = self._redis()
+            if not isinstance(client, RedisCluster):
+                return [subscriber_connection(self._url, timeout=self._timeout)]
+            owner = await self._slot_owner(client, channel)
+        # The owner first (where publish goes), then every other node: classic
+        # PUBLISH reaches them all, so any live node will do.
+        nodes = sorted(client.get_nodes(), key=lambda node: node.name != owner.name)
+        return [
+            subscriber_connection(self._url, timeout=self._timeout, address=(n.host, int(n.port)))
+            for n in nodes
+        ]
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
         try:
-            yield
-        except (RedisError, OSError) as exc:
-            # OSError includes TimeoutError, for anything redis-py lets through unwrapped.
+            with driver_errors("Redis did not answer"):
+                yield
+        except CacheUnavailable:
             self._status = "degraded"
-            raise CacheUnavailable("Redis did not answer") from exc
+            raise
         self._status = "ok"
+
+
+async def _all(calls: list[Awaitable[_T]]) -> list[_T]:
+    """Await ``calls`` concurrently; on the first failure cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 @contextmanager

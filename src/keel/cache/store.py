@@ -59,9 +59,10 @@ class Store(Protocol):
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values under ``keys``, in order (``None`` for each absent or expired one).
 
-        One round trip to a shared backend (Redis ``MGET``): several lookups a
-        request needs cost the latency of one. Not a snapshot across keys on
-        every backend; each value is what ``get`` would have returned.
+        One round trip to a shared backend (Redis ``MGET``; on a Redis Cluster
+        one ``MGET`` per hash slot, sent at once): several lookups a request
+        needs cost the latency of one. Not a snapshot across keys on every
+        backend; each value is what ``get`` would have returned.
         """
         ...
 

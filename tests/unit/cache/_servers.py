@@ -6,15 +6,39 @@ The shared Redis at 6379 is never stopped or flushed; outage tests kill their ow
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["RedisServer", "SilentListener", "free_port", "redis_server", "silent_listener"]
+import pytest
+
+__all__ = [
+    "RedisServer",
+    "SilentListener",
+    "free_port",
+    "redis_server",
+    "reply_field",
+    "reply_fields",
+    "require_programs",
+    "silent_listener",
+]
 
 _START_DEADLINE = 5.0
+
+
+def require_programs(*names: str) -> None:
+    """Skip the test when a program is missing from PATH; under KEEL_TEST_REQUIRE_BACKENDS, fail."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if not missing:
+        return
+    reason = f"{', '.join(missing)} not on PATH"
+    if os.environ.get("KEEL_TEST_REQUIRE_BACKENDS"):
+        pytest.fail(f"{reason} but KEEL_TEST_REQUIRE_BACKENDS is set")
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -37,10 +61,11 @@ def _pong(port: int) -> bool:
 class RedisServer:
     """One ``redis-server`` process on a fixed loopback port, which can be killed and restarted."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, extra_args: Sequence[str] = ()) -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self._workdir = workdir
+        self._extra_args = tuple(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -60,6 +85,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self._workdir),
+                *self._extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -79,20 +105,53 @@ class RedisServer:
         if proc is not None:
             proc.wait(timeout=_START_DEADLINE)
 
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
     def connections_received(self) -> int:
         """How many connections the server has accepted since it started (ours included)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-            sock.sendall(b"INFO stats\r\n")
-            data = b""
-            while b"total_connections_received:" not in data or not data.endswith(b"\r\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        for line in data.decode().splitlines():
-            if line.startswith("total_connections_received:"):
-                return int(line.split(":", 1)[1])
-        raise RuntimeError("INFO stats had no total_connections_received")
+        return int(reply_field(self.port, "INFO stats", "total_connections_received"))
+
+
+def reply_field(port: int, command: str, field: str) -> str:
+    """The ``field:value`` in the text reply to ``command`` (``INFO``, ``CLUSTER INFO``)."""
+    fields = reply_fields(port, command)
+    if field not in fields:
+        raise RuntimeError(f"{command} had no {field}")
+    return fields[field]
+
+
+def reply_fields(port: int, command: str) -> dict[str, str]:
+    """Every ``field:value`` line of the text reply to ``command`` on the server at ``port``.
+
+    A raw socket, so it works while a test's own client is broken or closed.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.sendall(f"{command}\r\n".encode())
+        data = b""
+        # A bulk reply: "$<length>\r\n<body>\r\n"; read until the whole body is in.
+        while not _complete_bulk(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"{command}: the connection closed before the reply")
+            data += chunk
+    fields = {}
+    for line in data.decode().splitlines()[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name] = value
+    return fields
+
+
+def _complete_bulk(data: bytes) -> bool:
+    header, sep, body = data.partition(b"\r\n")
+    if sep and header.startswith(b"-"):
+        raise RuntimeError(header[1:].decode())
+    if not sep:
+        return False
+    return len(body) >= int(header[1:]) + 2
 
 
 @contextlib.contextmanager

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.unit.cache._servers import RedisServer, SilentListener, redis_server, silent_listener
+from tests.unit.cache._cluster import LocalCluster
+from tests.unit.cache._cluster import redis_cluster as start_cluster
+from tests.unit.cache._servers import (
+    RedisServer,
+    SilentListener,
+    redis_server,
+    require_programs,
+    silent_listener,
+)
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A ``redis-server`` of this test's own, which the test may kill and restart."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("KEEL_TEST_REQUIRE_BACKENDS"):
-            pytest.fail("redis-server is not on PATH but KEEL_TEST_REQUIRE_BACKENDS is set")
-        pytest.skip("redis-server is not on PATH")
+    require_programs("redis-server")
     with redis_server(tmp_path) as server:
         yield server
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A three-node Redis Cluster of this test's own, whose nodes the test may kill.
+
+    Nodes give up on a silent peer after one second (``cluster-node-timeout``),
+    so a test sees the cluster go down in a few seconds rather than fifteen.
+    """
+    require_programs("redis-server", "redis-cli")
+    with start_cluster(tmp_path, node_timeout_ms=1000) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
-"""One contract for every backend: memory, local file, Redis, fallback over live Redis, degraded
-fallback."""
+"""One contract for every backend.
+
+Memory, the machine-local file, Redis, Redis Cluster, fallback over live Redis, and a
+degraded fallback.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import pytest
 from keel._clock import FrozenClock
 from keel.cache import CacheStatus, FallbackStore, LocalStore, MemoryStore, RedisStore, Store
 from keel.cache.store import split_versioned, versioned
+from tests.unit.cache._cluster import LocalCluster
 from tests.unit.cache._servers import free_port
 
 
@@ -29,6 +33,7 @@ BACKENDS = [
     "memory",
     "local",
     pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=pytest.mark.cluster),
     pytest.param("fallback", marks=pytest.mark.redis),
     "fallback-degraded",
 ]
@@ -49,6 +54,7 @@ async def backend(
 
     store: Store
     status: CacheStatus
+    namespace: str
     if kind == "memory":
         store, elapse, status = MemoryStore(clock), advance, "ok"
     elif kind == "local":
@@ -58,9 +64,14 @@ async def backend(
         dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.25)
         store = FallbackStore(dead, MemoryStore(clock), clock, retry_interval=1.0)
         elapse, status = advance, "degraded"
+    elif kind == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        namespace = request.getfixturevalue("cluster_namespace")
+        store = RedisStore(cluster.url, namespace=namespace, timeout=2.0, cluster=True)
+        elapse, status = sleep, "ok"
     else:
         url: str = request.getfixturevalue("redis_url")
-        namespace: str = request.getfixturevalue("redis_namespace")
+        namespace = request.getfixturevalue("redis_namespace")
         # Generous: these tests are about semantics, and a loaded machine answers slowly.
         redis_store = RedisStore(url, namespace=namespace, timeout=2.0)
         if kind == "redis":

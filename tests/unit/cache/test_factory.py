@@ -20,15 +20,17 @@ from keel.cache import (
 )
 from keel.cache.redis_channel import RedisInvalidations
 from keel.settings import CacheSettings
+from tests.unit.cache._cluster import LocalCluster
 from tests.unit.cache._servers import RedisServer, SilentListener
 
 
-def _settings(url: str | None, *, namespace: str = "keel:") -> CacheSettings:
+def _settings(url: str | None, *, namespace: str = "keel:", cluster: bool = False) -> CacheSettings:
     return CacheSettings(
         redis_url=None if url is None else SecretStr(url),
         timeout=0.25,
         retry_interval=1.0,
         namespace=namespace,
+        cluster=cluster,
     )
 
 
@@ -61,7 +63,9 @@ def test_constructing_stores_connects_to_nothing(
     # No event loop here at all: construction must not need one.
     stores = [
         RedisStore(listener.url, timeout=0.25),
+        RedisStore(listener.url, timeout=0.25, cluster=True),
         FallbackStore(RedisStore(listener.url, timeout=0.25), MemoryStore(clock), clock),
+        build_store(_settings(listener.url, cluster=True), clock),
         build_store(_settings(listener.url), clock),
     ]
     assert isinstance(stores[-1], FallbackStore)
@@ -80,6 +84,29 @@ async def test_built_store_uses_redis_with_the_namespace(
         raw = RedisStore(private_redis.url, namespace="app:", timeout=0.25)
         try:
             assert await raw.get("k") == b"v"
+        finally:
+            await raw.close()
+    finally:
+        await store.close()
+
+
+@pytest.mark.cluster
+async def test_cluster_mode_builds_a_store_on_the_cluster(
+    clock: FrozenClock, redis_cluster: LocalCluster, cluster_namespace: str
+) -> None:
+    store = build_store(
+        _settings(redis_cluster.url, namespace=cluster_namespace, cluster=True), clock
+    )
+    try:
+        # Keys in every node's slots: a single-server client would get MOVED for some.
+        for index in range(12):
+            await store.set(f"k{index}", str(index).encode())
+        assert store.status == "ok"
+        raw = RedisStore(redis_cluster.url, namespace=cluster_namespace, timeout=2.0, cluster=True)
+        try:
+            assert await raw.get_many([f"k{index}" for index in range(12)]) == [
+                str(index).encode() for index in range(12)
+            ]
         finally:
             await raw.close()
     finally:
