@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -101,9 +102,29 @@ class RedisServer:
         """SIGKILL the server (an outage, not a shutdown) and reap it."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused server must be able to die
             proc.kill()
         if proc is not None:
             proc.wait(timeout=_START_DEADLINE)
+
+    def snapshot(self) -> None:
+        """Write the data to ``dump.rdb`` now: a later ``start`` comes back with it."""
+        if reply_field(self.port, "INFO persistence", "rdb_changes_since_last_save") == "0":
+            return
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as sock:
+            sock.sendall(b"SAVE\r\n")
+            if not sock.recv(64).startswith(b"+OK"):
+                raise RuntimeError("SAVE failed")
+
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps every connection open and answers nothing (a hang)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:
