@@ -4,9 +4,7 @@ accept the same tokens (one development key file, made by the master)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,18 +12,13 @@ import pytest
 from keel.db import migrate
 from keel.settings import Settings
 from tests.runtime._harness import RunningServer, running_server, server_command
+from tests.runtime._workers import events, spread
 
 pytestmark = pytest.mark.runtime
 
 FACTORY = "keel.api.app:create_app"
 PASSWORD = "correct horse battery staple 42"
-CLIENTS = 16
-REQUESTS = 128
-MAX_ROUNDS = 5
-
-
-def _events(server: RunningServer) -> list[dict[str, object]]:
-    return [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+REQUESTS = 64
 
 
 def _me(server: RunningServer, token: str, request_id: str) -> int:
@@ -38,37 +31,11 @@ def _me(server: RunningServer, token: str, request_id: str) -> int:
     return server.client.get("/users/me", headers=headers, timeout=15.0).status_code
 
 
-def _served_by(server: RunningServer, prefix: str) -> dict[str, int]:
-    """Request id → pid of the worker that logged its access line."""
-    return {
-        str(e["request_id"]): int(str(e["pid"]))
-        for e in _events(server)
-        if e.get("event") == "http_request" and str(e.get("request_id", "")).startswith(prefix)
-    }
-
-
-def _worker_pids(server: RunningServer) -> set[int]:
-    return {int(str(e["pid"])) for e in _events(server) if e.get("event") == "worker_ready"}
-
-
 def _every_worker_accepts(server: RunningServer, token: str, label: str) -> int:
-    """Send the token from ``CLIENTS`` concurrent clients until every worker has served some.
-
-    Idle workers do not share accepts evenly, so rounds go on (at most ``MAX_ROUNDS``)
-    until the access log shows each worker's pid. Every answer must be 200.
-    """
-    sent = 0
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        for round_ in range(MAX_ROUNDS):
-            ids = [f"{label}-{round_}-{n:04d}" for n in range(REQUESTS)]
-            statuses = list(pool.map(lambda rid: _me(server, token, rid), ids))
-            sent += len(ids)
-            assert statuses == [200] * len(ids), (statuses, server.logs())
-            workers = _worker_pids(server)
-            served = set(_served_by(server, f"{label}-").values())
-            if len(workers) == 2 and served == workers:
-                return sent
-    raise AssertionError(f"not every worker served a request: {served} of {workers}")
+    """Send the token until every worker has served some; every answer must be 200."""
+    statuses = spread(server, lambda rid: _me(server, token, rid), label, workers=2)
+    assert set(statuses) == {200}, server.logs()
+    return len(statuses)
 
 
 def test_every_worker_and_the_next_start_accept_the_same_token(tmp_path: Path) -> None:
@@ -94,14 +61,14 @@ def test_every_worker_and_the_next_start_accept_the_same_token(tmp_path: Path) -
 
         assert _every_worker_accepts(first, token, "first") >= REQUESTS
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        announced = [e for e in _events(first) if e.get("event") == "jwt_development_key_file"]
+        announced = [e for e in events(first) if e.get("event") == "jwt_development_key_file"]
         assert [(e["path"], e["created"]) for e in announced] == [(str(key_file), True)]
         assert "jwt_ephemeral_key" not in first.logs()
     assert first.process.returncode == 0, first.logs()  # SIGTERM: a clean stop
 
     with running_server(workdir, FACTORY, env=env) as second:
         assert _every_worker_accepts(second, token, "second") >= REQUESTS
-        announced = [e for e in _events(second) if e.get("event") == "jwt_development_key_file"]
+        announced = [e for e in events(second) if e.get("event") == "jwt_development_key_file"]
         assert [(e["path"], e["created"]) for e in announced] == [(str(key_file), False)]
 
 
@@ -131,5 +98,5 @@ def test_keel_dev_signs_with_the_same_development_key_file(tmp_path: Path) -> No
         assert "jwt_ephemeral_key" not in dev.logs()
     with running_server(workdir, FACTORY, env=env) as served:
         assert _me(served, token, "serve-0") == 200
-        announced = [e for e in _events(served) if e.get("event") == "jwt_development_key_file"]
+        announced = [e for e in events(served) if e.get("event") == "jwt_development_key_file"]
         assert [e["created"] for e in announced] == [False]

@@ -1,9 +1,9 @@
 """Two keel servers, one PostgreSQL, one Redis: what one instance revokes, the other refuses.
 
-Each server is a real ``keel serve`` (gunicorn master + uvicorn worker) on its
-own loopback port, both with the default app factory, the same signing key
-file, the same fresh PostgreSQL database and the same Redis namespace — the
-production shape of "many identical instances".
+Each server is a real ``keel serve`` (gunicorn master + two uvicorn workers)
+on its own loopback port, both with the default app factory, the same signing
+key file, the same fresh PostgreSQL database and the same Redis namespace —
+the production shape of "many identical instances".
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,15 @@ from keel.db import migrate
 from keel.security.keys import generate_key_file
 from keel.settings import Settings
 from tests.runtime._harness import RunningServer, running_server
+from tests.runtime._workers import CLIENTS, served_by, spread
 
 pytestmark = pytest.mark.runtime
 
 FACTORY = "keel.api.app:create_app"
 PASSWORD = "correct horse battery staple 42"
+WORKERS = 2
+#: The bound on how long after the revoking response any worker may still accept the token.
+REVOCATION_BOUND = 0.050
 
 
 @dataclass
@@ -72,6 +77,7 @@ def pair(tmp_path: Path, postgres_url: str, redis_url: str, redis_namespace: str
         "KEEL_MAIL_FILE": str(tmp_path / "mail.jsonl"),
         "KEEL_REFRESH_GRACE_SECONDS": "0",
         "KEEL_PUBLIC_URL": "https://keel.example",
+        "WEB_CONCURRENCY": str(WORKERS),
     }
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(running_server(tmp_path / "a", FACTORY, env=env))
@@ -140,3 +146,51 @@ def test_sec_13_lockout_counters_are_shared(pair: Pair) -> None:
         refused = pair.login(server, "cy@example.com")
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_sec_36_a_logout_reaches_every_worker_of_every_instance_within_the_bound(
+    pair: Pair,
+) -> None:
+    pair.register("dee@example.com")
+    login = pair.login(pair.a, "dee@example.com")
+    assert login.status_code == 200, login.text
+    token = login.json()["access_token"]
+
+    def me(server: RunningServer, request_id: str) -> int:
+        headers = {"X-Request-ID": request_id}
+        return pair.call(server, "GET", "/users/me", token, headers=headers).status_code
+
+    # Every worker of both instances has the token cached as good before the logout.
+    for name, server in (("a", pair.a), ("b", pair.b)):
+
+        def warm_me(request_id: str, server: RunningServer = server) -> int:
+            return me(server, request_id)
+
+        assert set(spread(server, warm_me, f"warm-{name}", workers=WORKERS)) == {200}
+
+    logout = pair.call(pair.a, "POST", "/auth/logout", token, headers={"X-Request-ID": "out"})
+    assert logout.status_code == 204
+    revoked_at = time.monotonic()
+
+    sent: list[tuple[float, int, str, str]] = []  # (seconds after the logout, status, ...)
+
+    def probe(index: int) -> None:
+        server, name = (pair.a, "a") if index % 2 == 0 else (pair.b, "b")
+        request_id = f"after-{name}-{index:04d}"
+        started = time.monotonic() - revoked_at
+        sent.append((started, me(server, request_id), name, request_id))
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(probe, range(400)))
+    served = {**served_by(pair.a, "after-a-"), **served_by(pair.b, "after-b-")}
+    workers = {(name, served[rid]) for _, _, name, rid in sent if rid in served}
+    assert len(workers) == 2 * WORKERS, f"not every worker was probed: {workers}"
+    accepted = sorted(at for at, status, _, _ in sent if status == 200)
+    refused_late = [status for at, status, _, _ in sent if at >= REVOCATION_BOUND]
+    # Accepted requests, if any, were all sent within the bound after the logout answered.
+    assert not accepted or accepted[-1] < REVOCATION_BOUND, accepted
+    assert refused_late
+    assert set(refused_late) == {401}
+    # The worker that handled the logout refused at once.
+    logout_pid = served_by(pair.a, "out")["out"]
+    assert {status for _, status, _, rid in sent if served.get(rid) == logout_pid} == {401}

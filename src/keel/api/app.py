@@ -127,6 +127,7 @@ def create_app(
         or BearerAuthenticator(
             TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), security)
         ),
+        channel=stores.channel,
     )
 
     supervisor.add_closer("database", database.dispose)

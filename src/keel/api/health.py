@@ -63,4 +63,6 @@ async def _cache_check(context: AppContext, budget: float) -> Check:
     except (DependencyUnavailable, TimeoutError) as exc:
         event(_log, logging.WARNING, "readiness_cache_down", error=type(exc).__name__)
         return "down"
-    return "ok" if context.store.status == "ok" else "degraded"
+    # The security cache's channel too: while it is unusable, bearer checks read the database.
+    healthy = context.store.status == "ok" and context.channel.usable
+    return "ok" if healthy else "degraded"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
 from keel._clock import Clock
 from keel.audit import AuditTrail
-from keel.cache import Store
+from keel.cache import Invalidations, LocalInvalidations, Store
 from keel.db import Database
 from keel.runtime.lifecycle import Supervisor
 from keel.settings import Settings
@@ -31,6 +31,8 @@ class AppContext:
     store: Store
     audit: AuditTrail
     authenticator: Authenticator
+    #: The security cache's invalidation channel (its ``usable`` shows on /readyz).
+    channel: Invalidations = field(default_factory=LocalInvalidations)
 
 
 def get_context(connection: HTTPConnection) -> AppContext:
