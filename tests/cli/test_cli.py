@@ -148,6 +148,7 @@ def test_dev_is_refused_in_a_sound_production_configuration(tmp_path: Path) -> N
         "KEEL_JWT_ALGORITHM": "HS256",
         "KEEL_JWT_SECRET": "Jwt-Hm7Qx2Lp9Vr4Ks8Tn3Wb6Yc1Zd5Fg0Aj",
         "KEEL_PUBLIC_URL": "https://id.example.com",
+        "KEEL_SINGLE_INSTANCE": "true",
     }
     result = keel("dev", env=env, cwd=tmp_path)
     assert result.returncode == 1
