@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from keel.cache.factory import Stores, build_store, build_stores
 from keel.cache.fallback import FallbackStore
+from keel.cache.file_channel import FileInvalidations
 from keel.cache.invalidation import InvalidationHandler, Invalidations, LocalInvalidations
 from keel.cache.local import LocalStore
 from keel.cache.memory import MemoryStore
@@ -22,6 +23,7 @@ from keel.cache.store import CacheStatus, Store
 __all__ = [
     "CacheStatus",
     "FallbackStore",
+    "FileInvalidations",
     "InvalidationHandler",
     "Invalidations",
     "LocalInvalidations",

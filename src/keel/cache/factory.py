@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from keel._clock import Clock
 from keel.cache.fallback import FallbackStore
-from keel.cache.invalidation import Invalidations, LocalInvalidations
+from keel.cache.file_channel import FileInvalidations
+from keel.cache.invalidation import Invalidations
 from keel.cache.local import LocalStore
 from keel.cache.redis_channel import RedisInvalidations
 from keel.cache.redis_store import RedisStore
@@ -41,7 +42,9 @@ def build_stores(settings: CacheSettings, clock: Clock) -> Stores:
     local = LocalStore(settings.state_file, clock)
     url = settings.redis_url.get_secret_value().strip() if settings.redis_url else ""
     if not url:
-        return Stores(general=local, shared=local, channel=LocalInvalidations())
+        # Every worker reads the one file; a shared counter beside it keeps near caches honest.
+        changes = FileInvalidations(f"{settings.state_file}-changes")
+        return Stores(general=local, shared=local, channel=changes)
     redis = RedisStore(
         url, namespace=settings.namespace, timeout=settings.timeout, cluster=settings.cluster
     )

@@ -17,10 +17,12 @@ object is that assurance:
 - ``stamp`` grows with every invalidation heard: a reader compares it before
   and after a read to know whether a change crossed the read.
 
-:class:`LocalInvalidations` serves a store that every worker reads directly
-(the machine-shared file, or process memory in tests): there is no near
-cache to invalidate, so it is always usable. :class:`RedisInvalidations`
-runs Redis pub/sub (:mod:`keel.cache.redis_channel`).
+:class:`LocalInvalidations` serves a store only one process reads (process
+memory, in tests): there is no near cache to invalidate, so it is always
+usable. ``FileInvalidations`` (:mod:`keel.cache.file_channel`) keeps the near
+caches of one machine's workers honest over the shared state file, and
+``RedisInvalidations`` (:mod:`keel.cache.redis_channel`) those of every
+instance over Redis pub/sub.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ class Invalidations(Protocol):
 
     @property
     def usable(self) -> bool:
-        """Whether the shared store may be read and a near cache served right now."""
+        """Whether the shared store may be read and a near cache served right now.
+
+        Reading it may first catch up with changes published elsewhere (and run
+        the handlers), so read it right before using a near cache.
+        """
         ...
 
     @property

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from keel._clock import FrozenClock
 from keel.cache import (
     FallbackStore,
-    LocalInvalidations,
+    FileInvalidations,
     LocalStore,
     MemoryStore,
     RedisStore,
@@ -40,11 +40,12 @@ def test_without_redis_url_every_worker_shares_one_file(
 ) -> None:
     settings = dataclasses.replace(_settings(url), state_file=str(tmp_path / "state.sqlite3"))
     stores = build_stores(settings, clock)
-    # One store for everything, read directly by every worker: no near cache to invalidate.
+    # One store for everything, and a counter beside it that keeps near caches honest.
     assert isinstance(stores.general, LocalStore)
     assert stores.shared is stores.general
     assert stores.general.path == tmp_path / "state.sqlite3"
-    assert isinstance(stores.channel, LocalInvalidations)
+    assert isinstance(stores.channel, FileInvalidations)
+    assert stores.channel.path == tmp_path / "state.sqlite3-changes"
     assert not (tmp_path / "state.sqlite3").exists()  # opened on first use only
 
 
