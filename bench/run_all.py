@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     _section("users_me")
     try:
         with tempfile.TemporaryDirectory(prefix="keel-bench-me-") as tmp:
-            users_me.report(users_me.run(duration=args.duration, directory=Path(tmp)))
+            users_me.report(users_me.run(duration=args.duration, directory=Path(tmp)), "Redis")
     except Exception as exc:  # noqa: BLE001
         failed.append("users_me")
         _failure("users_me", exc)

@@ -91,10 +91,11 @@ class Setup:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     def env(self) -> tuple[tuple[str, str], ...]:
+        redis = (("REDIS_URL", self.redis_url),) if self.redis_url else ()
         return (
             ("KEEL_JWT_KEY_FILE", str(self.key_file)),
             ("KEEL_JWT_ISSUER", ISSUER),
-            ("REDIS_URL", self.redis_url),
+            *redis,
             # One client logs in from one address: the brute-force limits are not measured here.
             ("KEEL_THROTTLE_ENABLED", "false"),
         )
@@ -103,7 +104,7 @@ class Setup:
         values: dict[str, Any] = {
             "jwt_key_file": str(self.key_file),
             "jwt_issuer": ISSUER,
-            "redis_url": self.redis_url,
+            "redis_url": self.redis_url or None,
             "database_url": f"sqlite:///{self.directory / 'profile.sqlite3'}",
             "log_level": "WARNING",
             "throttle_enabled": False,
@@ -402,7 +403,7 @@ def profile(setup: Setup, seconds: float) -> str:
     rows.append(["total", f"{busy_me:.0f}", f"{busy_livez:.0f}", f"{busy_me - busy_livez:+.0f}"])
     lines = [
         f"== server-side profile: keel's app under uvicorn in-process, cProfile, "
-        f"{h.load_tool()} -c64 -d{seconds:.0f}s; store=redis, VerifiedTokenCache ==",
+        f"{h.load_tool()} -c64 -d{seconds:.0f}s; REDIS_URL={setup.redis_url or 'unset'} ==",
         f"under the profiler: {PATH} {me.rps:,.0f} req/s, keel /livez {livez.rps:,.0f} req/s",
         h.table(["own CPU, µs/request", PATH, "/livez", "difference"], rows),
         f"top functions for {PATH} by own time:",
@@ -476,9 +477,9 @@ def micro(setup: Setup, rounds: int = 2000) -> str:
 # --------------------------------------------------------------------------- report
 
 
-def report(result: Result) -> None:
+def report(result: Result, store: str) -> None:
     print(
-        f"== authenticated GET {PATH} (keel's app, SQLite, Redis store, every check on) vs "
+        f"== authenticated GET {PATH} (keel's app, SQLite, {store}, every check on) vs "
         f"bare FastAPI /livez and keel's own /livez on the same server: {h.load_tool()} "
         f"-c{result.connections} -d{result.duration:.0f}s, alternating, medians =="
     )
@@ -532,7 +533,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 1])
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS)
+    parser.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS,
+        help="Redis for keel's state; '' for the embedded default (the machine-shared file)",
+    )
     parser.add_argument(
         "--profile", type=float, default=0.0, help="seconds of profiled load per route (0: skip)"
     )
@@ -552,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         except h.BenchError as exc:
             print(f"bench users_me: {exc}", file=sys.stderr)
             return 1
-        report(result)
+        report(result, "Redis" if args.redis_url else "the machine-shared state file (no Redis)")
         setup = Setup(directory, directory / "keys.json", args.redis_url)
         print()
         print("== the auth steps alone (no HTTP) ==")
