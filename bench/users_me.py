@@ -12,8 +12,9 @@ verified before is not re-verified), the subject state, the ``jti`` and
 checks are live before anything is timed: no token, a tampered signature, and
 a ``jti`` revoked in Redis by another process are all refused.
 
-Load: ``wrk --latency -t2 -c64`` if installed, else ``bench/_load.py`` (same
-shape, more client CPU), alternating runs against ``bench.bare_app``'s
+Load: ``wrk --latency -t2 -c64`` (``-t1`` against one worker, so the generator
+leaves it a core) if installed, else ``bench/_load.py`` (same shape, more
+client CPU), alternating runs against ``bench.bare_app``'s
 ``/livez`` (the ceiling), keel's ``/users/me`` and keel's own ``/livez`` on the
 same server (keel's stack without authentication); on 2 workers, then on 1 for
 p99. ``--profile S`` serves the same app with uvicorn inside this process and
@@ -211,12 +212,18 @@ def run_for_workers(workers: int, setup: Setup, pairs: int, result: Result) -> N
         h.run_wrk(keel.url + PATH, headers=auth, duration=WARMUP_SECONDS)
         h.run_wrk(reference.url + "/livez", duration=WARMUP_SECONDS)
         result.loadavg.append(f"{workers}w start: {h.loadavg()}")
+        # The load generator shares the machine's two cores. With two workers it gets
+        # two threads as usual; with one, a single thread, so that it does not keep
+        # taking the worker's core away (three busy threads on two cores put every
+        # request behind scheduler slices: p99 of 100-150 ms for bare FastAPI too).
+        threads = 2 if workers >= 2 else 1
         for _ in range(pairs):
             run = h.run_wrk(
                 keel.url + PATH,
                 headers=auth,
                 duration=result.duration,
                 connections=result.connections,
+                threads=threads,
             )
             me.add(run, result.notes)
             bare.add(
@@ -224,12 +231,16 @@ def run_for_workers(workers: int, setup: Setup, pairs: int, result: Result) -> N
                     reference.url + "/livez",
                     duration=result.duration,
                     connections=result.connections,
+                    threads=threads,
                 ),
                 result.notes,
             )
             keel_livez.add(
                 h.run_wrk(
-                    keel.url + "/livez", duration=result.duration, connections=result.connections
+                    keel.url + "/livez",
+                    duration=result.duration,
+                    connections=result.connections,
+                    threads=threads,
                 ),
                 result.notes,
             )

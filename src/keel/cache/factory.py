@@ -9,8 +9,6 @@ from keel.cache.fallback import FallbackStore
 from keel.cache.file_channel import FileInvalidations
 from keel.cache.invalidation import Invalidations
 from keel.cache.local import LocalStore
-from keel.cache.redis_channel import RedisInvalidations
-from keel.cache.redis_store import RedisStore
 from keel.cache.store import Store
 from keel.settings import CacheSettings
 
@@ -45,6 +43,9 @@ def build_stores(settings: CacheSettings, clock: Clock) -> Stores:
         # Every worker reads the one file; a shared counter beside it keeps near caches honest.
         changes = FileInvalidations(f"{settings.state_file}-changes")
         return Stores(general=local, shared=local, channel=changes)
+    from keel.cache.redis_channel import RedisInvalidations
+    from keel.cache.redis_store import RedisStore
+
     redis = RedisStore(
         url, namespace=settings.namespace, timeout=settings.timeout, cluster=settings.cluster
     )

@@ -34,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
 import argon2
-import bcrypt
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from keel._logging import event
@@ -73,6 +72,8 @@ def _verify_argon2(hasher: argon2.PasswordHasher, stored_hash: str, secret: byte
 
 def _verify_bcrypt(stored_hash: str, secret: bytes) -> bool:
     try:
+        import bcrypt
+
         return bcrypt.checkpw(secret, stored_hash.encode("ascii"))
     except ValueError:  # a damaged hash
         return False
