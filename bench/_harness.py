@@ -450,6 +450,68 @@ def create_admin(server: Server, email: str, password: str) -> None:
         raise BenchError("`keel users create-admin` failed:\n    " + "\n    ".join(tail))
 
 
+class PacedProbe:
+    """GETs ``path`` at a fixed, low rate in a thread, each on a fresh connection; latencies kept.
+
+    The probe measures what a load balancer's health check would see during a
+    load test without adding load of its own: ``rate`` requests per second at
+    most, never more than one in flight. A request that fails or does not
+    answer 200 within ``timeout`` is counted in ``failures``.
+    """
+
+    def __init__(self, port: int, path: str, *, rate: float = 20.0, timeout: float = 5.0) -> None:
+        self._port = port
+        self._path = path
+        self._interval = 1.0 / rate
+        self._timeout = timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="paced-probe", daemon=True)
+        self.latencies_ms: list[float] = []
+        self.failures = 0
+
+    def __enter__(self) -> PacedProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._timeout + 1.0)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                conn = http.client.HTTPConnection(HOST, self._port, timeout=self._timeout)
+                try:
+                    conn.request("GET", self._path, headers={"Connection": "close"})
+                    response = conn.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                finally:
+                    conn.close()
+            except OSError:
+                ok = False
+            if ok:
+                self.latencies_ms.append((time.monotonic() - began) * 1000)
+            else:
+                self.failures += 1
+            next_at += self._interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def percentile(self, fraction: float) -> float:
+        """The latency at ``fraction`` (0..1) of the answered probes, in ms."""
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
 class PeakMemory:
     """Samples the workers' VmRSS every ``interval`` seconds in a thread; reads VmHWM at the end.
 

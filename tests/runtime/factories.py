@@ -21,11 +21,21 @@ from keel.api.app import create_app
 from keel.runtime.lifecycle import Warmup
 from keel.settings import Settings
 
-__all__ = ["BLOCK_SECONDS", "SLOW_REQUEST_SECONDS", "SLOW_WARMUP_SECONDS", "app", "slow_warmup"]
+__all__ = [
+    "BLOCK_SECONDS",
+    "SLOW_BUILD_SECONDS",
+    "SLOW_REQUEST_SECONDS",
+    "SLOW_WARMUP_SECONDS",
+    "app",
+    "broken",
+    "slow_build",
+    "slow_warmup",
+]
 
 SLOW_REQUEST_SECONDS = 3.0
 SLOW_WARMUP_SECONDS = 30.0
 BLOCK_SECONDS = 10.0
+SLOW_BUILD_SECONDS = 3.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -104,6 +114,17 @@ async def _sleep_through_warmup() -> None:
 def slow_warmup(settings: Settings) -> FastAPI:
     """keel plus the ``/_test`` routes and a 30 s warm-up (timeout 60 s)."""
     return _build(settings, (Warmup("test_slow_warmup", _sleep_through_warmup, timeout=60),))
+
+
+def slow_build(settings: Settings) -> FastAPI:
+    """keel plus the ``/_test`` routes, after a factory that takes ``SLOW_BUILD_SECONDS``."""
+    time.sleep(SLOW_BUILD_SECONDS)
+    return _build(settings)
+
+
+def broken(settings: Settings) -> FastAPI:
+    """A factory that fails: the worker must not serve on without an app."""
+    raise RuntimeError("this factory cannot build an app")
 
 
 def uvicorn_slow_warmup() -> FastAPI:

@@ -202,7 +202,15 @@ def test_database_down_keeps_livez_up_and_readyz_503(tmp_path: Path) -> None:
         assert s.get("/livez").status_code == 200
         ready = s.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json()["status"] == "unavailable"
+        # "starting" while the worker still builds the app, then "unavailable": never 200.
+        assert ready.json()["status"] in {"starting", "unavailable"}
+        assert _eventually(lambda: s.get("/readyz").json()["status"] == "unavailable", 15)
+        ready = s.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {
+            "status": "unavailable",
+            "checks": {"database": "down", "cache": ready.json()["checks"]["cache"]},
+        }
         assert s.get("/livez").status_code == 200
 
 

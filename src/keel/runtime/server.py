@@ -44,7 +44,9 @@ from uvicorn_worker import UvicornWorker
 
 from keel._logging import JsonFormatter, configure_logging, event
 from keel.errors import ConfigurationError
+from keel.runtime.deferred import DeferredApp
 from keel.security.devkeys import development_key_file, has_configured_key
+from keel.security.headers import HeaderPolicy
 from keel.settings import Settings
 
 __all__ = [
@@ -486,10 +488,24 @@ class KeelApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is unt
             self.cfg.set(key, value)
 
     def load(self) -> object:
-        """In the worker: build ``Settings()`` from the environment and call the factory."""
+        """In the worker: ``Settings()`` from the environment, and the factory's app, deferred.
+
+        The factory is imported and called on a thread while the worker already
+        answers ``/livez`` (``keel.runtime.deferred``): importing the app is most
+        of a worker's boot, and liveness needs none of it.
+        """
         settings = Settings()
         configure_logging(settings.log_level)
-        return import_factory(self.factory)(settings)
+        reference = self.factory
+
+        def build() -> Any:
+            return import_factory(reference)(settings)
+
+        return DeferredApp(
+            build,
+            policy=HeaderPolicy(hsts_max_age=settings.hsts_max_age),
+            wait_timeout=settings.request_timeout,
+        )
 
 
 def share_development_key(settings: Settings) -> None:
