@@ -57,6 +57,7 @@ from keel.api.middleware import mark_no_store, no_store
 from keel.api.origin import origin_of
 from keel.api.principal import Principal, current_principal
 from keel.api.ratelimit import rate_limited
+from keel.api.routing import add_direct_route
 from keel.api.sessions import SESSIONS_STATE_KEY, refreshed_body
 from keel.api.state import AppContext
 from keel.audit import ActorType
@@ -230,27 +231,22 @@ def _token_body(result: LoginResult) -> dict[str, Any]:
     return body
 
 
+async def read_me(request: Request) -> Response:
+    """The caller's account, as its subject's cached record holds it."""
+    principal = await current_principal(request)
+    mark_no_store(request.scope)
+    user_id = _account_holder(principal)
+    if isinstance(principal, BearerPrincipal) and principal.profile is not None:
+        # Ready JSON from the security cache: no database read, nothing to serialise.
+        return Response(principal.profile, media_type="application/json")
+    accounts = await get_accounts(request)
+    view = UserResponse.of(await accounts.profile(user_id))
+    return Response(view.model_dump_json(), media_type="application/json")
+
+
 def build_accounts_router() -> APIRouter:
     """A fresh router with every accounts route (the service comes from the app state)."""
     router = APIRouter(tags=["accounts"])
-
-    # First in the table: the hottest authenticated route is matched before the others, and
-    # it takes the request alone (no dependency resolution): the principal comes from the
-    # one bearer check, its body ready-made from the subject's record (no database read).
-    @router.get(
-        "/users/me",
-        response_model=UserResponse,
-        responses={401: {"description": "No valid access token"}},
-    )
-    async def read_me(request: Request) -> Any:
-        """The caller's account, as its subject's cached record holds it."""
-        principal = await current_principal(request)
-        mark_no_store(request.scope)
-        user_id = _account_holder(principal)
-        if isinstance(principal, BearerPrincipal) and principal.profile is not None:
-            return Response(principal.profile, media_type="application/json")
-        accounts = await get_accounts(request)
-        return UserResponse.of(await accounts.profile(user_id))
 
     @router.post(
         "/auth/register",
@@ -557,5 +553,15 @@ def install_accounts(
     for listener in listeners:
         service.add_change_listener(listener)
     setattr(app.state, ACCOUNTS_STATE_KEY, service)
+    # The hottest authenticated route: straight in the app's table (keel.api.routing).
+    add_direct_route(
+        app,
+        "/users/me",
+        read_me,
+        methods=["GET"],
+        response_model=UserResponse,
+        responses={401: {"description": "No valid access token"}},
+        tags=["accounts"],
+    )
     app.include_router(build_accounts_router())
     return service

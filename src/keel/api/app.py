@@ -23,7 +23,7 @@ from keel.api.admin_users import build_admin_users_router
 from keel.api.audit import router as audit_router
 from keel.api.bearer import BearerAuthenticator
 from keel.api.errors import install_error_handlers
-from keel.api.health import router as health_router
+from keel.api.health import install_health
 from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
@@ -162,8 +162,9 @@ def create_app(
     app.state.keel = context
     install_error_handlers(app)
     install_middleware(app, http, logger=logging.getLogger("keel.access"))
-    # Routes are matched in order: the health probes and the accounts (GET /users/me) first.
-    app.include_router(health_router)
+    # Routes are matched in order: the health probes and GET /users/me come first, straight
+    # in the app's own table (keel.api.routing), the included routers after them.
+    install_health(app)
     if accounts:
         account_service = install_accounts(
             app, context, access_tokens=access_tokens, on_user_changed=security.subject_changed

@@ -6,32 +6,34 @@ import asyncio
 import logging
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from keel._logging import event
+from keel.api.routing import add_direct_route
 from keel.api.state import AppContext, get_context
 from keel.errors import DependencyUnavailable
 
-__all__ = ["router"]
+__all__ = ["install_health"]
 
 _log = logging.getLogger("keel.health")
 _LIVE_BODY = b'{"status":"ok"}'
 
-router = APIRouter(tags=["health"])
-
 Check = Literal["ok", "degraded", "down"]
 
 
-# HEAD too: load balancers probe with either.
-@router.api_route("/livez", methods=["GET", "HEAD"], include_in_schema=False)
-async def livez() -> Response:
+def install_health(app: FastAPI) -> None:
+    """Add ``/livez`` and ``/readyz`` (GET and HEAD: load balancers probe with either)."""
+    for path, endpoint in (("/livez", livez), ("/readyz", readyz)):
+        add_direct_route(app, path, endpoint, methods=["GET", "HEAD"], include_in_schema=False)
+
+
+async def livez(request: Request) -> Response:
     """Liveness: the worker's event loop answers. Constant body, touches nothing."""
     return Response(_LIVE_BODY, media_type="application/json")
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"], include_in_schema=False)
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> Response:
     """Readiness: 200 ok/degraded while the database answers, 503 when it does not.
 
     The body names only each check and its state, never hosts, errors or versions.
