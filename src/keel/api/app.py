@@ -136,6 +136,9 @@ def create_app(
         supervisor.add_closer("security_cache", stores.shared.close)
     supervisor.add_service("cache_invalidations", stores.channel.run)
     supervisor.add_warmup(Warmup("cache_connect", store.ping))
+    evicts = getattr(stores.shared, "evicts", None)
+    if evicts is not None:
+        supervisor.add_warmup(Warmup("cache_eviction_policy", _eviction_check(evicts)))
     supervisor.add_warmup(Warmup("database_schema", _schema_check(database)))
     for warmup in warmups:
         supervisor.add_warmup(warmup)
@@ -188,6 +191,22 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+def _eviction_check(evicts: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[None]]:
+    """A warm-up that says, in the log, when Redis may evict keel's keys to make room."""
+
+    async def check() -> None:
+        if await evicts():
+            event(
+                _log,
+                logging.ERROR,
+                "cache_may_evict",
+                detail="Redis has a maxmemory with an eviction policy: rate-limit counters and "
+                "locks could be evicted under memory pressure; set maxmemory-policy noeviction",
+            )
+
+    return check
 
 
 def _schema_check(database: Database) -> Callable[[], Awaitable[None]]:

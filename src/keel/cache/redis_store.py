@@ -223,6 +223,29 @@ class RedisStore:
             else:
                 await self._run(lambda redis: redis.ping())
 
+    async def evicts(self) -> bool:
+        """Whether Redis (any cluster node) may evict keys to make room.
+
+        True when a ``maxmemory`` is set with any ``maxmemory-policy`` but
+        ``noeviction``: rate-limit counters and locks could then vanish under
+        memory pressure. Read from ``INFO memory``, which managed services that
+        refuse ``CONFIG GET`` still answer.
+        """
+        with self._guard():
+            if self._cluster:
+                reply = await self._run(
+                    lambda redis: redis.info("memory", target_nodes=RedisCluster.PRIMARIES)
+                )
+            else:
+                reply = await self._run(lambda redis: redis.info("memory"))
+        sections = [reply] if "maxmemory_policy" in reply else list(reply.values())
+        return any(
+            int(section.get("maxmemory", 0) or 0) > 0
+            and str(section.get("maxmemory_policy", "noeviction")) != "noeviction"
+            for section in sections
+            if isinstance(section, dict)
+        )
+
     async def publish(self, channel: str, payload: bytes) -> None:
         """``PUBLISH`` ``payload`` on ``channel`` (namespaced) to every subscriber connected now.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ from redis.exceptions import RedisError
 
 from keel.cache import CacheStatus, RedisStore, Store
 from keel.errors import CacheUnavailable
+from tests.unit.cache._cluster import LocalCluster
 from tests.unit.cache._servers import RedisServer, SilentListener, free_port
 
 
@@ -174,3 +176,31 @@ def test_repr_hides_the_url() -> None:
 def test_timeout_must_be_positive(timeout: float) -> None:
     with pytest.raises(ValueError, match="timeout"):
         RedisStore("redis://127.0.0.1:1/0", timeout=timeout)
+
+
+async def test_evicts_tells_whether_redis_may_drop_keys_to_make_room(tmp_path: Path) -> None:
+    for extra, expected in (
+        ((), False),  # no maxmemory: nothing is ever evicted
+        (("--maxmemory", "64mb", "--maxmemory-policy", "noeviction"), False),
+        (("--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"), True),
+        (("--maxmemory", "64mb", "--maxmemory-policy", "volatile-ttl"), True),
+    ):
+        workdir = tmp_path / "-".join(extra or ("plain",))
+        workdir.mkdir()
+        server = RedisServer(free_port(), workdir, extra)
+        server.start()
+        store = RedisStore(server.url, timeout=1.0)
+        try:
+            assert await store.evicts() is expected, extra
+        finally:
+            await store.close()
+            server.kill()
+
+
+@pytest.mark.cluster
+async def test_evicts_asks_every_cluster_node(redis_cluster: LocalCluster) -> None:
+    store = RedisStore(redis_cluster.url, timeout=2.0, cluster=True)
+    try:
+        assert await store.evicts() is False
+    finally:
+        await store.close()
