@@ -3,53 +3,31 @@ request's reads stay in one hash slot."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.crc import key_slot
 
-from keel._clock import SystemClock
 from keel.auth import SecurityState
-from keel.cache import RedisStore
-from keel.cache.redis_channel import RedisInvalidations
 from tests.unit.auth._support import Directory, active
+from tests.unit.cache._channel import channel_workers, until
 from tests.unit.cache._cluster import LocalCluster
-
-
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < within, f"not within {within} s"
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager
 async def _workers(
     cluster: LocalCluster, namespace: str, directory: Directory
 ) -> AsyncIterator[list[SecurityState]]:
-    states, stores, tasks = [], [], []
-    for _ in range(2):
-        store = RedisStore(cluster.url, namespace=namespace, timeout=1.0, cluster=True)
-        channel = RedisInvalidations(store, SystemClock(), ping_interval=0.05, lag_bound=0.5)
-        states.append(
+    async with channel_workers(
+        cluster.url, 2, namespace=namespace, cluster=True, lag_bound=0.5
+    ) as workers:
+        yield [
             SecurityState(
-                store, channel, load_subject=directory.load, load_session=directory.session
+                w.store, w.channel, load_subject=directory.load, load_session=directory.session
             )
-        )
-        stores.append(store)
-        tasks.append(asyncio.create_task(channel.run()))
-    try:
-        await _until(lambda: all(s.channel.usable for s in states))
-        yield states
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for store in stores:
-            await store.close()
+            for w in workers
+        ]
 
 
 @pytest.mark.cluster
@@ -68,7 +46,7 @@ async def test_sec_36_a_logout_and_a_demotion_on_one_worker_are_refused_on_the_o
         await a.subject_changed("ann")
         directory.ended.add("ann-s")
         await a.sessions_ended("ann", ["ann-s"])
-        await _until(lambda: b.channel.stamp >= heard + 2)
+        await until(lambda: b.channel.stamp >= heard + 2)
         record, live = await b.check("ann", "ann-s")
         assert not live
         assert record.state is not None

@@ -11,53 +11,25 @@ again (the epoch moved on).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from keel._clock import SystemClock
 from keel.auth import SecurityState, SubjectState
-from keel.cache import RedisStore
-from keel.cache.redis_channel import RedisInvalidations
 from tests.unit.auth._support import Directory, active
+from tests.unit.cache._channel import channel_workers, until
 from tests.unit.cache._servers import RedisServer
-
-
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < within, f"not within {within} s"
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager
 async def _workers(url: str, directory: Directory) -> AsyncIterator[list[SecurityState]]:
-    states: list[SecurityState] = []
-    stores: list[RedisStore] = []
-    tasks: list[asyncio.Task[None]] = []
-    for _ in range(2):
-        store = RedisStore(url, namespace="outage:", timeout=0.25)
-        channel = RedisInvalidations(
-            store, SystemClock(), ping_interval=0.05, lag_bound=0.2, retry_interval=0.1
-        )
-        states.append(
+    async with channel_workers(url, 2, namespace="outage:") as workers:
+        yield [
             SecurityState(
-                store, channel, load_subject=directory.load, load_session=directory.session
+                w.store, w.channel, load_subject=directory.load, load_session=directory.session
             )
-        )
-        stores.append(store)
-        tasks.append(asyncio.create_task(channel.run()))
-    try:
-        await _until(lambda: all(s.channel.usable for s in states))
-        yield states
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for store in stores:
-            await store.close()
+            for w in workers
+        ]
 
 
 async def _admitted(state: SecurityState, subject: str, sid: str) -> set[str] | None:
@@ -90,7 +62,7 @@ async def test_sec_36_changes_made_during_an_outage_hold_during_it_and_after_it(
 
         private_redis.snapshot()  # Redis will come back with these (now stale) entries
         private_redis.kill()
-        await _until(lambda: not a.channel.usable and not b.channel.usable)
+        await until(lambda: not a.channel.usable and not b.channel.usable)
 
         # During the outage: a logout, a disable and a role change, each committed to the
         # record first; the write-throughs fail, and every worker still refuses at once.
@@ -106,7 +78,7 @@ async def test_sec_36_changes_made_during_an_outage_hold_during_it_and_after_it(
             assert await _admitted(worker, "bob", "bob-s") == {"user"}
 
         private_redis.start()
-        await _until(lambda: a.channel.usable and b.channel.usable)
+        await until(lambda: a.channel.usable and b.channel.usable)
         for _ in range(3):  # the record once, then the shared and near tiers: all agree
             for worker in (a, b):
                 assert await _admitted(worker, "alice", "alice-s") is None
@@ -119,7 +91,7 @@ async def test_good_tokens_keep_working_through_an_outage(private_redis: RedisSe
     async with _workers(private_redis.url, directory) as (a, _b):
         assert await _admitted(a, "dave", "dave-s") == {"user"}
         private_redis.kill()
-        await _until(lambda: not a.channel.usable)
+        await until(lambda: not a.channel.usable)
         for _ in range(5):
             assert await _admitted(a, "dave", "dave-s") == {"user"}
 
@@ -133,5 +105,5 @@ async def test_a_change_is_heard_by_the_other_worker_through_redis(
         directory.change("erin", active("user"))
         heard = b.channel.stamp
         await a.subject_changed("erin")
-        await _until(lambda: b.channel.stamp > heard)
+        await until(lambda: b.channel.stamp > heard)
         assert await _admitted(b, "erin", "erin-s") == {"user"}

@@ -8,17 +8,10 @@ with the data they had (``SAVE`` before the kill), never the shared one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-
 import pytest
 
-from keel._clock import SystemClock
-from keel.cache import RedisStore
-from keel.cache.redis_channel import EPOCH_KEY, RedisInvalidations
+from keel.cache.redis_channel import EPOCH_KEY
+from tests.unit.cache._channel import channel_workers, until
 from tests.unit.cache._cluster import LocalCluster
 from tests.unit.cache._servers import RedisServer
 
@@ -26,68 +19,25 @@ PING = 0.05
 LAG = 0.2
 
 
-@dataclass
-class Worker:
-    store: RedisStore
-    channel: RedisInvalidations
-    heard: list[str | None] = field(default_factory=list)
-
-
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> float:
-    """Wait until ``condition()`` holds; the seconds it took. Fails after ``within``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"not within {within} s")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - started
-
-
-@contextlib.asynccontextmanager
-async def _workers(
-    url: str, count: int, *, namespace: str = "chan:", cluster: bool = False
-) -> AsyncIterator[list[Worker]]:
-    workers: list[Worker] = []
-    tasks: list[asyncio.Task[None]] = []
-    for _ in range(count):
-        store = RedisStore(url, namespace=namespace, timeout=0.25, cluster=cluster)
-        channel = RedisInvalidations(
-            store, SystemClock(), ping_interval=PING, lag_bound=LAG, retry_interval=0.1
-        )
-        worker = Worker(store, channel)
-        channel.on_invalidate(worker.heard.append)
-        workers.append(worker)
-        tasks.append(asyncio.create_task(channel.run()))
-    try:
-        await _until(lambda: all(w.channel.usable for w in workers))
-        yield workers
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for worker in workers:
-            await worker.store.close()
-
-
 async def test_a_published_scope_reaches_every_worker_and_the_publisher_at_once(
     private_redis: RedisServer,
 ) -> None:
-    async with _workers(private_redis.url, 3) as (a, b, c):
+    async with channel_workers(private_redis.url, 3) as (a, b, c):
         await a.channel.publish("user-1")
         assert a.heard[-1] == "user-1"  # at once, before any message comes back
-        await _until(lambda: b.heard[-1:] == ["user-1"] and c.heard[-1:] == ["user-1"])
+        await until(lambda: b.heard[-1:] == ["user-1"] and c.heard[-1:] == ["user-1"])
         stamps = [w.channel.stamp for w in (a, b, c)]
         await b.channel.publish("user-2")
-        await _until(lambda: all(w.heard[-1] == "user-2" for w in (a, b, c)))
+        await until(lambda: all(w.heard[-1] == "user-2" for w in (a, b, c)))
         assert [w.channel.stamp for w in (a, b, c)] > stamps
 
 
 async def test_every_worker_agrees_on_the_epoch_and_first_starts_move_nothing(
     private_redis: RedisServer,
 ) -> None:
-    async with _workers(private_redis.url, 2) as (a, b):
+    async with channel_workers(private_redis.url, 2) as (a, b):
         assert a.channel.epoch == b.channel.epoch == 1
-    async with _workers(private_redis.url, 2) as (c, d):
+    async with channel_workers(private_redis.url, 2) as (c, d):
         # A restart of every worker, with Redis up all along: no flush for anyone.
         assert c.channel.epoch == d.channel.epoch == 1
 
@@ -95,28 +45,28 @@ async def test_every_worker_agrees_on_the_epoch_and_first_starts_move_nothing(
 async def test_a_hung_redis_makes_the_channel_unusable_within_the_bound_and_back(
     private_redis: RedisServer,
 ) -> None:
-    async with _workers(private_redis.url, 2) as (a, b):
+    async with channel_workers(private_redis.url, 2) as (a, b):
         private_redis.pause()
         try:
-            took = await _until(lambda: not a.channel.usable and not b.channel.usable)
+            took = await until(lambda: not a.channel.usable and not b.channel.usable)
         finally:
             private_redis.resume()
         assert took <= PING + LAG + 0.2  # the bound, plus this loop's own polling
-        await _until(lambda: a.channel.usable and b.channel.usable)
+        await until(lambda: a.channel.usable and b.channel.usable)
 
 
 async def test_after_redis_restarts_with_its_old_data_the_epoch_has_moved_past_it(
     private_redis: RedisServer,
 ) -> None:
-    async with _workers(private_redis.url, 2) as (a, b):
+    async with channel_workers(private_redis.url, 2) as (a, b):
         before = a.channel.epoch
         await a.store.set("sec:e1:{u}:s", b"stale entry")
         private_redis.snapshot()  # what the restarted server will come back with
         private_redis.kill()
-        await _until(lambda: not a.channel.usable and not b.channel.usable)
+        await until(lambda: not a.channel.usable and not b.channel.usable)
         assert a.heard[-1] is None  # the near cache was emptied when the channel went
         private_redis.start()
-        await _until(lambda: a.channel.usable and b.channel.usable)
+        await until(lambda: a.channel.usable and b.channel.usable)
         assert await a.store.get("sec:e1:{u}:s") == b"stale entry"  # the old data is back...
         # ...but no worker reads it again: every key is now under a newer epoch.
         assert a.channel.epoch == b.channel.epoch > before
@@ -126,10 +76,10 @@ async def test_after_redis_restarts_with_its_old_data_the_epoch_has_moved_past_i
 async def test_a_failed_write_through_moves_the_epoch_on_for_everyone(
     private_redis: RedisServer,
 ) -> None:
-    async with _workers(private_redis.url, 2) as (a, b):
+    async with channel_workers(private_redis.url, 2) as (a, b):
         before = b.channel.epoch
         a.channel.write_failed()
-        await _until(lambda: b.channel.epoch > before and a.channel.epoch == b.channel.epoch)
+        await until(lambda: b.channel.epoch > before and a.channel.epoch == b.channel.epoch)
         assert b.heard[-1] is None
 
 
@@ -137,20 +87,20 @@ async def test_a_failed_write_through_moves_the_epoch_on_for_everyone(
 async def test_workers_on_the_shared_redis_hear_each_other(
     redis_url: str, redis_namespace: str
 ) -> None:
-    async with _workers(redis_url, 2, namespace=redis_namespace) as (a, b):
+    async with channel_workers(redis_url, 2, namespace=redis_namespace) as (a, b):
         await a.channel.publish("subject-9")
-        await _until(lambda: "subject-9" in b.heard)
+        await until(lambda: "subject-9" in b.heard)
 
 
 @pytest.mark.cluster
 async def test_on_a_cluster_every_worker_hears_every_change(
     redis_cluster: LocalCluster, cluster_namespace: str
 ) -> None:
-    async with _workers(redis_cluster.url, 3, namespace=cluster_namespace, cluster=True) as (
+    async with channel_workers(redis_cluster.url, 3, namespace=cluster_namespace, cluster=True) as (
         a,
         b,
         c,
     ):
         assert a.channel.epoch == b.channel.epoch == c.channel.epoch
         await c.channel.publish("subject-c")
-        await _until(lambda: all("subject-c" in w.heard for w in (a, b, c)))
+        await until(lambda: all("subject-c" in w.heard for w in (a, b, c)))
