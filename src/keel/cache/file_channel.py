@@ -25,7 +25,7 @@ import struct
 from pathlib import Path
 from typing import Final
 
-from keel.cache.invalidation import InvalidationHandler
+from keel.cache.invalidation import Fanout, InvalidationHandler
 
 __all__ = ["FileInvalidations"]
 
@@ -38,12 +38,11 @@ class FileInvalidations:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
-        self._handlers: list[InvalidationHandler] = []
+        self._fanout = Fanout()
         self._map: mmap.mmap | None = None
         self._fd: int | None = None
         self._pid = os.getpid()
         self._last: int | None = None
-        self._stamp = 0
         self._broken = False
 
     def __repr__(self) -> str:
@@ -69,10 +68,10 @@ class FileInvalidations:
     @property
     def stamp(self) -> int:
         self.sync()
-        return self._stamp
+        return self._fanout.stamp
 
     def on_invalidate(self, handler: InvalidationHandler) -> None:
-        self._handlers.append(handler)
+        self._fanout.add(handler)
 
     def sync(self) -> None:
         """Drop every near entry if another worker published since this one last looked."""
@@ -118,9 +117,7 @@ class FileInvalidations:
     # -- internals ---------------------------------------------------------------------------
 
     def _invalidate(self, scope: str | None) -> None:
-        self._stamp += 1
-        for handler in self._handlers:
-            handler(scope)
+        self._fanout(scope)
 
     def _read(self) -> int | None:
         mapped, _ = self._open()

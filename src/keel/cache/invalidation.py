@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["InvalidationHandler", "Invalidations", "LocalInvalidations"]
+__all__ = ["Fanout", "InvalidationHandler", "Invalidations", "LocalInvalidations"]
 
 #: Called with the scope whose entries changed, or ``None`` for every scope.
 InvalidationHandler = Callable[[str | None], None]
@@ -80,12 +80,27 @@ class Invalidations(Protocol):
         ...
 
 
-class LocalInvalidations:
-    """For a store every worker reads directly: always usable, nothing to listen to."""
+class Fanout:
+    """A channel's handlers, and ``stamp``: how many invalidations were passed to them."""
 
     def __init__(self) -> None:
         self._handlers: list[InvalidationHandler] = []
-        self._stamp = 0
+        self.stamp = 0
+
+    def add(self, handler: InvalidationHandler) -> None:
+        self._handlers.append(handler)
+
+    def __call__(self, scope: str | None) -> None:
+        self.stamp += 1
+        for handler in self._handlers:
+            handler(scope)
+
+
+class LocalInvalidations:
+    """For a store only one process reads: always usable, nothing to listen to."""
+
+    def __init__(self) -> None:
+        self._fanout = Fanout()
 
     @property
     def usable(self) -> bool:
@@ -101,18 +116,16 @@ class LocalInvalidations:
 
     @property
     def stamp(self) -> int:
-        return self._stamp
+        return self._fanout.stamp
 
     def on_invalidate(self, handler: InvalidationHandler) -> None:
-        self._handlers.append(handler)
+        self._fanout.add(handler)
 
     async def publish(self, scope: str) -> None:
-        self._stamp += 1
-        for handler in self._handlers:
-            handler(scope)
+        self._fanout(scope)
 
     def write_failed(self) -> None:
-        """Nothing to move on: every worker reads the one store, which the writer could not."""
+        """Nothing to move on: the one process reads the one store, which it could not write."""
 
     async def run(self) -> None:
         """Nothing to listen to."""

@@ -34,7 +34,7 @@ from typing import Final, Protocol
 
 from keel._clock import Clock
 from keel._logging import event
-from keel.cache.invalidation import InvalidationHandler
+from keel.cache.invalidation import Fanout, InvalidationHandler
 from keel.errors import CacheUnavailable
 
 __all__ = ["CHANNEL", "EPOCH_KEY", "PubSubStore", "RedisInvalidations", "Subscriber"]
@@ -96,9 +96,8 @@ class RedisInvalidations:
         self._ping_interval = ping_interval
         self._lag_bound = lag_bound
         self._retry_interval = retry_interval
-        self._handlers: list[InvalidationHandler] = []
+        self._fanout = Fanout()
         self._epoch: int | None = None
-        self._stamp = 0
         self._last_pong = -math.inf
         self._dirty = False
         self._connected = False
@@ -124,10 +123,10 @@ class RedisInvalidations:
 
     @property
     def stamp(self) -> int:
-        return self._stamp
+        return self._fanout.stamp
 
     def on_invalidate(self, handler: InvalidationHandler) -> None:
-        self._handlers.append(handler)
+        self._fanout.add(handler)
 
     async def publish(self, scope: str) -> None:
         # This worker forgets at once, whatever happens to the message.
@@ -219,9 +218,7 @@ class RedisInvalidations:
         self._invalidate(None)
 
     def _invalidate(self, scope: str | None) -> None:
-        self._stamp += 1
-        for handler in self._handlers:
-            handler(scope)
+        self._fanout(scope)
 
     def _lost(self, exc: CacheUnavailable) -> None:
         was_connected = self._connected
