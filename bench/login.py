@@ -24,7 +24,7 @@ The brute-force limits are off for the run (``KEEL_THROTTLE_ENABLED=false``):
 one client logging in from one address is what they exist to stop.
 
     python bench/login.py [--duration 10] [--workers 2] [--login-connections 16]
-                          [--database-url URL] [--redis-url URL]
+                          [--database-url URL] [--redis-url URL] [--hash-concurrency N]
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def run(
     connections: int = 16,
     database_url: str | None = None,
     redis_url: str = DEFAULT_REDIS,
+    hash_concurrency: int | None = None,
     directory: Path,
 ) -> LoginResult:
     from keel.security.keys import generate_key_file
@@ -130,9 +131,10 @@ def run(
         generate_key_file(key_file, "EdDSA")
     setup = Setup(directory, key_file, redis_url)
     result = LoginResult(duration, workers, connections)
-    spec = h.ServerSpec(
-        "keel", None, workers, "WARNING", database_url, database_url is None, setup.env()
-    )
+    env = setup.env()
+    if hash_concurrency is not None:
+        env = (*env, ("KEEL_HASH_CONCURRENCY", str(hash_concurrency)))
+    spec = h.ServerSpec("keel", None, workers, "WARNING", database_url, database_url is None, env)
     body = json.dumps({"email": setup.email, "password": setup.password})
     json_header = ("Content-Type: application/json",)
     with h.servers(spec) as running:
@@ -143,7 +145,10 @@ def run(
             h.upgrade_database(keel)
         h.create_admin(keel, setup.email, setup.password)
         log_in(keel.port, setup.email, setup.password)  # the account works, the hasher is warm
-        result.bound = measure_bound(Settings(), setup.password)
+        measured = (
+            Settings() if hash_concurrency is None else Settings(hash_concurrency=hash_concurrency)
+        )
+        result.bound = measure_bound(measured, setup.password)
         with h.PacedProbe(keel.port, "/livez", rate=PROBE_RATE) as idle:
             time.sleep(WARMUP_SECONDS * 2)
         result.livez_idle = idle
@@ -251,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--login-connections", type=int, default=16)
     parser.add_argument("--database-url", default=None, help="default: a migrated SQLite file")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
+    parser.add_argument(
+        "--hash-concurrency", type=int, default=None, help="KEEL_HASH_CONCURRENCY for the server"
+    )
     args = parser.parse_args(argv)
     h.require_wrk()
     with tempfile.TemporaryDirectory(prefix="keel-bench-login-") as tmp:
@@ -261,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 connections=args.login_connections,
                 database_url=args.database_url,
                 redis_url=args.redis_url,
+                hash_concurrency=args.hash_concurrency,
                 directory=Path(tmp),
             )
         except h.BenchError as exc:

@@ -365,7 +365,7 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=19_456, ge=19_456, le=1_048_576)
     argon2_time_cost: int = Field(default=2, ge=2, le=20)
     argon2_parallelism: int = Field(default=1, ge=1, le=16)
-    hash_concurrency: int = Field(default=2, ge=1, le=16)
+    hash_concurrency: int = Field(default=1, ge=1, le=16)
 
     jwt_algorithm: JwtAlgorithm = "EdDSA"
     jwt_key_file: str | None = None
