@@ -40,6 +40,17 @@ def _private_state_file(
     monkeypatch.setenv("KEEL_STATE_FILE", str(tmp_path_factory.mktemp("state") / "state.sqlite3"))
 
 
+@pytest.fixture(autouse=True)
+def _no_response_floors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SEC-12 floors are pure waiting: off unless a test sets them (their own tests do).
+
+    Hundreds of refused logins across the suite would otherwise each sleep a third
+    of a second; servers the tests start inherit the same environment.
+    """
+    monkeypatch.setenv("KEEL_ENUMERATION_FLOOR", "0")
+    monkeypatch.setenv("KEEL_FAILED_LOGIN_FLOOR", "0")
+
+
 @pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock()

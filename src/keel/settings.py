@@ -380,6 +380,9 @@ class Settings(BaseSettings):
     session_absolute_ttl: int = Field(default=24 * 3600, ge=300, le=365 * 24 * 3600)
     refresh_grace_seconds: float = Field(default=5.0, ge=0, le=60)
     password_reset_ttl: int = Field(default=3600, ge=300, le=3600)
+    # Seconds; see keel.accounts.pacing.
+    enumeration_floor: float = Field(default=0.25, ge=0, le=5)
+    failed_login_floor: float = Field(default=0.35, ge=0, le=5)
 
     throttle_enabled: bool = True
     lockout_threshold: int = Field(default=10, ge=3, le=100)

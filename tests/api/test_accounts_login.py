@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -336,3 +337,31 @@ async def test_token_endpoint_works_with_an_oauth2_client(
         me = await client.get("/users/me")
     assert me.status_code == 200
     assert me.json()["email"] == "authlib@keel.example"
+
+
+# --- SEC-12: the failed-login and enumeration floors reach the app's accounts --------------------
+
+
+async def test_sec_12_refused_logins_and_registration_answer_no_sooner_than_their_floors(
+    settings_factory: SettingsFactory, tmp_path: Path, clock: FrozenClock
+) -> None:
+    settings = settings_factory(
+        public_url="https://app.keel.example", failed_login_floor=0.3, enumeration_floor=0.2
+    )
+    accounts = build_accounts_app(settings, tmp_path / "mail.jsonl", clock=clock)
+    async with running(accounts) as http:
+        await accounts.verified_user(http, "floor@keel.example")
+        for email, password, status, at_least in [
+            ("floor@keel.example", "wrong password entirely 9", 401, 0.3),
+            ("nobody@keel.example", "wrong password entirely 9", 401, 0.3),
+        ]:
+            began = time.monotonic()
+            assert (await _login(http, email, password)).status_code == status
+            assert time.monotonic() - began >= at_least
+        began = time.monotonic()
+        assert (await _login(http, "floor@keel.example", STRONG)).status_code == 200
+        assert time.monotonic() - began < 0.3  # a correct password is not held back
+        began = time.monotonic()
+        body = {"email": "floor@keel.example", "password": STRONG}
+        assert (await http.post("/auth/register", json=body)).status_code == 202
+        assert time.monotonic() - began >= 0.2

@@ -29,7 +29,8 @@ class AccountSettings:
 
     ``lockout_threshold`` is the number of consecutive failures at which the
     login guard starts refusing an account (``KEEL_LOCKOUT_THRESHOLD``); the
-    service audits ``authn_login_fail_max`` when a failure reaches it.
+    service audits ``authn_login_fail_max`` when a failure reaches it. The two
+    floors (seconds, 0 for none) are described in :mod:`keel.accounts.pacing`.
     """
 
     service_name: str
@@ -38,6 +39,8 @@ class AccountSettings:
     verification_ttl: int = VERIFICATION_TTL
     password_reset_ttl: int = PASSWORD_RESET_TTL
     lockout_threshold: int | None = None
+    enumeration_floor: float = 0.0
+    failed_login_floor: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.public_url.startswith(("https://", "http://")):
@@ -46,6 +49,8 @@ class AccountSettings:
             raise ConfigurationError("the verification link lifetime must be positive")
         if not 0 < self.password_reset_ttl <= PASSWORD_RESET_TTL_MAX:
             raise ConfigurationError("KEEL_PASSWORD_RESET_TTL must be between 1 and 3600 seconds")
+        if self.enumeration_floor < 0 or self.failed_login_floor < 0:
+            raise ConfigurationError("a response floor cannot be negative")
 
     def link(self, path: str, token: str) -> str:
         """A link for mail: always on ``public_url``, never on a request's Host (SEC-26).
@@ -77,4 +82,6 @@ def account_settings_from(settings: Settings) -> AccountSettings:
         require_verified_email=bool(getattr(settings, "require_verified_email", True)),
         password_reset_ttl=settings.password_reset_ttl,
         lockout_threshold=settings.lockout_threshold,
+        enumeration_floor=settings.enumeration_floor,
+        failed_login_floor=settings.failed_login_floor,
     )

@@ -73,6 +73,7 @@ from keel.accounts.messages import (
 from keel.accounts.models import EmailVerificationToken, PasswordResetToken, User
 from keel.accounts.names import normalise_display_name
 from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
+from keel.accounts.pacing import floored, floored_failure
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER, format_roles
 from keel.accounts.state import UserState, whole_second
@@ -188,6 +189,11 @@ class AccountService:
         return self._settings
 
     @property
+    def floors(self) -> AccountSettings:
+        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
+        return self._settings
+
+    @property
     def hasher(self) -> PasswordHasher:
         return self._hasher
 
@@ -209,6 +215,7 @@ class AccountService:
 
     # --- registration and verification -----------------------------------------------------
 
+    @floored()
     async def register(
         self, email: str, password: str, display_name: str | None, origin: Origin
     ) -> None:
@@ -420,6 +427,7 @@ class AccountService:
 
     # --- login --------------------------------------------------------------------------------
 
+    @floored_failure(InvalidCredentials)
     async def authenticate(self, email: str, password: str, origin: Origin) -> UserState:
         """Check credentials and audit the login; ``InvalidCredentials`` on any failure.
 
@@ -429,6 +437,7 @@ class AccountService:
         await self._login_succeeded(user, password, origin, details={})
         return UserState.of(user)
 
+    @floored_failure(InvalidCredentials)
     async def login(
         self,
         email: str,
@@ -627,6 +636,7 @@ class AccountService:
             raise Unauthenticated()  # the token's subject no longer exists
         return UserView.of(user)
 
+    @floored(when="email")
     async def update_profile(
         self,
         user_id: str,
@@ -821,6 +831,7 @@ class AccountService:
             expires_in=self._expires_in(issued),
         )
 
+    @floored()
     async def forgot_password(self, email: str, origin: Origin) -> None:
         """Mail a reset link to the owner of ``email``, if it has an active account (SEC-25/26).
 
