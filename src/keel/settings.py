@@ -380,6 +380,10 @@ class Settings(BaseSettings):
     session_absolute_ttl: int = Field(default=24 * 3600, ge=300, le=365 * 24 * 3600)
     refresh_grace_seconds: float = Field(default=5.0, ge=0, le=60)
     password_reset_ttl: int = Field(default=3600, ge=300, le=3600)
+    # Housekeeping (keel.api.housekeeping): 0 turns the loop off.
+    housekeeping_interval: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
+    housekeeping_budget: float = Field(default=5.0, gt=0, le=600)
+    ended_retention: int = Field(default=7 * 24 * 3600, ge=0, le=365 * 24 * 3600)
     # Seconds; see keel.accounts.pacing.
     enumeration_floor: float = Field(default=0.25, ge=0, le=5)
     failed_login_floor: float = Field(default=0.35, ge=0, le=5)

@@ -153,3 +153,17 @@ def test_dev_is_refused_in_a_sound_production_configuration(tmp_path: Path) -> N
     result = keel("dev", env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert "`keel dev` is refused" in result.stderr
+
+
+def test_db_prune_runs_one_round_and_reports_each_table(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/keel.sqlite3"}
+    assert keel("db", "upgrade", env=env).returncode == 0
+    result = keel("db", "prune", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "sessions: 0 deleted",
+        "email_verification_tokens: 0 deleted",
+        "password_reset_tokens: 0 deleted",
+    ]
+    refused = keel("db", "prune", "--budget", "0", env=env)
+    assert refused.returncode == 2

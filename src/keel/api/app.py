@@ -24,6 +24,7 @@ from keel.api.audit import router as audit_router
 from keel.api.bearer import BearerAuthenticator
 from keel.api.errors import install_error_handlers
 from keel.api.health import install_health
+from keel.api.housekeeping import Housekeeper
 from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
@@ -135,6 +136,16 @@ def create_app(
     if stores.shared is not store:
         supervisor.add_closer("security_cache", stores.shared.close)
     supervisor.add_service("cache_invalidations", stores.channel.run)
+    if settings.housekeeping_interval:
+        housekeeper = Housekeeper(
+            database,
+            store,
+            clock,
+            retention=settings.ended_retention,
+            budget=settings.housekeeping_budget,
+            interval=settings.housekeeping_interval,
+        )
+        supervisor.add_service("housekeeping", housekeeper.run_forever)
     supervisor.add_warmup(Warmup("cache_connect", store.ping))
     evicts = getattr(stores.shared, "evicts", None)
     if evicts is not None:

@@ -1,4 +1,4 @@
-"""``keel db upgrade|downgrade|current``: Alembic migrations, run once per deploy."""
+"""``keel db upgrade|downgrade|current|prune``: Alembic migrations, and pruning by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from keel._logging import configure_logging
-from keel.cli._output import out, settings_or_exit
+from keel.cli._output import err, out, settings_or_exit
 
 __all__ = ["register"]
 
@@ -22,6 +22,16 @@ def register(commands: Any) -> None:
     down.set_defaults(handler=_downgrade)
     current = sub.add_parser("current", help="print the current revision and the head")
     current.set_defaults(handler=_current)
+    prune = sub.add_parser(
+        "prune", help="delete ended sessions and spent one-time tokens past the retention"
+    )
+    prune.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds at most (default KEEL_HOUSEKEEPING_BUDGET)",
+    )
+    prune.set_defaults(handler=_prune)
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -53,3 +63,42 @@ def _current(_: argparse.Namespace) -> int:
     out(f"current: {current or '(empty)'}")
     out(f"head:    {head}")
     return 0 if current == head else 1
+
+
+def _prune(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from keel._clock import SystemClock
+    from keel.api.housekeeping import Housekeeper
+    from keel.cache import MemoryStore
+    from keel.db import Database
+
+    settings = settings_or_exit()
+    configure_logging(settings.log_level)
+    budget = settings.housekeeping_budget if args.budget is None else args.budget
+    if budget <= 0:
+        err("keel db prune: --budget must be positive")
+        return 2
+
+    async def main() -> int:
+        database = Database(settings.database)
+        clock = SystemClock()
+        try:
+            keeper = Housekeeper(
+                database,
+                MemoryStore(clock),  # the lock is the loop's; by hand, one round runs
+                clock,
+                retention=settings.ended_retention,
+                budget=budget,
+                interval=float(settings.housekeeping_interval),
+            )
+            report = await keeper.run_once()
+        finally:
+            await database.dispose()
+        for table, deleted in report.deleted.items():
+            out(f"{table}: {deleted} deleted")
+        if not report.complete:
+            out("keel db prune: budget spent before the end; run again to carry on")
+        return 0
+
+    return asyncio.run(main())
