@@ -106,7 +106,8 @@ async def _ids(database: Database, model: type) -> set[uuid.UUID]:
 
 async def _count(database: Database, model: type) -> int:
     async with database.unit_of_work() as uow:
-        return int((await uow.session.execute(select(func.count()).select_from(model))).scalar_one())
+        counted = await uow.session.execute(select(func.count()).select_from(model))
+        return int(counted.scalar_one())
 
 
 def _keeper(world: World, store: MemoryStore | None = None, **overrides: float) -> Housekeeper:
