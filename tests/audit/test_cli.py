@@ -64,20 +64,24 @@ async def test_verify_checkpoint_and_export_as_subprocesses(
 ) -> None:
     links = await fill(database, 6)
     head = f"6:{links[-1].hash}"
-    verified, broken, checkpoint, exported = _batch(
+    verified, broken, checkpoint = _batch(
         audit_url,
         ["verify", "--against", f"2:{links[1].hash}"],
         ["verify", "--against", f"2:{'0' * 64}"],
         ["checkpoint"],
-        ["export", "--since", "3"],
     )
+    (exported,) = _batch(audit_url, ["export", "--since", "3"])  # it appends: after the rest
     assert verified[:2] == (0, [f"OK 6 events, head {head}"]), verified[2]
     assert broken[0] == 1, broken[2]
     assert broken[1] == ["BROKEN at seq 2: checkpoint mismatch (--against names another hash)"]
     assert checkpoint[0] == 0, checkpoint[2]
     assert checkpoint[1][-1] == head  # the last line is the head, SEQ:HASH
     assert exported[0] == 0, exported[2]
-    assert [json.loads(line)["seq"] for line in exported[1]] == [4, 5, 6]
+    records = [json.loads(line) for line in exported[1]]
+    assert [record["seq"] for record in records] == [4, 5, 6, 7]
+    assert records[-1]["action"] == Action.AUDIT_EXPORTED.value  # the export records itself
+    assert records[-1]["details"] == {"since_seq": 3}
+    assert records[-1]["actor_id"].startswith("cli")
     assert all(rehash_lines(exported[1]))
 
 
@@ -195,3 +199,65 @@ async def _fill_and_dispose(url: str, count: int) -> None:
         await fill(database, count)
     finally:
         await database.dispose()
+
+
+def _prune_to(archive: Path, before: int, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "prune", "--before", str(before), "--archive", str(archive)]) == 0
+    capsys.readouterr()
+
+
+def _verify_archive(archive: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    status = main(["audit", "verify", "--archive", str(archive)])
+    return status, capsys.readouterr().out.strip()
+
+
+def test_a_prune_archive_verifies_against_the_checkpoint_that_followed_it(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_fill_and_dispose(cli_env, 8))
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    _prune_to(first, 4, capsys)
+    _prune_to(second, 7, capsys)
+
+    status, output = _verify_archive(first, capsys)
+    assert status == 0, output
+    assert output.startswith("OK archive of 3 events (seq 1..3), ends at prune checkpoint ")
+    status, output = _verify_archive(second, capsys)
+    assert status == 0, output
+    assert output.startswith("OK archive of 3 events (seq 4..6), ends at prune checkpoint ")
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("edit", "BROKEN at seq 2: hash mismatch"),
+        ("drop_middle", "BROKEN at seq 2: gap"),
+        ("drop_last", "BROKEN at seq 2: checkpoint mismatch"),
+        ("drop_first", "BROKEN at seq 2: broken link"),
+        ("garbage", "BROKEN at seq 0: hash mismatch (line 2:"),
+    ],
+)
+def test_a_damaged_prune_archive_does_not_verify(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, expected: str
+) -> None:
+    asyncio.run(_fill_and_dispose(cli_env, 6))
+    archive = tmp_path / "pruned.jsonl"
+    _prune_to(archive, 4, capsys)
+    lines = archive.read_text().splitlines(keepends=True)
+    if damage == "edit":
+        record = json.loads(lines[1])
+        record["actor_id"] = "someone-else"
+        lines[1] = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+    elif damage == "drop_middle":
+        del lines[1]
+    elif damage == "drop_last":
+        del lines[2]
+    elif damage == "drop_first":
+        del lines[0]
+    else:
+        lines[1] = "not json\n"
+    archive.write_text("".join(lines))
+
+    status, output = _verify_archive(archive, capsys)
+    assert status == 1
+    assert output.startswith(expected), output

@@ -52,6 +52,7 @@ class Action(StrEnum):
     # Mail and the audit trail itself.
     MAIL_SEND_FAIL = "mail_send_fail"
     AUDIT_PRUNED = "audit_pruned"
+    AUDIT_EXPORTED = "audit_exported"
 
 
 class Result(StrEnum):

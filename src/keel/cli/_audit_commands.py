@@ -1,11 +1,14 @@
 """``keel audit verify|checkpoint|export|prune``: the tamper-evident audit trail.
 
 - ``verify [--against SEQ:HASH]`` prints ``OK <count> events, head SEQ:HASH``
-  (exit 0) or ``BROKEN at seq N: <reason>`` (exit 1).
+  (exit 0) or ``BROKEN at seq N: <reason>`` (exit 1); ``verify --archive FILE``
+  checks a prune archive against the prune checkpoint that followed it.
 - ``checkpoint`` records a sealed manual checkpoint and prints the head as
   ``SEQ:HASH`` on its last line: keep it outside the database and pass it to
   ``verify --against`` later (that catches deletion of the newest rows).
-- ``export --since SEQ`` writes every event with a greater seq as JSON Lines.
+- ``export --since SEQ`` writes every event with a greater seq as JSON Lines;
+  the export is itself audited (``audit_exported``, recorded first, so the
+  export carries its own record).
 - ``prune --before SEQ --archive FILE`` archives and deletes older events,
   leaving a checkpoint; it is itself audited (``audit_pruned``).
 
@@ -26,13 +29,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from keel._clock import SystemClock
 from keel._logging import configure_logging
 from keel.audit import (
+    Action,
+    ActorType,
     AuditChainBroken,
+    AuditEvent,
+    Result,
     export_events,
     keyring_from_settings,
     prune,
+    record_alone,
     take_checkpoint,
     verify,
 )
+from keel.audit.archive import verify_archive
 from keel.cli._output import err, out, settings_or_exit
 from keel.db import Database
 from keel.settings import Settings
@@ -83,6 +92,10 @@ def verify_chain(args: argparse.Namespace) -> int:
 
     async def work(database: Database) -> int:
         keyring = keyring_from_settings(settings.audit)
+        if args.archive is not None:
+            archived = await verify_archive(database, keyring, args.archive)
+            out(str(archived))
+            return 0 if archived.ok else 1
         result = await verify(database, keyring, against=args.against)
         out(str(result))
         return 0 if result.ok else 1
@@ -107,6 +120,16 @@ def export(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
 
     async def work(database: Database) -> int:
+        exported = AuditEvent(
+            action=Action.AUDIT_EXPORTED,
+            result=Result.SUCCESS,
+            occurred_at=SystemClock().now(),
+            actor_type=ActorType.SYSTEM,
+            actor_id=_operator(),
+            target_type="audit_events",
+            details={"since_seq": args.since},
+        )
+        await record_alone(database, exported, keyring_from_settings(settings.audit))
         async for record in export_events(database, since_seq=args.since):
             out(record.to_json_line())
         return 0

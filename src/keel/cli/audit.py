@@ -53,6 +53,13 @@ def register(commands: Any) -> None:
         type=_position,
         help="a head printed earlier by `keel audit checkpoint` the chain must still reach",
     )
+    check.add_argument(
+        "--archive",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="verify a `keel audit prune` archive against the prune checkpoint that followed it",
+    )
     check.set_defaults(handler=lazy_handler(_COMMANDS, "verify_chain"))
 
     mark = sub.add_parser("checkpoint", help="record and print the current head as SEQ:HASH")
