@@ -120,6 +120,8 @@ class DatabaseSettings:
     pool_timeout: float
     connect_timeout: float
     echo: bool
+    #: Importable packages of application revisions (``KEEL_MIGRATIONS``), run with keel's.
+    migration_packages: tuple[str, ...] = ()
 
     @property
     def dialect(self) -> Literal["postgresql", "sqlite"]:
@@ -347,6 +349,7 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=5.0, gt=0)
     db_connect_timeout: float = Field(default=5.0, gt=0)
     db_echo: bool = False
+    migrations: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     service_name: str = Field(default="keel", min_length=1, max_length=64)
     require_verified_email: bool = True
@@ -442,10 +445,20 @@ class Settings(BaseSettings):
                 f"keel.{exc.finding_id}", exc.message, {"hint": exc.hint}
             ) from None
 
-    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", "migrations", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("migrations", mode="after")
+    @classmethod
+    def _migrations(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(
+                    f"{name!r} is not an importable package name (like myapp.migrations)"
+                )
+        return value
 
     @field_validator("database_url", mode="after")
     @classmethod
@@ -537,6 +550,7 @@ class Settings(BaseSettings):
             pool_timeout=self.db_pool_timeout,
             connect_timeout=self.db_connect_timeout,
             echo=self.db_echo,
+            migration_packages=tuple(self.migrations),
         )
 
     @property

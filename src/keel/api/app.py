@@ -45,7 +45,7 @@ from keel.auth.throttle import LoginThrottle
 from keel.cache import Stores, build_stores
 from keel.checks import errors_in
 from keel.db import Database
-from keel.db.revision import HEAD_REVISION
+from keel.db.revision import expected_heads, schema_is_current
 from keel.errors import ConfigurationError
 from keel.runtime.lifecycle import Supervisor, Warmup
 from keel.security.checks import all_findings
@@ -150,7 +150,9 @@ def create_app(
     evicts = getattr(stores.shared, "evicts", None)
     if evicts is not None:
         supervisor.add_warmup(Warmup("cache_eviction_policy", _eviction_check(evicts)))
-    supervisor.add_warmup(Warmup("database_schema", _schema_check(database)))
+    supervisor.add_warmup(
+        Warmup("database_schema", _schema_check(database, settings.database.migration_packages))
+    )
     for warmup in warmups:
         supervisor.add_warmup(warmup)
 
@@ -220,11 +222,12 @@ def _eviction_check(evicts: Callable[[], Awaitable[bool]]) -> Callable[[], Await
     return check
 
 
-def _schema_check(database: Database) -> Callable[[], Awaitable[None]]:
-    """A warm-up that says, in the log, whether the schema is at the packaged head."""
+def _schema_check(database: Database, packages: tuple[str, ...]) -> Callable[[], Awaitable[None]]:
+    """A warm-up that says, in the log, whether the schema is at every expected head."""
 
     async def check() -> None:
-        query = asyncio.ensure_future(database.current_revision())
+        expected = await asyncio.to_thread(expected_heads, packages)
+        query = asyncio.ensure_future(database.current_revisions())
         try:
             current = await asyncio.shield(query)
         except asyncio.CancelledError:
@@ -234,9 +237,15 @@ def _schema_check(database: Database) -> Callable[[], Awaitable[None]]:
             if query.done() and not query.cancelled():
                 query.exception()  # retrieved: the outcome no longer matters
             raise
-        if current != HEAD_REVISION:
-            event(_log, logging.ERROR, "schema_outdated", current=current, head=HEAD_REVISION)
+        if not await asyncio.to_thread(schema_is_current, current, packages):
+            event(
+                _log,
+                logging.ERROR,
+                "schema_outdated",
+                current=",".join(sorted(current)) or None,
+                head=",".join(sorted(expected)),
+            )
         else:
-            event(_log, logging.INFO, "schema_current", revision=current)
+            event(_log, logging.INFO, "schema_current", revision=",".join(sorted(current)))
 
     return check
