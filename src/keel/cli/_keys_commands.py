@@ -16,6 +16,7 @@ import argparse
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from keel._clock import SystemClock
 from keel.audit import Action, ActorType, AuditEvent, Result, keyring_from_settings, record
@@ -86,7 +87,7 @@ def _apply(path: str, step: Step) -> int:
     transition = step(keys, int(at.timestamp()), retention(settings.tokens))
     after = serialise(transition.keys)
     actor = _operator()
-    key_file = path.rsplit("/", 1)[-1]
+    key_file = Path(path).name
 
     async def work(database: Database) -> int:
         keyring = keyring_from_settings(settings.audit)
