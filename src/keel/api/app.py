@@ -49,7 +49,7 @@ from keel.db.revision import expected_heads, schema_is_current
 from keel.errors import ConfigurationError
 from keel.runtime.lifecycle import Supervisor, Warmup
 from keel.security.checks import all_findings
-from keel.security.keys import KeySet, load_key_set
+from keel.security.keys import KeySet, load_key_set, retention
 from keel.security.tokens import AccessTokens
 from keel.settings import Settings
 
@@ -199,7 +199,7 @@ def create_app(
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())
         app.include_router(build_admin_users_router())
-    app.include_router(jwks_router(keys))
+    app.include_router(jwks_router(keys, keep_for=retention(settings.tokens), clock=clock))
     app.include_router(audit_router)
     for router in routers:
         app.include_router(router)

@@ -69,4 +69,8 @@ def test_the_vocabulary_has_the_sec_64_names() -> None:
         "input_validation_fail",
         "sequence_fail",
         "audit_pruned",
+        "key_staged",
+        "key_promoted",
+        "key_retired",
+        "key_dropped",
     } <= names
