@@ -29,9 +29,10 @@ from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
 from keel.api.principal import Authenticator
+from keel.api.services import ServiceFactory, build_services
 from keel.api.sessions import install_sessions
 from keel.api.state import AppContext
-from keel.audit import AuditTrail
+from keel.audit import Action, AuditActions, AuditTrail
 from keel.auth import (
     UNKNOWN_SUBJECT,
     SecurityState,
@@ -68,6 +69,9 @@ def create_app(
     keys: KeySet | None = None,
     accounts: bool = True,
     stores: Stores | None = None,
+    database: Database | None = None,
+    services: Sequence[ServiceFactory] = (),
+    audit_actions: Sequence[type[AuditActions]] = (),
 ) -> FastAPI:
     """Build a keel application from ``settings``.
 
@@ -75,8 +79,11 @@ def create_app(
     after start-up, each under its timeout; ``authenticator`` finds the caller
     of a request (default: bearer access tokens checked against the shared
     per-user state); ``stores`` replaces the stores the settings ask for
-    (tests). In production the app refuses to build while ``keel check``
-    reports an error.
+    and ``database`` the database (shared with code outside the app, which
+    then owns and disposes it). ``services`` are factories of the
+    application's own services (``keel.api.services``), ``audit_actions`` its
+    declared audit actions (``keel.audit.AuditActions``). In production the
+    app refuses to build while ``keel check`` reports an error.
     """
     if settings.is_production:
         errors = errors_in(all_findings(settings))
@@ -86,7 +93,8 @@ def create_app(
 
     clock = clock or SystemClock()
     supervisor = Supervisor(settings.lifecycle, clock=clock)
-    database = Database(settings.database)
+    owns_database = database is None
+    database = database or Database(settings.database)
     stores = stores or build_stores(settings.cache, clock)
     store = stores.general
     keys = keys or load_key_set(settings.tokens, production=settings.is_production)
@@ -129,9 +137,13 @@ def create_app(
             TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), security)
         ),
         channel=stores.channel,
+        audit_actions=frozenset(Action)
+        | frozenset(action for group in audit_actions for action in group.members()),
     )
+    build_services(context, services)
 
-    supervisor.add_closer("database", database.dispose)
+    if owns_database:
+        supervisor.add_closer("database", database.dispose)
     supervisor.add_closer("cache", store.close)
     if stores.shared is not store:
         supervisor.add_closer("security_cache", stores.shared.close)
