@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
@@ -293,6 +293,13 @@ class ServerSettings:
     trusted_proxies: tuple[str, ...]
     log_level: LogLevel
     reload: bool
+    #: Seconds a worker keeps serving after SIGTERM with /readyz at 503 (``KEEL_DRAIN_SECONDS``).
+    drain_seconds: float = 0.0
+
+
+#: A worker's drain after SIGTERM in production when ``KEEL_DRAIN_SECONDS`` is unset: about
+#: one health-check interval of a load balancer (nginx, HAProxy, cloud balancers: 2-10 s).
+DEFAULT_PRODUCTION_DRAIN: Final = 5.0
 
 
 class Settings(BaseSettings):
@@ -423,6 +430,8 @@ class Settings(BaseSettings):
 
     timeout: int = Field(default=30, ge=1)
     graceful_timeout: int = Field(default=30, ge=2)
+    # None: 5 s in production (a load balancer's health-check interval), 0 in development.
+    drain_seconds: float | None = Field(default=None, ge=0, le=300)
     keepalive: int = Field(default=75, ge=1)
     max_requests: int = Field(default=0, ge=0)
     max_requests_jitter: int = Field(default=0, ge=0)
@@ -679,4 +688,12 @@ class Settings(BaseSettings):
             trusted_proxies=tuple(self.trusted_proxies),
             log_level=self.log_level,
             reload=self.reload,
+            drain_seconds=self.effective_drain_seconds,
         )
+
+    @property
+    def effective_drain_seconds(self) -> float:
+        """``KEEL_DRAIN_SECONDS``, or its default: 5 s in production, none in development."""
+        if self.drain_seconds is not None:
+            return self.drain_seconds
+        return DEFAULT_PRODUCTION_DRAIN if self.is_production else 0.0
