@@ -118,7 +118,7 @@ def rig(tmp_path: Path, postgres_url: str, redis_url: str, redis_namespace: str)
         "KEEL_MAIL_BACKEND": "file",
         "KEEL_MAIL_FILE": str(tmp_path / "mail.jsonl"),
         "KEEL_PUBLIC_URL": "https://keel.example",
-        "KEEL_DRAIN_SECONDS": "3",  # above two failed checks (2 × 500 ms) with room to spare
+        "KEEL_DRAIN_SECONDS": "3",  # above two failed checks (2 x 500 ms) with room to spare
         "WEB_CONCURRENCY": "2",
     }
     a = Instance("a", free_port(), tmp_path / "a", env, postgres_url)
