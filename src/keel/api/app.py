@@ -186,6 +186,9 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json" if http.docs_enabled else None,
         swagger_ui_oauth2_redirect_url=None,
+        # No trailing-slash redirects: Starlette builds them from the Host header, and a 307
+        # resends the body (a password) there. A path with a stray slash is a plain 404.
+        redirect_slashes=False,
     )
     app.state.keel = context
     install_error_handlers(app)

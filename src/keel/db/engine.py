@@ -271,7 +271,9 @@ def build_engine(
     is turned off only by migrations, which rebuild tables in batch mode.
     """
     url = make_url(settings.url.get_secret_value())
-    kwargs: dict[str, Any] = {"echo": settings.echo}
+    # A statement's parameters (addresses, token digests, user input) never reach a log or
+    # an exception's text: not with echo on, not in the line of an error that escapes.
+    kwargs: dict[str, Any] = {"echo": settings.echo, "hide_parameters": True}
     if poolclass is not None:
         kwargs["poolclass"] = poolclass
     bounded = poolclass is None
