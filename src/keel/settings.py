@@ -266,6 +266,8 @@ class HttpSettings:
     hsts_max_age: int
     docs_enabled: bool
     cors: CorsSettings
+    #: Refuse what a trusted proxy forwarded from plain HTTP (SEC-60): production.
+    require_https: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,6 +660,7 @@ class Settings(BaseSettings):
             request_timeout=self.request_timeout,
             hsts_max_age=self.hsts_max_age,
             docs_enabled=docs,
+            require_https=self.is_production,
             cors=CorsSettings(
                 origins=tuple(self.cors_origins),
                 allow_credentials=self.cors_allow_credentials,

@@ -89,4 +89,6 @@ def install_middleware(app: FastAPI, settings: HttpSettings, *, logger: logging.
         TrustedProxyMiddleware,
         trusted=settings.trusted_proxies,
         trust_all=settings.trust_all_proxies,
+        require_https=settings.require_https,
+        policy=policy,
     )
