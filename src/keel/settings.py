@@ -290,6 +290,8 @@ class ServerSettings:
     keepalive: int
     max_requests: int
     max_requests_jitter: int
+    max_header_fields: int
+    max_header_bytes: int
     trusted_proxies: tuple[str, ...]
     log_level: LogLevel
     reload: bool
@@ -435,6 +437,8 @@ class Settings(BaseSettings):
     keepalive: int = Field(default=75, ge=1)
     max_requests: int = Field(default=0, ge=0)
     max_requests_jitter: int = Field(default=0, ge=0)
+    max_header_fields: int = Field(default=100, ge=1, le=10_000)
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
 
     @field_validator("web_concurrency", mode="before")
     @classmethod
@@ -685,6 +689,8 @@ class Settings(BaseSettings):
             keepalive=self.keepalive,
             max_requests=self.max_requests,
             max_requests_jitter=self.max_requests_jitter,
+            max_header_fields=self.max_header_fields,
+            max_header_bytes=self.max_header_bytes,
             trusted_proxies=tuple(self.trusted_proxies),
             log_level=self.log_level,
             reload=self.reload,
