@@ -244,6 +244,7 @@ class CacheSettings:
     namespace: str = "keel:"
     state_file: str = DEFAULT_STATE_FILE
     cluster: bool = False
+    degrade_after: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +422,7 @@ class Settings(BaseSettings):
     cache_namespace: str = Field(default="keel:", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     cache_timeout: float = Field(default=0.25, gt=0)
     cache_retry_interval: float = Field(default=1.0, gt=0)
+    cache_degrade_after: float = Field(default=1.0, ge=0, le=60)
     state_file: str | None = Field(default=None, min_length=1, max_length=4096)
     single_instance: bool = False
     redis_cluster: bool = False
@@ -645,6 +647,7 @@ class Settings(BaseSettings):
             namespace=self.cache_namespace,
             state_file=self.state_file or _state_file_beside(self.database_url),
             cluster=self.redis_cluster,
+            degrade_after=self.cache_degrade_after,
         )
 
     @property
