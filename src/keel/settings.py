@@ -263,6 +263,9 @@ class HttpSettings:
     trusted_proxies: tuple[IPNetwork, ...]
     trust_all_proxies: bool
     max_body_bytes: int
+    max_auth_body_bytes: int
+    max_json_members: int
+    max_json_depth: int
     request_timeout: float
     hsts_max_age: int
     docs_enabled: bool
@@ -351,6 +354,9 @@ class Settings(BaseSettings):
     docs: bool | None = None
     docs_in_production: bool = False
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_auth_body_bytes: int = Field(default=32_768, ge=1024)
+    max_json_members: int = Field(default=256, ge=16, le=100_000)
+    max_json_depth: int = Field(default=32, ge=4, le=1000)
     request_timeout: float = Field(default=30.0, gt=0)
     hsts_max_age: int = Field(default=63_072_000, ge=0)
 
@@ -662,6 +668,9 @@ class Settings(BaseSettings):
             trusted_proxies=networks,
             trust_all_proxies="*" in self.trusted_proxies,
             max_body_bytes=self.max_body_bytes,
+            max_auth_body_bytes=min(self.max_auth_body_bytes, self.max_body_bytes),
+            max_json_members=self.max_json_members,
+            max_json_depth=self.max_json_depth,
             request_timeout=self.request_timeout,
             hsts_max_age=self.hsts_max_age,
             docs_enabled=docs,
