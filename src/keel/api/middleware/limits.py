@@ -20,7 +20,7 @@ While it runs:
   (:class:`~keel.api.middleware.json_budget.JsonBudget`), before anything
   parses or validates it: past ``max_json_members`` or ``max_json_depth`` a
   400 ``json_too_complex`` is sent the same way and ``receive`` raises
-  :class:`RequestBodyTooComplex`;
+  :class:`RequestBodyTooComplex` (without the two bounds, nothing is counted);
 - the whole exchange (reading the body included) has ``timeout`` seconds,
   kept by a timer rather than a task per request. When it fires and no
   response has started, a 504 goes out at once from a task of its own (kept
@@ -139,16 +139,20 @@ class LimitsMiddleware:
         max_body_bytes: int,
         timeout: float,
         max_auth_body_bytes: int | None = None,
-        max_json_members: int = 256,
-        max_json_depth: int = 32,
+        max_json_members: int | None = None,
+        max_json_depth: int | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if max_body_bytes < 0 or (max_auth_body_bytes is not None and max_auth_body_bytes < 0):
             raise ValueError("max_body_bytes and max_auth_body_bytes must be >= 0")
         if timeout <= 0:
             raise ValueError("timeout must be > 0")
-        if max_json_members < 1 or max_json_depth < 1:
-            raise ValueError("max_json_members and max_json_depth must be >= 1")
+        if (max_json_members is None) != (max_json_depth is None) or (
+            max_json_members is not None
+            and max_json_depth is not None
+            and (max_json_members < 1 or max_json_depth < 1)
+        ):
+            raise ValueError("max_json_members and max_json_depth: both >= 1, or neither")
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_auth_body_bytes = (
@@ -183,9 +187,10 @@ class LimitsMiddleware:
         started = False  # the application (or we) sent http.response.start
         answered = False  # we sent a whole response; the application's sends are dropped
         received = 0
+        members, depth = self.max_json_members, self.max_json_depth
         budget = (
-            JsonBudget(max_members=self.max_json_members, max_depth=self.max_json_depth)
-            if declared != 0 and _may_be_json(scope)
+            JsonBudget(max_members=members, max_depth=depth)
+            if members is not None and depth is not None and declared != 0 and _may_be_json(scope)
             else None
         )
 
