@@ -2,7 +2,8 @@
 
 Too many header fields, or a head (request line and fields) larger than
 ``KEEL_MAX_HEADER_BYTES``, is answered 431 and the connection closed; a head
-that never ends costs a worker at most the bound, however much is sent.
+that never ends costs a worker at most the bound, however much is sent. A JSON
+body with too many members is refused as it arrives, before the app reads it.
 """
 
 from __future__ import annotations
@@ -119,3 +120,21 @@ def test_unfinished_heads_sent_slowly_do_not_grow_the_worker(server: RunningServ
     assert peak - before < RSS_GROWTH_LIMIT, (before, peak)
     assert max(sent) < SLOW_HEAD_BYTES, "the server read every unfinished head to the end"
     assert server.get("/livez").status_code == 200
+
+
+def test_a_megabyte_of_json_members_is_refused_before_the_app_reads_it(
+    server: RunningServer,
+) -> None:
+    body = b'{"a":1' + b"".join(b',"%x":1' % i for i in range(90_000)) + b"}"
+    assert len(body) < MIB
+    head = (
+        b"POST /_test/echo HTTP/1.1\r\nHost: keel.test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    assert server.get("/_test/pid").status_code == 200  # the app is built (not just /livez)
+    started = time.monotonic()
+    reply = exchange(server.port, head + body)
+    assert reply.statuses == [400], reply.data[:300]
+    assert _body_of(reply.data)["code"] == "json_too_complex"
+    assert reply.closed_by_server
+    assert time.monotonic() - started < 0.5  # parsing and validating it took 0.27-0.8 s
