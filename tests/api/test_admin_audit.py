@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from keel.api.app import create_app
-from keel.audit import Action, ActorType, Result
+from keel.audit import Action, ActorType, AuditActions, Result, app_action
 from keel.db import migrate
 from keel.settings import Settings
 
@@ -120,3 +120,27 @@ async def test_bad_filters_are_422_without_echo(
     for value in params.values():
         if len(value) > 3:
             assert value not in response.text
+
+
+class NotesActions(AuditActions, namespace="notes"):
+    NOTE_CREATED = app_action("note_created")
+
+
+async def test_the_audit_filter_takes_keels_actions_and_the_applications(
+    settings_factory: SettingsFactory,
+) -> None:
+    settings = settings_factory()
+    await asyncio.to_thread(migrate.upgrade, settings.database)
+    app = create_app(settings, authenticator=HeaderAuthenticator(), audit_actions=[NotesActions])
+    trail = app.state.keel.audit
+    async with serve_in_process(app) as http:
+        for action in (NotesActions.NOTE_CREATED, Action.USER_CREATED):
+            await trail.record_alone(trail.event(action, Result.SUCCESS))
+        notes = await http.get("/admin/audit?action=notes.note_created", headers=ADMIN)
+        assert [e["action"] for e in notes.json()["items"]] == ["notes.note_created"]
+        keels = await http.get("/admin/audit?action=user_created", headers=ADMIN)
+        assert [e["action"] for e in keels.json()["items"]] == ["user_created"]
+        for unknown in ("notes.note_deleted", "user_creatd"):
+            refused = await http.get(f"/admin/audit?action={unknown}", headers=ADMIN)
+            assert refused.status_code == 422
+            assert refused.json()["code"] == "validation_failed"

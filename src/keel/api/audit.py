@@ -3,7 +3,9 @@
 SEC-69: only the ``admin`` scope reads it; every read is recorded (as
 ``authz_admin`` with ``operation: audit_read``) in the same transaction that
 reads, so a page is never served without its record. Other methods get 405.
-Filters the columns cannot hold (``keel.api.params``) are 422, never a 500.
+Filters the columns cannot hold (``keel.api.params``) are 422, never a 500;
+``action`` is one of keel's actions or of the application's declared ones
+(``create_app(audit_actions=...)``), anything else ``validation_failed`` like every other bad filter.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from keel.api.origin import origin_of
 from keel.api.params import UtcTime, bigint_query, text_query
 from keel.api.principal import ADMIN_SCOPE, Principal, require_scope
 from keel.audit import MAX_PAGE, Action, Result, query_events
+from keel.errors import InvalidInput
 
 __all__ = ["router"]
 
@@ -33,7 +36,7 @@ async def read_audit(
     admin: Admin,
     context: Context,
     uow: UoW,
-    action: Action | None = None,
+    action: Annotated[str | None, text_query(64)] = None,
     actor_id: Annotated[str | None, text_query(256)] = None,
     target_type: Annotated[str | None, text_query(64)] = None,
     target_id: Annotated[str | None, text_query(256)] = None,
@@ -49,8 +52,13 @@ async def read_audit(
     Continue with ``cursor`` = the previous page's ``next_cursor``; ``null``
     means there is nothing more.
     """
+    if action is not None and action not in context.audit_actions:
+        raise InvalidInput(
+            "action is not one of keel's audit actions or the application's",
+            code="validation_failed",
+        )
     filters: dict[str, Any] = {
-        "action": action.value if action else None,
+        "action": action,
         "actor_id": actor_id,
         "target_type": target_type,
         "target_id": target_id,
