@@ -5,7 +5,7 @@ SEC-69: only the ``admin`` scope reads it; every read is recorded (as
 reads, so a page is never served without its record. Other methods get 405.
 Filters the columns cannot hold (``keel.api.params``) are 422, never a 500;
 ``action`` is one of keel's actions or of the application's declared ones
-(``create_app(audit_actions=...)``), anything else ``validation_failed`` like every other bad filter.
+(``create_app(audit_actions=...)``); anything else is a 422 like every bad filter.
 """
 
 from __future__ import annotations
