@@ -46,7 +46,7 @@ from keel.accounts.mail import (
 from keel.accounts.models import EmailVerificationToken, PasswordResetToken, User
 from keel.accounts.names import normalise_display_name
 from keel.accounts.repository import AccountRepository
-from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER
+from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER, Role, RoleCatalog
 from keel.accounts.service import (
     NO_ORIGIN,
     UNSET,
@@ -91,6 +91,8 @@ __all__ = [
     "PasswordResetToken",
     "ReauthenticationFailed",
     "ResetTokenInvalid",
+    "Role",
+    "RoleCatalog",
     "ScopeNotGranted",
     "SessionHooks",
     "SmtpMailer",

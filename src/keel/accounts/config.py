@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from keel.accounts.roles import KNOWN_ROLES
 from keel.errors import ConfigurationError
 from keel.settings import Settings
 
@@ -41,6 +42,8 @@ class AccountSettings:
     lockout_threshold: int | None = None
     enumeration_floor: float = 0.0
     failed_login_floor: float = 0.0
+    #: Role names an admin may give: keel's and the application's (``create_app(roles=...)``).
+    known_roles: frozenset[str] = KNOWN_ROLES
 
     def __post_init__(self) -> None:
         if not self.public_url.startswith(("https://", "http://")):

@@ -75,7 +75,7 @@ from keel.accounts.names import normalise_display_name
 from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
 from keel.accounts.pacing import floored, floored_failure
 from keel.accounts.repository import AccountRepository
-from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER, format_roles
+from keel.accounts.roles import ROLE_ADMIN, ROLE_USER, format_roles
 from keel.accounts.state import UserState, whole_second
 from keel.accounts.views import UserView
 from keel.audit import Action, ActorType, AuditEvent, AuditTrail, Result
@@ -1098,7 +1098,7 @@ class AccountService:
         (``user_updated``). ``UserNotFound`` for an unknown id.
         """
         wanted = frozenset(roles) if roles is not None else None
-        if wanted is not None and not wanted <= KNOWN_ROLES:
+        if wanted is not None and not wanted <= self._settings.known_roles:
             raise UnknownRole()
         now = self._clock.now()
         revoked: list[str] = []
@@ -1120,7 +1120,7 @@ class AccountService:
                 events: list[AuditEvent] = []
                 if wanted is not None and wanted != user.role_set:
                     before = sorted(user.role_set)
-                    user.roles = format_roles(wanted)
+                    user.roles = format_roles(wanted, self._settings.known_roles)
                     events.append(
                         self._admin_event(
                             Action.AUTHZ_CHANGE,

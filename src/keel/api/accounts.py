@@ -27,6 +27,7 @@ are accepted and ignored (RFC 6749 §2.1, public clients).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal
@@ -502,7 +503,9 @@ def install_accounts(
     """
     settings = context.settings
     supervisor = context.supervisor
-    account_settings = account_settings_from(settings)
+    account_settings = dataclasses.replace(
+        account_settings_from(settings), known_roles=context.roles.names
+    )
 
     if hasher is None:
         owned = PasswordHasher(settings.passwords)

@@ -18,6 +18,7 @@ from keel import __version__
 from keel._clock import Clock, SystemClock
 from keel._logging import event
 from keel.accounts import load_user_snapshot, load_user_state
+from keel.accounts.roles import Role, RoleCatalog
 from keel.api.accounts import install_accounts
 from keel.api.admin_users import build_admin_users_router
 from keel.api.audit import router as audit_router
@@ -72,6 +73,7 @@ def create_app(
     database: Database | None = None,
     services: Sequence[ServiceFactory] = (),
     audit_actions: Sequence[type[AuditActions]] = (),
+    roles: Sequence[Role] = (),
 ) -> FastAPI:
     """Build a keel application from ``settings``.
 
@@ -82,8 +84,9 @@ def create_app(
     and ``database`` the database (shared with code outside the app, which
     then owns and disposes it). ``services`` are factories of the
     application's own services (``keel.api.services``), ``audit_actions`` its
-    declared audit actions (``keel.audit.AuditActions``). In production the
-    app refuses to build while ``keel check`` reports an error.
+    declared audit actions (``keel.audit.AuditActions``), ``roles`` its roles
+    and the scopes they grant (``keel.accounts.Role``). In production the app
+    refuses to build while ``keel check`` reports an error.
     """
     if settings.is_production:
         errors = errors_in(all_findings(settings))
@@ -121,6 +124,7 @@ def create_app(
     async def session_live(user_id: str, session_id: str) -> bool:
         return await session_is_live(database, user_id, session_id)
 
+    catalog = RoleCatalog(roles)
     security = SecurityState(
         stores.shared, stores.channel, load_subject=subject_record, load_session=session_live
     )
@@ -134,11 +138,13 @@ def create_app(
         audit=AuditTrail.from_settings(database, settings.audit, clock),
         authenticator=authenticator
         or BearerAuthenticator(
-            TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), security)
+            TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), security),
+            catalog,
         ),
         channel=stores.channel,
         audit_actions=frozenset(Action)
         | frozenset(action for group in audit_actions for action in group.members()),
+        roles=catalog,
     )
     build_services(context, services)
 

@@ -23,6 +23,7 @@ from typing import Final
 
 from fastapi import Request
 
+from keel.accounts.roles import RoleCatalog
 from keel.api.principal import Principal
 from keel.auth import TokenAuthenticator
 from keel.security.tokens import MAX_TOKEN_LENGTH
@@ -61,8 +62,9 @@ def bearer_token(request: Request) -> str | None:
 class BearerAuthenticator:
     """An ``Authenticator`` for access tokens in the ``Authorization`` header."""
 
-    def __init__(self, tokens: TokenAuthenticator) -> None:
+    def __init__(self, tokens: TokenAuthenticator, roles: RoleCatalog | None = None) -> None:
         self._tokens = tokens
+        self._roles = roles or RoleCatalog()
 
     @property
     def tokens(self) -> TokenAuthenticator:
@@ -76,7 +78,8 @@ class BearerAuthenticator:
         authentication = await self._tokens.authenticate(token)
         return BearerPrincipal(
             subject=authentication.subject,
-            scopes=authentication.scopes,
+            # The token's roles the account still holds, as the scopes they grant.
+            scopes=self._roles.scopes_for(authentication.scopes),
             session_id=authentication.session_id,
             token_id=authentication.token_id,
             expires_at=authentication.expires_at,

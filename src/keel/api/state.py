@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from starlette.requests import HTTPConnection
 
 from keel._clock import Clock
+from keel.accounts.roles import RoleCatalog
 from keel.audit import AuditTrail
 from keel.cache import Invalidations, LocalInvalidations, Store
 from keel.db import Database
@@ -39,6 +40,8 @@ class AppContext:
     services: dict[type[Any], Any] = field(default_factory=dict)
     #: Every audit action ``GET /admin/audit`` may filter by: keel's and the application's.
     audit_actions: frozenset[str] = frozenset()
+    #: keel's roles and the application's, and the scopes each grants.
+    roles: RoleCatalog = field(default_factory=RoleCatalog)
 
     def service(self, kind: type[_T]) -> _T:
         """The application's service of type ``kind``; ``LookupError`` when none was given."""
