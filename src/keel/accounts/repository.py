@@ -38,7 +38,9 @@ class AccountRepository:
             return None
         query = select(User).where(User.id == key)
         if for_update:
-            query = query.with_for_update()  # PostgreSQL row lock; SQLite locks on write
+            # PostgreSQL row lock (SQLite locks on write); the row as it is now, even if
+            # this unit of work read it before.
+            query = query.with_for_update().execution_options(populate_existing=True)
         return (await self._uow.session.execute(query)).scalar_one_or_none()
 
     async def email_key_taken(self, key: str, *, other_than: uuid.UUID | None = None) -> bool:

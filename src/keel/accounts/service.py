@@ -47,6 +47,9 @@ from sqlalchemy.exc import IntegrityError
 from keel._clock import Clock
 from keel._logging import event
 from keel.accounts.config import AccountSettings
+from keel.accounts.credentials import (
+    replace_unverified,
+)
 from keel.accounts.email import EmailAddress, InvalidEmail, normalise_email
 from keel.accounts.errors import (
     CurrentPasswordRequired,
@@ -230,6 +233,7 @@ class AccountService:
         # Hash before looking: a taken address costs what a new one costs (SEC-12).
         password_hash = await self._hasher.hash(password)
         now = self._clock.now()
+        replaced: list[str] | None = None
         try:
             async with self._database.unit_of_work() as uow:
                 repo = AccountRepository(uow)
@@ -239,7 +243,9 @@ class AccountService:
                         uow, repo, address, name, password_hash, now, origin
                     )
                 else:
-                    messages = await self._register_taken(uow, repo, existing, now, origin)
+                    messages, replaced = await self._register_taken(
+                        uow, repo, existing, (address, name, password_hash), now, origin
+                    )
         except IntegrityError:
             # Another registration took the address between our read and our insert.
             async with self._database.unit_of_work() as uow:
@@ -247,7 +253,14 @@ class AccountService:
                 existing = await repo.by_email_key(address.key)
                 if existing is None:
                     raise
-                messages = await self._register_taken(uow, repo, existing, now, origin)
+                messages, replaced = await self._register_taken(
+                    uow, repo, existing, (address, name, password_hash), now, origin
+                )
+        if replaced is not None and existing is not None:
+            # The unverified account's earlier credentials are gone: so are their sessions.
+            await self._sessions_revoked(str(existing.id), replaced)
+            await self._forget_known_sources(address.key)
+            await self._changed(str(existing.id), None)
         self._post(messages)
 
     async def _create(
@@ -297,18 +310,31 @@ class AccountService:
         uow: UnitOfWork,
         repo: AccountRepository,
         existing: User,
+        registration: tuple[EmailAddress, str | None, str],
         now: datetime,
         origin: Origin,
-    ) -> list[Message]:
+    ) -> tuple[list[Message], list[str] | None]:
+        """The address has an account: a notice, or (never verified) the account is replaced.
+
+        Returns the mail and, when an unverified account was replaced, the
+        ids of the sessions that ended (``None`` otherwise).
+        """
         user_id = str(existing.id)
-        if existing.email_verified_at is None and existing.is_active:
-            # The owner never confirmed: a fresh link is the helpful notice.
-            await repo.delete_unused_tokens(existing.id)
-            address = EmailAddress(address=existing.email, key=existing.email_key)
-            token = self._new_token(repo, existing, address, now)
+        user = await repo.by_id(existing.id, for_update=True)  # re-read under the row lock
+        details: dict[str, Any] = {"reason": "email_taken", "via": "register"}
+        revoked: list[str] | None = None
+        if user is not None and user.email_verified_at is None and user.is_active:
+            # Nobody proved the mailbox yet: the newest registrant's credentials win, and
+            # only the link mailed now can verify them (account pre-hijacking).
+            address, name, password_hash = registration
+            await replace_unverified(repo, user, address, password_hash, name, now)
+            await uow.flush()
+            revoked = await self._revoke_sessions(uow, user_id, reason="reregistered")
+            token = self._new_token(repo, user, address, now)
             message = verify_email(
-                self._settings, to=existing.email, token=token, user_id=user_id, change=False
+                self._settings, to=user.email, token=token, user_id=user_id, change=False
             )
+            details.update(unverified_replaced=True, sessions_revoked=len(revoked))
         else:
             message = registration_attempt(self._settings, to=existing.email, user_id=user_id)
         await self._audit.record(
@@ -318,10 +344,10 @@ class AccountService:
                 Result.FAILURE,
                 origin,
                 target_id=user_id,
-                details={"reason": "email_taken", "via": "register"},
+                details=details,
             ),
         )
-        return [message]
+        return [message], revoked
 
     def _new_token(
         self, repo: AccountRepository, user: User, address: EmailAddress, now: datetime
@@ -506,13 +532,16 @@ class AccountService:
             await self._login_failed(user, reason, origin)
             await self._count_failure(guard_key, origin, target_id=target)
             raise InvalidCredentials()
-        # The password was right (even when the address is unverified): the count starts over.
+        assert user is not None
+        # The password was right (even when the address is unverified): the count starts over,
+        # but only a verified account's login makes its source known.
         if self._guard is not None:
-            await self._guard.succeeded(guard_key, origin.source_ip)
+            await self._guard.succeeded(
+                guard_key, origin.source_ip, remember_source=user.email_verified_at is not None
+            )
         if reason is not None:
             await self._login_failed(user, reason, origin)
             raise InvalidCredentials()
-        assert user is not None
         return user
 
     async def _guard_check(
@@ -787,7 +816,11 @@ class AccountService:
             await self._count_failure(current.email_key, origin, target_id=target)
             raise
         if self._guard is not None:
-            await self._guard.succeeded(current.email_key, origin.source_ip)
+            await self._guard.succeeded(
+                current.email_key,
+                origin.source_ip,
+                remember_source=current.email_verified_at is not None,
+            )
         address = EmailAddress(address=current.email, key=current.email_key)
         self._policy.check(new_password, context=self._context(address, current.display_name))
         new_hash = await self._hasher.hash(new_password)
@@ -818,6 +851,7 @@ class AccountService:
             )
             state, view = UserState.of(user), UserView.of(user)
         await self._sessions_revoked(view.id, revoked)
+        await self._forget_known_sources(current.email_key)
         await self._changed(view.id, view)
         self._post([password_changed(self._settings, to=view.email, user_id=view.id, reset=False)])
         chosen = state.scopes if scopes is None else state.scopes & frozenset(scopes)
@@ -946,6 +980,7 @@ class AccountService:
         await self._sessions_revoked(view.id, revoked)
         if self._guard is not None:
             await self._after_commit("login_guard_clear", self._guard.clear(guard_key))
+        await self._forget_known_sources(guard_key)
         await self._changed(view.id, view)
         self._post([password_changed(self._settings, to=view.email, user_id=view.id, reset=True)])
 
@@ -1293,6 +1328,13 @@ class AccountService:
         if self._sessions is not None and session_ids:
             await self._after_commit(
                 "sessions_revoked", self._sessions.revoked(user_id, session_ids)
+            )
+
+    async def _forget_known_sources(self, account_key: str) -> None:
+        """After a new password: no earlier login source is "known" to the guard any more."""
+        if self._guard is not None:
+            await self._after_commit(
+                "login_guard_forget", self._guard.forget_known_sources(account_key)
             )
 
     async def _after_commit(self, step: str, work: Awaitable[None]) -> None:
