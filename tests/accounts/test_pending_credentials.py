@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from keel._clock import FrozenClock
 from keel.accounts import (
@@ -23,9 +24,11 @@ from keel.accounts import (
     CallerOrigin,
     FileMailer,
     InvalidCredentials,
+    ResetTokenInvalid,
     User,
     VerificationFailed,
 )
+from keel.audit.models import AuditEventRow
 from keel.auth.throttle import LoginThrottle
 from keel.cache import MemoryStore
 from keel.db import Database
@@ -63,6 +66,17 @@ async def _user(database: Database, email_key: str) -> User:
             await uow.session.execute(select(User).where(User.email_key == email_key))
         ).scalar_one()
     return user
+
+
+async def _audit(database: Database, actions: tuple[str, ...]) -> list[AuditEventRow]:
+    """The failures among ``actions``, in order."""
+    async with database.unit_of_work() as uow:
+        query = (
+            select(AuditEventRow)
+            .where(AuditEventRow.action.in_(actions), AuditEventRow.result == "failure")
+            .order_by(AuditEventRow.seq)
+        )
+        return list((await uow.session.execute(query)).scalars())
 
 
 @pytest.fixture
@@ -203,3 +217,104 @@ async def test_a_password_change_forgets_known_sources(
     await _lock_out(throttle, VICTIM)
     with pytest.raises(TooManyRequests):
         await throttle.check(VICTIM, HOME.source_ip)
+
+
+# --- pending links die with the credentials they were issued under -----------------------------
+
+ATTACKER = "attacker@evil.example"
+NEW_PASSWORD = "a brand new long passphrase 3"
+
+
+async def _owner(service: AccountService, email: str = VICTIM) -> str:
+    await service.register(email, OWNER_PASSWORD, None, NO_ORIGIN)
+    await service.verify_email((await _links(service, "verify_email", email))[-1], NO_ORIGIN)
+    return (await service.authenticate(email, OWNER_PASSWORD, NO_ORIGIN)).user_id
+
+
+async def _change_to(service: AccountService, user_id: str, email: str) -> str:
+    """Request a change of ``user_id``'s address to ``email``; the link mailed there."""
+    await service.update_profile(user_id, NO_ORIGIN, email=email, current_password=OWNER_PASSWORD)
+    return (await _links(service, "verify_email", email))[-1]
+
+
+async def _reset_link(service: AccountService, email: str = VICTIM) -> str:
+    await service.forgot_password(email, NO_ORIGIN)
+    return (await _links(service, "password_reset", email))[-1]
+
+
+async def test_a_password_reset_kills_a_pending_email_change_link(
+    service: AccountService, clock: FrozenClock
+) -> None:
+    user_id = await _owner(service)
+    stolen = await _change_to(service, user_id, ATTACKER)  # the attacker knew the password
+    clock.advance(60)
+    await service.reset_password(await _reset_link(service), NEW_PASSWORD, NO_ORIGIN)
+    with pytest.raises(VerificationFailed):
+        await service.verify_email(stolen, NO_ORIGIN)
+    assert (await service.profile(user_id)).email == VICTIM
+
+
+async def test_a_password_change_kills_a_pending_email_change_link(
+    service: AccountService, clock: FrozenClock
+) -> None:
+    user_id = await _owner(service)
+    stolen = await _change_to(service, user_id, ATTACKER)
+    clock.advance(60)
+    await service.change_password(user_id, OWNER_PASSWORD, NEW_PASSWORD, NO_ORIGIN)
+    with pytest.raises(VerificationFailed):
+        await service.verify_email(stolen, NO_ORIGIN)
+    assert (await service.profile(user_id)).email == VICTIM
+
+
+async def test_disabling_kills_pending_email_change_and_reset_links(
+    service: AccountService, clock: FrozenClock
+) -> None:
+    admin = await service.create_admin("root@keel.example", OWNER_PASSWORD)
+    user_id = await _owner(service)
+    stolen = await _change_to(service, user_id, ATTACKER)
+    reset = await _reset_link(service)
+    clock.advance(60)
+    await service.set_active(admin.id, user_id, False, NO_ORIGIN)
+    await service.set_active(admin.id, user_id, True, NO_ORIGIN)
+    with pytest.raises(VerificationFailed):
+        await service.verify_email(stolen, NO_ORIGIN)
+    with pytest.raises(ResetTokenInvalid):
+        await service.reset_password(reset, NEW_PASSWORD, NO_ORIGIN)
+
+
+async def test_a_link_issued_under_an_older_credential_generation_is_refused(
+    service: AccountService, database: Database, clock: FrozenClock
+) -> None:
+    user_id = await _owner(service)
+    change = await _change_to(service, user_id, ATTACKER)
+    reset = await _reset_link(service)
+    clock.advance(2)
+    # The generation moves on without the links being deleted (an operator, an older
+    # instance): each link carries the generation it was issued under and is refused.
+    async with database.unit_of_work() as uow:
+        await uow.session.execute(
+            update(User)
+            .where(User.email_key == VICTIM)
+            .values(tokens_valid_after=clock.now().replace(microsecond=0))
+        )
+    with pytest.raises(VerificationFailed):
+        await service.verify_email(change, NO_ORIGIN)
+    with pytest.raises(ResetTokenInvalid):
+        await service.reset_password(reset, NEW_PASSWORD, NO_ORIGIN)
+    reasons = [
+        json.loads(row.details)["reason"]
+        for row in await _audit(database, ("authn_email_verified", "authn_password_change_fail"))
+    ]
+    assert reasons == ["outdated", "outdated"]
+
+
+async def test_changing_the_address_back_cancels_a_pending_change(
+    service: AccountService,
+) -> None:
+    user_id = await _owner(service)
+    stolen = await _change_to(service, user_id, ATTACKER)
+    view = await service.update_profile(user_id, NO_ORIGIN, email=VICTIM)
+    assert view.email == VICTIM
+    with pytest.raises(VerificationFailed):
+        await service.verify_email(stolen, NO_ORIGIN)
+    assert (await service.profile(user_id)).email == VICTIM

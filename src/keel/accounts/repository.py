@@ -86,6 +86,17 @@ class AccountRepository:
             )
         )
 
+    async def delete_change_links(self, user_id: uuid.UUID, *, keep_key: str) -> int:
+        """Forget the user's unused links to an address other than ``keep_key``; how many."""
+        result = await self._uow.session.execute(
+            delete(EmailVerificationToken).where(
+                EmailVerificationToken.user_id == user_id,
+                EmailVerificationToken.used_at.is_(None),
+                EmailVerificationToken.email_key != keep_key,
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     # Password-reset tokens.
 
     def add_reset_token(self, token: PasswordResetToken) -> None:

@@ -48,6 +48,9 @@ from keel._clock import Clock
 from keel._logging import event
 from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import (
+    end_pending_links,
+    issued_before,
+    move_generation,
     replace_unverified,
 )
 from keel.accounts.email import EmailAddress, InvalidEmail, normalise_email
@@ -396,6 +399,8 @@ class AccountService:
                     user = await repo.by_id(row.user_id, for_update=True)
                     if user is None or not user.is_active:
                         reason = "account_unavailable"
+                    elif issued_before(row.created_at, user):
+                        reason = "outdated"  # a newer credential generation began since
                     elif not await repo.consume_token(row.id, now):
                         reason = "used"  # a concurrent request redeemed it first
                     elif row.email_key != user.email_key and await repo.email_key_taken(
@@ -708,6 +713,8 @@ class AccountService:
                 if address.address != user.email:
                     user.email = address.address  # same mailbox, another spelling
                     changed.append("email")
+                if await repo.delete_change_links(user.id, keep_key=user.email_key):
+                    changed.append("email_change_cancelled")  # back to the current address
             elif address is not None:
                 changed.append("email_change_requested")
                 messages.extend(await self._request_email_change(repo, user, address, now))
@@ -834,7 +841,8 @@ class AccountService:
                 # Changed (or reset) meanwhile: the password checked above is no longer current.
                 raise ReauthenticationFailed()
             self._set_password(user, new_hash, now)
-            await repo.delete_reset_tokens(user.id)  # a pending reset link would undo this
+            # A pending reset or e-mail-change link would undo this (or hand the account on).
+            await end_pending_links(repo, user)
             await uow.flush()
             revoked = await self._revoke_sessions(
                 uow, target, reason="password_change", keep=keep_session
@@ -958,6 +966,7 @@ class AccountService:
                 if verified:
                     user.email_verified_at = now
                 await repo.delete_reset_tokens(user.id, except_id=row.id)
+                await repo.delete_unused_tokens(user.id)  # e-mail-change links too
                 await uow.flush()
                 revoked = await self._revoke_sessions(uow, str(user.id), reason="password_reset")
                 await self._audit.record(
@@ -996,6 +1005,8 @@ class AccountService:
             return "expired"
         if user is None or not user.is_active:
             return "account_unavailable"
+        if issued_before(row.created_at, user):
+            return "outdated"  # a newer credential generation began since
         return None
 
     async def _reset_failed(
@@ -1015,8 +1026,18 @@ class AccountService:
     def _set_password(self, user: User, password_hash: str, now: datetime) -> None:
         """A new password: tokens issued in earlier seconds stop working (see ``UserState``)."""
         user.password_hash = password_hash
-        user.tokens_valid_after = max(user.tokens_valid_after, whole_second(now))
-        user.updated_at = now
+        move_generation(user, now)
+
+    async def end_pending_links(self, uow: UnitOfWork, user_id: str) -> None:
+        """In ``uow`` (an admin ending every session): the user's pending links die too.
+
+        Verification, e-mail-change and reset links, under the user's row lock,
+        so none issued before this commit can be redeemed after it.
+        """
+        repo = AccountRepository(uow)
+        user = await repo.by_id(user_id, for_update=True)
+        if user is not None:
+            await end_pending_links(repo, user)
 
     # --- administration -----------------------------------------------------------------------
 
@@ -1170,7 +1191,8 @@ class AccountService:
                 if active is not None and active != user.is_active:
                     user.is_active = active
                     if not active:
-                        user.tokens_valid_after = max(user.tokens_valid_after, whole_second(now))
+                        move_generation(user, now)
+                        await end_pending_links(repo, user)
                         revoked = await self._revoke_sessions(uow, target, reason="disabled")
                     events.append(
                         self._admin_event(

@@ -207,6 +207,7 @@ def create_app(
             subject_state=subject_state,
         )
         account_service.set_session_hooks(sessions)
+        sessions.set_user_revocation_hook(account_service.end_pending_links)
         account_service.set_guard(LoginThrottle(store, settings.throttle, clock=clock))
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())

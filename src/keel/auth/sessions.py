@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -136,6 +136,10 @@ class _Outcome:
         return cls(failure=failure, revoked=str(session.id), user_id=str(session.user_id))
 
 
+UserRevocationHook = Callable[[UnitOfWork, str], Awaitable[None]]
+"""Run in the transaction of an admin's "end every session" with the user's id."""
+
+
 def _clip(value: str | None, limit: int) -> str | None:
     return value[:limit] if value else None
 
@@ -174,6 +178,14 @@ class SessionService:
         self._clock = clock
         self._tokens = tokens
         self._subject_state = subject_state
+        self._on_revoke_user: UserRevocationHook | None = None
+
+    def set_user_revocation_hook(self, hook: UserRevocationHook | None) -> None:
+        """Also run ``hook`` (user id) in the transaction where an admin ends a user's sessions.
+
+        The accounts side ends the user's pending links there (``keel.api`` wires it).
+        """
+        self._on_revoke_user = hook
 
     # --- SessionHooks -------------------------------------------------------------------------
 
@@ -495,6 +507,8 @@ class SessionService:
         if user is None:
             raise NotFound()
         async with self._database.unit_of_work() as uow:
+            if self._on_revoke_user is not None:
+                await self._on_revoke_user(uow, str(user))
             ids = await self.revoke_all(uow, user_id=str(user), reason=REASON_ADMIN)
             await self._audit.record(
                 uow,

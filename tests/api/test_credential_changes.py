@@ -1,0 +1,121 @@
+"""Credential changes on the app ``create_app`` builds, on SQLite and PostgreSQL.
+
+The real wiring (accounts, sessions, the login guard, bearer authentication);
+only the clock is frozen and mail goes to a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from keel._clock import FrozenClock
+from keel.accounts import NO_ORIGIN, AccountService
+from keel.api.app import create_app
+from keel.db import Database, migrate
+from keel.settings import Settings
+
+from .conftest import serve_in_process
+
+PASSWORD = "correct horse battery staple 42"
+NEW_PASSWORD = "a brand new long passphrase 3"
+
+
+@dataclass
+class Stack:
+    http: httpx.AsyncClient
+    accounts: AccountService
+    clock: FrozenClock
+    mail_file: Path
+    database: Database
+
+    async def links(self, kind: str, to: str) -> list[str]:
+        outbox = self.accounts.outbox
+        assert outbox is not None
+        await outbox.drain()
+        lines = self.mail_file.read_text().splitlines() if self.mail_file.exists() else []
+        tokens = []
+        for message in map(json.loads, lines):
+            if message["kind"] == kind and message["to"] == to:
+                line = next(x for x in message["body"].splitlines() if "#token=" in x)
+                tokens.append(line.rsplit("#token=", 1)[1])
+        return tokens
+
+    async def user(self, email: str) -> str:
+        """Register and verify ``email``; its user id."""
+        response = await self.http.post(
+            "/auth/register", json={"email": email, "password": PASSWORD}
+        )
+        assert response.status_code == 202, response.text
+        [token] = await self.links("verify_email", email)
+        verified = await self.http.post("/auth/verify-email", json={"token": token})
+        assert verified.status_code == 200, verified.text
+        return (await self.accounts.authenticate(email, PASSWORD, NO_ORIGIN)).user_id
+
+    async def login(self, email: str, password: str = PASSWORD) -> httpx.Response:
+        return await self.http.post("/auth/login", json={"email": email, "password": password})
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def stack(
+    settings_factory: Callable[..., Settings], database_url: str, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    settings = settings_factory(
+        database_url=database_url,
+        mail_backend="file",
+        mail_file=str(tmp_path / "mail.jsonl"),
+    )
+    await asyncio.to_thread(migrate.upgrade, settings.database)
+    clock = FrozenClock()
+    app = create_app(settings, clock=clock)
+    async with serve_in_process(app) as http:
+        accounts = app.state.keel_accounts
+        assert isinstance(accounts, AccountService)
+        yield Stack(http, accounts, clock, tmp_path / "mail.jsonl", app.state.keel.database)
+        outbox = accounts.outbox
+        assert outbox is not None
+        await outbox.drain()
+
+
+async def test_admin_session_revocation_kills_pending_links(stack: Stack) -> None:
+    user_id = await stack.user("owner@example.com")
+    await stack.accounts.update_profile(
+        user_id, NO_ORIGIN, email="thief@example.net", current_password=PASSWORD
+    )
+    [stolen] = await stack.links("verify_email", "thief@example.net")
+    forgot = await stack.http.post("/auth/password/forgot", json={"email": "owner@example.com"})
+    assert forgot.status_code == 202
+    [reset] = await stack.links("password_reset", "owner@example.com")
+    await stack.accounts.create_admin("root@example.com", PASSWORD)
+    admin: dict[str, Any] = (await stack.login("root@example.com")).json()
+    stack.clock.advance(5)
+    revoked = await stack.http.post(
+        f"/admin/users/{user_id}/sessions:revoke", headers=_bearer(admin["access_token"])
+    )
+    assert revoked.status_code == 200, revoked.text
+    refused = await stack.http.post("/auth/verify-email", json={"token": stolen})
+    assert refused.status_code == 400
+    reset_refused = await stack.http.post(
+        "/auth/password/reset", json={"token": reset, "new_password": NEW_PASSWORD}
+    )
+    assert reset_refused.status_code == 400
+    assert (await stack.login("owner@example.com")).status_code == 200
