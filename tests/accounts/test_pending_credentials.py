@@ -318,3 +318,36 @@ async def test_changing_the_address_back_cancels_a_pending_change(
     with pytest.raises(VerificationFailed):
         await service.verify_email(stolen, NO_ORIGIN)
     assert (await service.profile(user_id)).email == VICTIM
+
+
+# --- an e-mail change ends pending reset links -------------------------------------------------
+
+NEW_ADDRESS = "victim.new@keel.example"
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["free", "taken"])
+async def test_requesting_an_email_change_kills_pending_reset_links(
+    service: AccountService, taken: bool
+) -> None:
+    user_id = await _owner(service)
+    if taken:
+        await _owner(service, NEW_ADDRESS)  # the answer never says whether it is taken
+    reset = await _reset_link(service)
+    await service.update_profile(
+        user_id, NO_ORIGIN, email=NEW_ADDRESS, current_password=OWNER_PASSWORD
+    )
+    with pytest.raises(ResetTokenInvalid):
+        await service.reset_password(reset, NEW_PASSWORD, NO_ORIGIN)
+
+
+async def test_completing_an_email_change_kills_pending_reset_links(
+    service: AccountService,
+) -> None:
+    user_id = await _owner(service)
+    change = await _change_to(service, user_id, NEW_ADDRESS)
+    reset = await _reset_link(service)  # mailed to the old address
+    await service.verify_email(change, NO_ORIGIN)
+    assert (await service.profile(user_id)).email == NEW_ADDRESS
+    with pytest.raises(ResetTokenInvalid):
+        await service.reset_password(reset, NEW_PASSWORD, NO_ORIGIN)
+    await service.authenticate(NEW_ADDRESS, OWNER_PASSWORD, NO_ORIGIN)

@@ -26,10 +26,11 @@ class AccountRepository:
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
 
-    async def by_email_key(self, key: str) -> User | None:
-        return (
-            await self._uow.session.execute(select(User).where(User.email_key == key))
-        ).scalar_one_or_none()
+    async def by_email_key(self, key: str, *, for_update: bool = False) -> User | None:
+        query = select(User).where(User.email_key == key)
+        if for_update:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return (await self._uow.session.execute(query)).scalar_one_or_none()
 
     async def by_id(self, user_id: str | uuid.UUID, *, for_update: bool = False) -> User | None:
         try:

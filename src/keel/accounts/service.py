@@ -440,6 +440,7 @@ class AccountService:
         if change:
             user.email = row.email
             user.email_key = row.email_key
+            await repo.delete_reset_tokens(user.id)  # mailed to the old address
         user.email_verified_at = now
         user.updated_at = now
         await repo.delete_unused_tokens(user.id)
@@ -742,6 +743,8 @@ class AccountService:
     ) -> list[Message]:
         user_id = str(user.id)
         notice = email_change_requested(self._settings, to=user.email, user_id=user_id)
+        # A reset link mailed to the current address would outlive the change (as Django).
+        await repo.delete_reset_tokens(user.id)
         owner = await repo.by_email_key(address.key)
         if owner is not None:
             return [notice, email_change_attempt(self._settings, to=owner.email, user_id=user_id)]
@@ -891,7 +894,8 @@ class AccountService:
         messages: list[Message] = []
         async with self._database.unit_of_work() as uow:
             repo = AccountRepository(uow)
-            user = await repo.by_email_key(key) if key is not None else None
+            # Locked: an e-mail change committing meanwhile is seen (its address is gone).
+            user = await repo.by_email_key(key, for_update=True) if key is not None else None
             if user is not None and user.is_active:
                 await repo.delete_reset_tokens(user.id)
                 repo.add_reset_token(
