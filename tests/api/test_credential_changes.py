@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from keel._clock import FrozenClock
 from keel.accounts import NO_ORIGIN, AccountService
 from keel.api.app import create_app
+from keel.auth.models import AuthSession
 from keel.db import Database, migrate
 from keel.settings import Settings
 
@@ -119,3 +122,81 @@ async def test_admin_session_revocation_kills_pending_links(stack: Stack) -> Non
     )
     assert reset_refused.status_code == 400
     assert (await stack.login("owner@example.com")).status_code == 200
+
+
+class PausingHasher:
+    """The app's hasher; once armed, one verification waits for ``release`` after its check."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.armed = False
+        self.checked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        result: bool = await self.inner.verify(password_hash, password)
+        if self.armed:
+            self.armed = False
+            self.checked.set()
+            await self.release.wait()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def _live_sessions(database: Database, user_id: str) -> int:
+    async with database.unit_of_work() as uow:
+        count = await uow.session.scalar(
+            select(func.count())
+            .select_from(AuthSession)
+            .where(AuthSession.user_id == uuid.UUID(user_id), AuthSession.revoked_at.is_(None))
+        )
+    return int(count or 0)
+
+
+async def test_a_login_checked_before_a_reset_commits_starts_no_session(stack: Stack) -> None:
+    user_id = await stack.user("racer@example.com")
+    forgot = await stack.http.post("/auth/password/forgot", json={"email": "racer@example.com"})
+    assert forgot.status_code == 202
+    [reset] = await stack.links("password_reset", "racer@example.com")
+    hasher = PausingHasher(stack.accounts.hasher)
+    stack.accounts._hasher = hasher  # type: ignore[assignment]
+    hasher.armed = True
+    # The login's password check passes, then waits: the reset commits in between.
+    login = asyncio.create_task(stack.login("racer@example.com"))
+    await hasher.checked.wait()
+    stack.clock.advance(2)
+    done = await stack.http.post(
+        "/auth/password/reset", json={"token": reset, "new_password": NEW_PASSWORD}
+    )
+    assert done.status_code == 200, done.text
+    hasher.release.set()
+    answer = await login
+    assert answer.status_code == 401, answer.text
+    assert await _live_sessions(stack.database, user_id) == 0
+    # The new password logs in as usual.
+    assert (await stack.login("racer@example.com", NEW_PASSWORD)).status_code == 200
+
+
+async def test_a_login_checked_before_a_password_change_commits_starts_no_session(
+    stack: Stack,
+) -> None:
+    user_id = await stack.user("changer@example.com")
+    first: dict[str, Any] = (await stack.login("changer@example.com")).json()
+    hasher = PausingHasher(stack.accounts.hasher)
+    stack.accounts._hasher = hasher  # type: ignore[assignment]
+    hasher.armed = True
+    login = asyncio.create_task(stack.login("changer@example.com"))
+    await hasher.checked.wait()
+    stack.clock.advance(2)
+    changed = await stack.http.post(
+        "/auth/password/change",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=_bearer(first["access_token"]),
+    )
+    assert changed.status_code == 200, changed.text
+    hasher.release.set()
+    answer = await login
+    assert answer.status_code == 401, answer.text
+    assert await _live_sessions(stack.database, user_id) == 1  # the changer's own session

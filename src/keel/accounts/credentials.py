@@ -23,7 +23,13 @@ from keel.accounts.models import User
 from keel.accounts.repository import AccountRepository
 from keel.accounts.state import whole_second
 
-__all__ = ["end_pending_links", "issued_before", "move_generation", "replace_unverified"]
+__all__ = [
+    "end_pending_links",
+    "issued_before",
+    "move_generation",
+    "replace_unverified",
+    "still_current",
+]
 
 
 def move_generation(user: User, now: datetime) -> None:
@@ -35,6 +41,23 @@ def move_generation(user: User, now: datetime) -> None:
 def issued_before(created_at: datetime, user: User) -> bool:
     """Whether a link created at ``created_at`` belongs to an older credential generation."""
     return created_at < user.tokens_valid_after
+
+
+def still_current(checked: User, current: User | None) -> bool:
+    """Whether a login may go on: the credentials it checked (``checked``) are ``current``'s.
+
+    ``checked`` was read before the password hash ran, ``current`` under the
+    row lock in the transaction that would start the session. A reset, a
+    change or a disable in between moves the hash, the generation or
+    ``is_active``. (A concurrent login upgrading the same password's hash
+    also moves the hash: that rare login is refused and the next one works.)
+    """
+    return (
+        current is not None
+        and current.is_active
+        and current.password_hash == checked.password_hash
+        and current.tokens_valid_after == checked.tokens_valid_after
+    )
 
 
 async def end_pending_links(repo: AccountRepository, user: User) -> None:

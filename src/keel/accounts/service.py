@@ -52,6 +52,7 @@ from keel.accounts.credentials import (
     issued_before,
     move_generation,
     replace_unverified,
+    still_current,
 )
 from keel.accounts.email import EmailAddress, InvalidEmail, normalise_email
 from keel.accounts.errors import (
@@ -635,23 +636,35 @@ class AccountService:
         )
         refresh: str | None = None
         async with self._database.unit_of_work() as uow:
-            if upgraded is not None:
-                await AccountRepository(uow).replace_hash(user.id, user.password_hash, upgraded)
-            if session is not None and self._sessions is not None:
-                session_id, scopes = session
-                refresh = await self._sessions.start(
-                    uow, user_id=str(user.id), session_id=session_id, scopes=scopes, origin=origin
+            repo = AccountRepository(uow)
+            # The password was checked against ``user`` as read before the hash: if a reset,
+            # change or disable committed since, start nothing (the row stays locked till commit).
+            current = still_current(user, await repo.by_id(user.id, for_update=True))
+            if current:
+                if upgraded is not None:
+                    await repo.replace_hash(user.id, user.password_hash, upgraded)
+                if session is not None and self._sessions is not None:
+                    session_id, scopes = session
+                    refresh = await self._sessions.start(
+                        uow,
+                        user_id=str(user.id),
+                        session_id=session_id,
+                        scopes=scopes,
+                        origin=origin,
+                    )
+                await self._audit.record(
+                    uow,
+                    self._self_event(
+                        Action.AUTHN_LOGIN_SUCCESS,
+                        Result.SUCCESS,
+                        origin,
+                        user.id,
+                        details={**details, "rehashed": upgraded is not None},
+                    ),
                 )
-            await self._audit.record(
-                uow,
-                self._self_event(
-                    Action.AUTHN_LOGIN_SUCCESS,
-                    Result.SUCCESS,
-                    origin,
-                    user.id,
-                    details={**details, "rehashed": upgraded is not None},
-                ),
-            )
+        if not current:
+            await self._login_failed(user, "credentials_changed", origin)
+            raise InvalidCredentials()
         return refresh
 
     def _expires_in(self, issued: IssuedToken) -> int:

@@ -21,7 +21,10 @@ transaction). Every refresh rotates (SEC-38):
 Idle and absolute lifetimes (SEC-41): each refresh moves ``idle_expires_at``
 to ``now + idle_ttl`` but never past ``absolute_expires_at``. A refresh also
 checks the user's current state (the cached :class:`SubjectState`): a
-disabled or deleted user ends the session. Sessions that a password change,
+disabled or deleted user ends the session, and so does a session created
+before the user's ``tokens_valid_after`` (its login was checked against
+credentials that changed since; the session a password change keeps is
+re-stamped by :meth:`SessionService.revoke_all`). Sessions that a password change,
 reset or disable ends are revoked by :meth:`SessionService.revoke_all` in the
 transaction that makes the change.
 
@@ -83,6 +86,7 @@ REASON_ADMIN: Final = "revoked_by_admin"
 REASON_REUSE: Final = "token_reuse"
 REASON_EXPIRED: Final = "expired"
 REASON_SUBJECT: Final = "subject_inactive"
+REASON_CREDENTIALS: Final = "credentials_changed"
 
 
 class InvalidRefreshToken(Unauthenticated):
@@ -238,7 +242,17 @@ class SessionService:
         kept = _as_uuid(keep) if keep is not None else None
         if kept is not None:
             statement = statement.where(AuthSession.id != kept)
-        return [str(sid) for sid in (await uow.session.scalars(statement)).all()]
+        ended = [str(sid) for sid in (await uow.session.scalars(statement)).all()]
+        if kept is not None:
+            # The kept session proved the credentials just now (a password change made in it):
+            # it belongs to the new generation (see ``_state_refusal``).
+            await uow.session.execute(
+                update(AuthSession)
+                .where(AuthSession.id == kept, AuthSession.user_id == user)
+                .values(created_at=self._clock.now())
+                .execution_options(synchronize_session=False)
+            )
+        return ended
 
     async def revoked(self, user_id: str, session_ids: Sequence[str]) -> None:
         """After the commit: the access tokens of ``session_ids`` stop working everywhere."""
@@ -308,7 +322,7 @@ class SessionService:
         if row.rotated_at is not None:
             return await self._retry_or_reuse(uow, session, row, token, origin, wanted, now)
         state = await self._state(session)
-        refusal = self._state_refusal(state)
+        refusal = self._state_refusal(state, session)
         if refusal is not None:
             self._end(session, refusal, now)
             return _Outcome.ended(refusal, session)
@@ -369,7 +383,7 @@ class SessionService:
         ):
             successor = unseal_successor(token, row.successor_sealed, session_id=str(session.id))
             state = await self._state(session)
-            if successor is not None and self._state_refusal(state) is None:
+            if successor is not None and self._state_refusal(state, session) is None:
                 assert state is not None
                 granted = _scope_set(session.scopes) & state.scopes
                 if wanted is not None and not wanted <= granted:
@@ -403,12 +417,15 @@ class SessionService:
         return await self._subject_state(str(session.user_id))
 
     @staticmethod
-    def _state_refusal(state: SubjectState | None) -> str | None:
+    def _state_refusal(state: SubjectState | None, session: AuthSession) -> str | None:
         # A password change, reset or disable revokes sessions explicitly, in its own
-        # transaction (``revoke_all``); the change that keeps the caller's session bumps
-        # "tokens valid after" too, so that bump alone must not end a session.
+        # transaction (``revoke_all``). A session created before the user's "tokens valid
+        # after" (a login checked against older credentials that a revocation missed) ends
+        # here; the one a password change keeps was moved into the new generation.
         if state is None or not state.active:
             return REASON_SUBJECT
+        if session.created_at < state.tokens_valid_after:
+            return REASON_CREDENTIALS
         return None
 
     def _refreshed(
