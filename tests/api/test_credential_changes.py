@@ -200,3 +200,20 @@ async def test_a_login_checked_before_a_password_change_commits_starts_no_sessio
     answer = await login
     assert answer.status_code == 401, answer.text
     assert await _live_sessions(stack.database, user_id) == 1  # the changer's own session
+
+
+async def test_logins_racing_a_reset_leave_no_session_of_the_old_password(stack: Stack) -> None:
+    user_id = await stack.user("crowd@example.com")
+    forgot = await stack.http.post("/auth/password/forgot", json={"email": "crowd@example.com"})
+    assert forgot.status_code == 202
+    [reset] = await stack.links("password_reset", "crowd@example.com")
+    stack.clock.advance(2)
+    logins = [stack.login("crowd@example.com") for _ in range(8)]
+    done = stack.http.post(
+        "/auth/password/reset", json={"token": reset, "new_password": NEW_PASSWORD}
+    )
+    *answers, reset_answer = await asyncio.gather(*logins, done)
+    assert reset_answer.status_code == 200, reset_answer.text
+    assert {answer.status_code for answer in answers} <= {200, 401}
+    # Whichever logins won their race, none of the old password's sessions outlives the reset.
+    assert await _live_sessions(stack.database, user_id) == 0

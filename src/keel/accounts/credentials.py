@@ -24,12 +24,17 @@ from keel.accounts.repository import AccountRepository
 from keel.accounts.state import whole_second
 
 __all__ = [
+    "CredentialsChanged",
     "end_pending_links",
+    "ensure_still_current",
     "issued_before",
     "move_generation",
     "replace_unverified",
-    "still_current",
 ]
+
+
+class CredentialsChanged(Exception):
+    """A login's credentials changed between its password check and its session (rolls back)."""
 
 
 def move_generation(user: User, now: datetime) -> None:
@@ -43,21 +48,22 @@ def issued_before(created_at: datetime, user: User) -> bool:
     return created_at < user.tokens_valid_after
 
 
-def still_current(checked: User, current: User | None) -> bool:
-    """Whether a login may go on: the credentials it checked (``checked``) are ``current``'s.
+def ensure_still_current(checked: User, current: User | None) -> None:
+    """Raise :class:`CredentialsChanged` unless ``checked``'s credentials are ``current``'s.
 
-    ``checked`` was read before the password hash ran, ``current`` under the
-    row lock in the transaction that would start the session. A reset, a
-    change or a disable in between moves the hash, the generation or
-    ``is_active``. (A concurrent login upgrading the same password's hash
-    also moves the hash: that rare login is refused and the next one works.)
+    ``checked`` was read before a login's password hash ran, ``current`` under
+    the row lock in the transaction that starts its session. A reset, a change
+    or a disable in between moves the hash, the generation or ``is_active``.
+    (A concurrent login upgrading the same password's hash moves the hash
+    too: that rare login is refused and the next one works.)
     """
-    return (
+    if not (
         current is not None
         and current.is_active
         and current.password_hash == checked.password_hash
         and current.tokens_valid_after == checked.tokens_valid_after
-    )
+    ):
+        raise CredentialsChanged()
 
 
 async def end_pending_links(repo: AccountRepository, user: User) -> None:

@@ -48,11 +48,12 @@ from keel._clock import Clock
 from keel._logging import event
 from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import (
+    CredentialsChanged,
     end_pending_links,
+    ensure_still_current,
     issued_before,
     move_generation,
     replace_unverified,
-    still_current,
 )
 from keel.accounts.email import EmailAddress, InvalidEmail, normalise_email
 from keel.accounts.errors import (
@@ -635,14 +636,8 @@ class AccountService:
             else None
         )
         refresh: str | None = None
-        async with self._database.unit_of_work() as uow:
-            repo = AccountRepository(uow)
-            # The password was checked against ``user`` as read before the hash: if a reset,
-            # change or disable committed since, start nothing (the row stays locked till commit).
-            current = still_current(user, await repo.by_id(user.id, for_update=True))
-            if current:
-                if upgraded is not None:
-                    await repo.replace_hash(user.id, user.password_hash, upgraded)
+        try:
+            async with self._database.unit_of_work() as uow:
                 if session is not None and self._sessions is not None:
                     session_id, scopes = session
                     refresh = await self._sessions.start(
@@ -652,6 +647,13 @@ class AccountService:
                         scopes=scopes,
                         origin=origin,
                     )
+                # The password was checked against ``user`` as read before the hash. Re-read
+                # under the row lock, after the session's write (on SQLite that write takes the
+                # database's lock): a reset, change or disable committed since undoes the login.
+                repo = AccountRepository(uow)
+                ensure_still_current(user, await repo.by_id(user.id, for_update=True))
+                if upgraded is not None:
+                    await repo.replace_hash(user.id, user.password_hash, upgraded)
                 await self._audit.record(
                     uow,
                     self._self_event(
@@ -662,9 +664,9 @@ class AccountService:
                         details={**details, "rehashed": upgraded is not None},
                     ),
                 )
-        if not current:
+        except CredentialsChanged:
             await self._login_failed(user, "credentials_changed", origin)
-            raise InvalidCredentials()
+            raise InvalidCredentials() from None
         return refresh
 
     def _expires_in(self, issued: IssuedToken) -> int:
