@@ -7,6 +7,7 @@ only the clock is frozen and mail goes to a file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -217,3 +218,36 @@ async def test_logins_racing_a_reset_leave_no_session_of_the_old_password(stack:
     assert {answer.status_code for answer in answers} <= {200, 401}
     # Whichever logins won their race, none of the old password's sessions outlives the reset.
     assert await _live_sessions(stack.database, user_id) == 0
+
+
+class MeetingSessions:
+    """The app's sessions; each login's transaction waits, after its insert, for the other's."""
+
+    def __init__(self, inner: Any, logins: int) -> None:
+        self.inner = inner
+        self.logins = logins
+        self.started = 0
+        self.all_inserted = asyncio.Event()
+
+    async def start(self, uow: Any, **kwargs: Any) -> str:
+        token: str = await self.inner.start(uow, **kwargs)
+        self.started += 1
+        if self.started == self.logins:
+            self.all_inserted.set()
+        # On SQLite the second insert waits for the first commit: do not wait for ever.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.all_inserted.wait(), 1.0)
+        return token
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_two_logins_of_one_account_in_step_both_start_a_session(stack: Stack) -> None:
+    user_id = await stack.user("busy@example.com")
+    real = stack.accounts._sessions
+    stack.accounts.set_session_hooks(MeetingSessions(real, 2))
+    # Both sessions are inserted before either login re-reads the account under its lock.
+    answers = await asyncio.gather(*(stack.login("busy@example.com") for _ in range(2)))
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert await _live_sessions(stack.database, user_id) == 2

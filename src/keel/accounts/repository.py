@@ -32,7 +32,15 @@ class AccountRepository:
             query = query.with_for_update().execution_options(populate_existing=True)
         return (await self._uow.session.execute(query)).scalar_one_or_none()
 
-    async def by_id(self, user_id: str | uuid.UUID, *, for_update: bool = False) -> User | None:
+    async def by_id(
+        self, user_id: str | uuid.UUID, *, for_update: bool = False, no_key_update: bool = False
+    ) -> User | None:
+        """The user; ``for_update`` locks the row (``no_key_update``: PostgreSQL's weaker lock).
+
+        ``FOR NO KEY UPDATE`` does not wait for the key-share lock that inserting a
+        row referencing the user takes, so two logins that each inserted their
+        session can lock the user one after the other instead of deadlocking.
+        """
         try:
             key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(user_id)
         except ValueError:
@@ -41,7 +49,9 @@ class AccountRepository:
         if for_update:
             # PostgreSQL row lock (SQLite locks on write); the row as it is now, even if
             # this unit of work read it before.
-            query = query.with_for_update().execution_options(populate_existing=True)
+            query = query.with_for_update(key_share=no_key_update).execution_options(
+                populate_existing=True
+            )
         return (await self._uow.session.execute(query)).scalar_one_or_none()
 
     async def email_key_taken(self, key: str, *, other_than: uuid.UUID | None = None) -> bool:

@@ -9,8 +9,10 @@ Enumeration and timing (SEC-10..12):
 
 - :meth:`register` answers the same whether the address is new or taken. It
   always runs the password policy and one hash first, so both paths cost the
-  same; a taken address gets a notice (or, if never verified, a fresh link)
-  sent to its real owner instead of an account.
+  same; a taken address gets a notice sent to its real owner instead of an
+  account. An address whose account was never verified is taken over by the
+  newer registration (:func:`keel.accounts.credentials.replace_unverified`):
+  its password, sessions and links are gone, and a fresh link is mailed.
 - :meth:`login` raises one :class:`InvalidCredentials` for an unknown address,
   a wrong password, a disabled account and an unverified address, after
   exactly one password verification on every path (a dummy one when there
@@ -651,7 +653,9 @@ class AccountService:
                 # under the row lock, after the session's write (on SQLite that write takes the
                 # database's lock): a reset, change or disable committed since undoes the login.
                 repo = AccountRepository(uow)
-                ensure_still_current(user, await repo.by_id(user.id, for_update=True))
+                ensure_still_current(
+                    user, await repo.by_id(user.id, for_update=True, no_key_update=True)
+                )
                 if upgraded is not None:
                     await repo.replace_hash(user.id, user.password_hash, upgraded)
                 await self._audit.record(
