@@ -22,10 +22,12 @@ from keel.accounts.email import EmailAddress
 from keel.accounts.models import User
 from keel.accounts.repository import AccountRepository
 from keel.accounts.state import whole_second
+from keel.db import UnitOfWork
 
 __all__ = [
     "CredentialsChanged",
     "end_pending_links",
+    "end_user_links",
     "ensure_still_current",
     "issued_before",
     "move_generation",
@@ -70,6 +72,18 @@ async def end_pending_links(repo: AccountRepository, user: User) -> None:
     """Delete the user's unused verification, e-mail-change and password-reset links."""
     await repo.delete_unused_tokens(user.id)
     await repo.delete_reset_tokens(user.id)
+
+
+async def end_user_links(uow: UnitOfWork, user_id: str) -> None:
+    """In ``uow`` (an admin ending every session): the user's pending links die too.
+
+    Under the user's row lock, so no link issued before this commit can be
+    redeemed after it. ``keel.api`` hands this to the sessions as their hook.
+    """
+    repo = AccountRepository(uow)
+    user = await repo.by_id(user_id, for_update=True)
+    if user is not None:
+        await end_pending_links(repo, user)
 
 
 async def replace_unverified(

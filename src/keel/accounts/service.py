@@ -1051,17 +1051,6 @@ class AccountService:
         user.password_hash = password_hash
         move_generation(user, now)
 
-    async def end_pending_links(self, uow: UnitOfWork, user_id: str) -> None:
-        """In ``uow`` (an admin ending every session): the user's pending links die too.
-
-        Verification, e-mail-change and reset links, under the user's row lock,
-        so none issued before this commit can be redeemed after it.
-        """
-        repo = AccountRepository(uow)
-        user = await repo.by_id(user_id, for_update=True)
-        if user is not None:
-            await end_pending_links(repo, user)
-
     # --- administration -----------------------------------------------------------------------
 
     async def create_admin(
