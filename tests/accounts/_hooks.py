@@ -79,9 +79,14 @@ class FakeGuard:
         self.failures[account_key] += 1
         return self.failures[account_key]
 
-    async def succeeded(self, account_key: str, source_ip: str | None) -> None:
+    async def succeeded(
+        self, account_key: str, source_ip: str | None, *, remember_source: bool = True
+    ) -> None:
         self.calls.append(("succeeded", account_key, source_ip))
         self.failures.pop(account_key, None)
+
+    async def forget_known_sources(self, account_key: str) -> None:
+        self.calls.append(("forget_known_sources", account_key, None))
 
     async def clear(self, account_key: str) -> None:
         self.calls.append(("clear", account_key, None))

@@ -183,7 +183,9 @@ async def test_sec_12_unverified_owner_gets_a_fresh_link(
     # The newer link replaces the older one.
     assert (await http.post("/auth/verify-email", json={"token": first})).status_code == 400
     assert (await http.post("/auth/verify-email", json={"token": second})).status_code == 200
-    assert (await _login(http, email, STRONG)).status_code == 200
+    # The newer registration's password is the account's; the unverified first one is gone.
+    assert (await _login(http, email, "someone else entirely 12345")).status_code == 200
+    assert (await _login(http, email, STRONG)).status_code == 401
 
 
 async def test_link_uses_the_public_url_never_the_host(

@@ -204,6 +204,8 @@ async def test_refresh_refused_for_a_disabled_user_but_not_for_a_bump_alone(
     # A password change that keeps this session bumps "tokens valid after": it lives on.
     kept, token = await world.login(service, user)
     world.clock.advance(2)
+    async with world.database.unit_of_work() as uow:
+        await service.revoke_all(uow, user_id=user, reason="password_change", keep=kept)
     bumped = SubjectState(True, world.clock.now().replace(microsecond=0), state.scopes)
     world.states[user] = bumped
     token = (await service.refresh(token, ORIGIN)).refresh_token
@@ -314,3 +316,26 @@ def test_session_service_is_the_accounts_session_hooks() -> None:
     assert callable(hooks.start)
     assert callable(hooks.revoke_all)
     assert callable(hooks.revoked)
+
+
+async def test_refresh_refuses_a_session_older_than_the_users_credentials(world: World) -> None:
+    service = world.make()
+    user = await world.user()
+    state = world.states[user]
+    assert state is not None
+    # A session whose login was checked against credentials that changed since (one a
+    # revocation missed): its refresh token dies at its next use.
+    escaped, token = await world.login(service, user)
+    world.clock.advance(2)
+    world.states[user] = SubjectState(True, world.clock.now().replace(microsecond=0), state.scopes)
+    with pytest.raises(InvalidRefreshToken):
+        await service.refresh(token, ORIGIN)
+    assert (await _session(world, escaped)).revoked_reason == "credentials_changed"
+    # A session started after the change lives on; so does one a password change kept.
+    kept, token = await world.login(service, user)
+    token = (await service.refresh(token, ORIGIN)).refresh_token
+    world.clock.advance(2)
+    async with world.database.unit_of_work() as uow:
+        await service.revoke_all(uow, user_id=user, reason="password_change", keep=kept)
+    world.states[user] = SubjectState(True, world.clock.now().replace(microsecond=0), state.scopes)
+    await service.refresh(token, ORIGIN)

@@ -17,8 +17,14 @@ Two forms come out:
 
 Lower-casing the local part is a policy, not RFC 5321 (which leaves it to the
 receiving host): no common provider distinguishes case, and two accounts that
-differ only in case are an impersonation risk. IDNA uses Python's built-in
-codec (IDNA 2003 with nameprep); every label is then held to the LDH rule.
+differ only in case are an impersonation risk.
+
+Domains follow IDNA 2008 with the UTS 46 mapping, non-transitional (the
+``idna`` package; what browsers and registries use): ``faß.de`` stays
+``xn--fa-hia.de`` and is never folded into ``fass.de`` (another registrable
+domain), as Python's built-in IDNA 2003 codec would; a joiner that IDNA 2008
+does not allow in its place is refused rather than dropped. Every label is
+then held to the LDH rule.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Final
+
+import idna
 
 from keel.errors import InvalidInput
 
@@ -88,8 +96,8 @@ def _ascii_domain(domain: str) -> str | None:
     if not domain or domain.endswith("."):
         return None
     try:
-        ascii_form = domain.encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        ascii_form = idna.encode(domain, uts46=True, transitional=False).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
         return None
     labels = ascii_form.split(".")
     if len(ascii_form) > _DOMAIN_MAX or len(labels) < 2:
@@ -113,8 +121,8 @@ def normalise_email(raw: str) -> EmailAddress:
     if ascii_domain is None:
         raise InvalidEmail()
     try:
-        display_domain = ascii_domain.encode("ascii").decode("idna")
-    except UnicodeError:
+        display_domain = idna.decode(ascii_domain)
+    except (idna.IDNAError, UnicodeError):
         raise InvalidEmail() from None
     address = f"{local}@{display_domain}"
     key = f"{unicodedata.normalize('NFKC', local.lower())}@{ascii_domain}"

@@ -63,8 +63,17 @@ class LoginGuard(Protocol):
         """Count a failed attempt; return the account's consecutive failures now."""
         ...
 
-    async def succeeded(self, account_key: str, source_ip: str | None) -> None:
-        """A correct password: reset the account's count, remember ``source_ip`` as known."""
+    async def succeeded(
+        self, account_key: str, source_ip: str | None, *, remember_source: bool = True
+    ) -> None:
+        """A correct password: reset the account's count; remember ``source_ip`` as known.
+
+        ``remember_source`` is ``False`` for an account whose address is unverified.
+        """
+        ...
+
+    async def forget_known_sources(self, account_key: str) -> None:
+        """A new password: no source the account logged in from before is known any more."""
         ...
 
     async def clear(self, account_key: str) -> None:

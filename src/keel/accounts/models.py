@@ -15,8 +15,10 @@
   to). Rows go with their user (``ON DELETE CASCADE``).
 - ``password_reset_tokens`` (``0004``): single-use, short-lived proofs that
   someone reads the account's mailbox, redeemed to set a new password. Only
-  the SHA-256 is stored; a newer request, a redemption and a password change
-  delete the user's unused ones. Rows go with their user.
+  the SHA-256 is stored; a newer request, a redemption, a password change, a
+  disable, an e-mail change and an admin's "end every session" delete the
+  user's unused ones, and one created before the user's ``tokens_valid_after``
+  is refused (:mod:`keel.accounts.credentials`). Rows go with their user.
 """
 
 from __future__ import annotations

@@ -26,19 +26,32 @@ class AccountRepository:
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
 
-    async def by_email_key(self, key: str) -> User | None:
-        return (
-            await self._uow.session.execute(select(User).where(User.email_key == key))
-        ).scalar_one_or_none()
+    async def by_email_key(self, key: str, *, for_update: bool = False) -> User | None:
+        query = select(User).where(User.email_key == key)
+        if for_update:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return (await self._uow.session.execute(query)).scalar_one_or_none()
 
-    async def by_id(self, user_id: str | uuid.UUID, *, for_update: bool = False) -> User | None:
+    async def by_id(
+        self, user_id: str | uuid.UUID, *, for_update: bool = False, no_key_update: bool = False
+    ) -> User | None:
+        """The user; ``for_update`` locks the row (``no_key_update``: PostgreSQL's weaker lock).
+
+        ``FOR NO KEY UPDATE`` does not wait for the key-share lock that inserting a
+        row referencing the user takes, so two logins that each inserted their
+        session can lock the user one after the other instead of deadlocking.
+        """
         try:
             key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(user_id)
         except ValueError:
             return None
         query = select(User).where(User.id == key)
         if for_update:
-            query = query.with_for_update()  # PostgreSQL row lock; SQLite locks on write
+            # PostgreSQL row lock (SQLite locks on write); the row as it is now, even if
+            # this unit of work read it before.
+            query = query.with_for_update(key_share=no_key_update).execution_options(
+                populate_existing=True
+            )
         return (await self._uow.session.execute(query)).scalar_one_or_none()
 
     async def email_key_taken(self, key: str, *, other_than: uuid.UUID | None = None) -> bool:
@@ -83,6 +96,17 @@ class AccountRepository:
                 EmailVerificationToken.used_at.is_(None),
             )
         )
+
+    async def delete_change_links(self, user_id: uuid.UUID, *, keep_key: str) -> int:
+        """Forget the user's unused links to an address other than ``keep_key``; how many."""
+        result = await self._uow.session.execute(
+            delete(EmailVerificationToken).where(
+                EmailVerificationToken.user_id == user_id,
+                EmailVerificationToken.used_at.is_(None),
+                EmailVerificationToken.email_key != keep_key,
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     # Password-reset tokens.
 

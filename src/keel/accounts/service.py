@@ -9,8 +9,10 @@ Enumeration and timing (SEC-10..12):
 
 - :meth:`register` answers the same whether the address is new or taken. It
   always runs the password policy and one hash first, so both paths cost the
-  same; a taken address gets a notice (or, if never verified, a fresh link)
-  sent to its real owner instead of an account.
+  same; a taken address gets a notice sent to its real owner instead of an
+  account. An address whose account was never verified is taken over by the
+  newer registration (:func:`keel.accounts.credentials.replace_unverified`):
+  its password, sessions and links are gone, and a fresh link is mailed.
 - :meth:`login` raises one :class:`InvalidCredentials` for an unknown address,
   a wrong password, a disabled account and an unverified address, after
   exactly one password verification on every path (a dummy one when there
@@ -47,6 +49,14 @@ from sqlalchemy.exc import IntegrityError
 from keel._clock import Clock
 from keel._logging import event
 from keel.accounts.config import AccountSettings
+from keel.accounts.credentials import (
+    CredentialsChanged,
+    end_pending_links,
+    ensure_still_current,
+    issued_before,
+    move_generation,
+    replace_unverified,
+)
 from keel.accounts.email import EmailAddress, InvalidEmail, normalise_email
 from keel.accounts.errors import (
     CurrentPasswordRequired,
@@ -230,6 +240,7 @@ class AccountService:
         # Hash before looking: a taken address costs what a new one costs (SEC-12).
         password_hash = await self._hasher.hash(password)
         now = self._clock.now()
+        replaced: list[str] | None = None
         try:
             async with self._database.unit_of_work() as uow:
                 repo = AccountRepository(uow)
@@ -239,7 +250,9 @@ class AccountService:
                         uow, repo, address, name, password_hash, now, origin
                     )
                 else:
-                    messages = await self._register_taken(uow, repo, existing, now, origin)
+                    messages, replaced = await self._register_taken(
+                        uow, repo, existing, (address, name, password_hash), now, origin
+                    )
         except IntegrityError:
             # Another registration took the address between our read and our insert.
             async with self._database.unit_of_work() as uow:
@@ -247,7 +260,14 @@ class AccountService:
                 existing = await repo.by_email_key(address.key)
                 if existing is None:
                     raise
-                messages = await self._register_taken(uow, repo, existing, now, origin)
+                messages, replaced = await self._register_taken(
+                    uow, repo, existing, (address, name, password_hash), now, origin
+                )
+        if replaced is not None and existing is not None:
+            # The unverified account's earlier credentials are gone: so are their sessions.
+            await self._sessions_revoked(str(existing.id), replaced)
+            await self._forget_known_sources(address.key)
+            await self._changed(str(existing.id), None)
         self._post(messages)
 
     async def _create(
@@ -297,18 +317,31 @@ class AccountService:
         uow: UnitOfWork,
         repo: AccountRepository,
         existing: User,
+        registration: tuple[EmailAddress, str | None, str],
         now: datetime,
         origin: Origin,
-    ) -> list[Message]:
+    ) -> tuple[list[Message], list[str] | None]:
+        """The address has an account: a notice, or (never verified) the account is replaced.
+
+        Returns the mail and, when an unverified account was replaced, the
+        ids of the sessions that ended (``None`` otherwise).
+        """
         user_id = str(existing.id)
-        if existing.email_verified_at is None and existing.is_active:
-            # The owner never confirmed: a fresh link is the helpful notice.
-            await repo.delete_unused_tokens(existing.id)
-            address = EmailAddress(address=existing.email, key=existing.email_key)
-            token = self._new_token(repo, existing, address, now)
+        user = await repo.by_id(existing.id, for_update=True)  # re-read under the row lock
+        details: dict[str, Any] = {"reason": "email_taken", "via": "register"}
+        revoked: list[str] | None = None
+        if user is not None and user.email_verified_at is None and user.is_active:
+            # Nobody proved the mailbox yet: the newest registrant's credentials win, and
+            # only the link mailed now can verify them (account pre-hijacking).
+            address, name, password_hash = registration
+            await replace_unverified(repo, user, address, password_hash, name, now)
+            await uow.flush()
+            revoked = await self._revoke_sessions(uow, user_id, reason="reregistered")
+            token = self._new_token(repo, user, address, now)
             message = verify_email(
-                self._settings, to=existing.email, token=token, user_id=user_id, change=False
+                self._settings, to=user.email, token=token, user_id=user_id, change=False
             )
+            details.update(unverified_replaced=True, sessions_revoked=len(revoked))
         else:
             message = registration_attempt(self._settings, to=existing.email, user_id=user_id)
         await self._audit.record(
@@ -318,10 +351,10 @@ class AccountService:
                 Result.FAILURE,
                 origin,
                 target_id=user_id,
-                details={"reason": "email_taken", "via": "register"},
+                details=details,
             ),
         )
-        return [message]
+        return [message], revoked
 
     def _new_token(
         self, repo: AccountRepository, user: User, address: EmailAddress, now: datetime
@@ -370,6 +403,8 @@ class AccountService:
                     user = await repo.by_id(row.user_id, for_update=True)
                     if user is None or not user.is_active:
                         reason = "account_unavailable"
+                    elif issued_before(row.created_at, user):
+                        reason = "outdated"  # a newer credential generation began since
                     elif not await repo.consume_token(row.id, now):
                         reason = "used"  # a concurrent request redeemed it first
                     elif row.email_key != user.email_key and await repo.email_key_taken(
@@ -409,6 +444,7 @@ class AccountService:
         if change:
             user.email = row.email
             user.email_key = row.email_key
+            await repo.delete_reset_tokens(user.id)  # mailed to the old address
         user.email_verified_at = now
         user.updated_at = now
         await repo.delete_unused_tokens(user.id)
@@ -506,13 +542,16 @@ class AccountService:
             await self._login_failed(user, reason, origin)
             await self._count_failure(guard_key, origin, target_id=target)
             raise InvalidCredentials()
-        # The password was right (even when the address is unverified): the count starts over.
+        assert user is not None
+        # The password was right (even when the address is unverified): the count starts over,
+        # but only a verified account's login makes its source known.
         if self._guard is not None:
-            await self._guard.succeeded(guard_key, origin.source_ip)
+            await self._guard.succeeded(
+                guard_key, origin.source_ip, remember_source=user.email_verified_at is not None
+            )
         if reason is not None:
             await self._login_failed(user, reason, origin)
             raise InvalidCredentials()
-        assert user is not None
         return user
 
     async def _guard_check(
@@ -599,24 +638,39 @@ class AccountService:
             else None
         )
         refresh: str | None = None
-        async with self._database.unit_of_work() as uow:
-            if upgraded is not None:
-                await AccountRepository(uow).replace_hash(user.id, user.password_hash, upgraded)
-            if session is not None and self._sessions is not None:
-                session_id, scopes = session
-                refresh = await self._sessions.start(
-                    uow, user_id=str(user.id), session_id=session_id, scopes=scopes, origin=origin
+        try:
+            async with self._database.unit_of_work() as uow:
+                if session is not None and self._sessions is not None:
+                    session_id, scopes = session
+                    refresh = await self._sessions.start(
+                        uow,
+                        user_id=str(user.id),
+                        session_id=session_id,
+                        scopes=scopes,
+                        origin=origin,
+                    )
+                # The password was checked against ``user`` as read before the hash. Re-read
+                # under the row lock, after the session's write (on SQLite that write takes the
+                # database's lock): a reset, change or disable committed since undoes the login.
+                repo = AccountRepository(uow)
+                ensure_still_current(
+                    user, await repo.by_id(user.id, for_update=True, no_key_update=True)
                 )
-            await self._audit.record(
-                uow,
-                self._self_event(
-                    Action.AUTHN_LOGIN_SUCCESS,
-                    Result.SUCCESS,
-                    origin,
-                    user.id,
-                    details={**details, "rehashed": upgraded is not None},
-                ),
-            )
+                if upgraded is not None:
+                    await repo.replace_hash(user.id, user.password_hash, upgraded)
+                await self._audit.record(
+                    uow,
+                    self._self_event(
+                        Action.AUTHN_LOGIN_SUCCESS,
+                        Result.SUCCESS,
+                        origin,
+                        user.id,
+                        details={**details, "rehashed": upgraded is not None},
+                    ),
+                )
+        except CredentialsChanged:
+            await self._login_failed(user, "credentials_changed", origin)
+            raise InvalidCredentials() from None
         return refresh
 
     def _expires_in(self, issued: IssuedToken) -> int:
@@ -679,6 +733,8 @@ class AccountService:
                 if address.address != user.email:
                     user.email = address.address  # same mailbox, another spelling
                     changed.append("email")
+                if await repo.delete_change_links(user.id, keep_key=user.email_key):
+                    changed.append("email_change_cancelled")  # back to the current address
             elif address is not None:
                 changed.append("email_change_requested")
                 messages.extend(await self._request_email_change(repo, user, address, now))
@@ -706,6 +762,8 @@ class AccountService:
     ) -> list[Message]:
         user_id = str(user.id)
         notice = email_change_requested(self._settings, to=user.email, user_id=user_id)
+        # A reset link mailed to the current address would outlive the change (as Django).
+        await repo.delete_reset_tokens(user.id)
         owner = await repo.by_email_key(address.key)
         if owner is not None:
             return [notice, email_change_attempt(self._settings, to=owner.email, user_id=user_id)]
@@ -787,7 +845,11 @@ class AccountService:
             await self._count_failure(current.email_key, origin, target_id=target)
             raise
         if self._guard is not None:
-            await self._guard.succeeded(current.email_key, origin.source_ip)
+            await self._guard.succeeded(
+                current.email_key,
+                origin.source_ip,
+                remember_source=current.email_verified_at is not None,
+            )
         address = EmailAddress(address=current.email, key=current.email_key)
         self._policy.check(new_password, context=self._context(address, current.display_name))
         new_hash = await self._hasher.hash(new_password)
@@ -801,7 +863,8 @@ class AccountService:
                 # Changed (or reset) meanwhile: the password checked above is no longer current.
                 raise ReauthenticationFailed()
             self._set_password(user, new_hash, now)
-            await repo.delete_reset_tokens(user.id)  # a pending reset link would undo this
+            # A pending reset or e-mail-change link would undo this (or hand the account on).
+            await end_pending_links(repo, user)
             await uow.flush()
             revoked = await self._revoke_sessions(
                 uow, target, reason="password_change", keep=keep_session
@@ -818,6 +881,7 @@ class AccountService:
             )
             state, view = UserState.of(user), UserView.of(user)
         await self._sessions_revoked(view.id, revoked)
+        await self._forget_known_sources(current.email_key)
         await self._changed(view.id, view)
         self._post([password_changed(self._settings, to=view.email, user_id=view.id, reset=False)])
         chosen = state.scopes if scopes is None else state.scopes & frozenset(scopes)
@@ -849,7 +913,8 @@ class AccountService:
         messages: list[Message] = []
         async with self._database.unit_of_work() as uow:
             repo = AccountRepository(uow)
-            user = await repo.by_email_key(key) if key is not None else None
+            # Locked: an e-mail change committing meanwhile is seen (its address is gone).
+            user = await repo.by_email_key(key, for_update=True) if key is not None else None
             if user is not None and user.is_active:
                 await repo.delete_reset_tokens(user.id)
                 repo.add_reset_token(
@@ -924,6 +989,7 @@ class AccountService:
                 if verified:
                     user.email_verified_at = now
                 await repo.delete_reset_tokens(user.id, except_id=row.id)
+                await repo.delete_unused_tokens(user.id)  # e-mail-change links too
                 await uow.flush()
                 revoked = await self._revoke_sessions(uow, str(user.id), reason="password_reset")
                 await self._audit.record(
@@ -946,6 +1012,7 @@ class AccountService:
         await self._sessions_revoked(view.id, revoked)
         if self._guard is not None:
             await self._after_commit("login_guard_clear", self._guard.clear(guard_key))
+        await self._forget_known_sources(guard_key)
         await self._changed(view.id, view)
         self._post([password_changed(self._settings, to=view.email, user_id=view.id, reset=True)])
 
@@ -961,6 +1028,8 @@ class AccountService:
             return "expired"
         if user is None or not user.is_active:
             return "account_unavailable"
+        if issued_before(row.created_at, user):
+            return "outdated"  # a newer credential generation began since
         return None
 
     async def _reset_failed(
@@ -980,8 +1049,7 @@ class AccountService:
     def _set_password(self, user: User, password_hash: str, now: datetime) -> None:
         """A new password: tokens issued in earlier seconds stop working (see ``UserState``)."""
         user.password_hash = password_hash
-        user.tokens_valid_after = max(user.tokens_valid_after, whole_second(now))
-        user.updated_at = now
+        move_generation(user, now)
 
     # --- administration -----------------------------------------------------------------------
 
@@ -1135,7 +1203,8 @@ class AccountService:
                 if active is not None and active != user.is_active:
                     user.is_active = active
                     if not active:
-                        user.tokens_valid_after = max(user.tokens_valid_after, whole_second(now))
+                        move_generation(user, now)
+                        await end_pending_links(repo, user)
                         revoked = await self._revoke_sessions(uow, target, reason="disabled")
                     events.append(
                         self._admin_event(
@@ -1293,6 +1362,13 @@ class AccountService:
         if self._sessions is not None and session_ids:
             await self._after_commit(
                 "sessions_revoked", self._sessions.revoked(user_id, session_ids)
+            )
+
+    async def _forget_known_sources(self, account_key: str) -> None:
+        """After a new password: no earlier login source is "known" to the guard any more."""
+        if self._guard is not None:
+            await self._after_commit(
+                "login_guard_forget", self._guard.forget_known_sources(account_key)
             )
 
     async def _after_commit(self, step: str, work: Awaitable[None]) -> None:

@@ -6,8 +6,9 @@ Routes (``admin`` scope only, SEC-46/47)::
     PATCH /admin/users/{user_id}   {"active"?: bool, "roles"?: [str]} → the same view
 
 An unknown or malformed id is 404. The body is strict (unknown fields 422)
-and needs at least one field; roles must be keel's or the application's (``create_app(roles=...)``; 422). An
-admin cannot disable themselves or drop their own ``admin`` role (409).
+and needs at least one field; roles must be keel's or the application's
+(``create_app(roles=...)``; 422). An admin cannot disable themselves or drop
+their own ``admin`` role (409).
 Disabling signs the account out everywhere; every read and change is
 audited with the admin as the actor (``keel.accounts.AccountService``).
 """

@@ -18,6 +18,7 @@ from keel import __version__
 from keel._clock import Clock, SystemClock
 from keel._logging import event
 from keel.accounts import load_user_snapshot, load_user_state
+from keel.accounts.credentials import end_user_links
 from keel.accounts.roles import Role, RoleCatalog
 from keel.api.accounts import install_accounts
 from keel.api.admin_users import build_admin_users_router
@@ -216,6 +217,7 @@ def create_app(
             subject_state=subject_state,
         )
         account_service.set_session_hooks(sessions)
+        sessions.set_user_revocation_hook(end_user_links)
         account_service.set_guard(LoginThrottle(store, settings.throttle, clock=clock))
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())

@@ -21,7 +21,10 @@ transaction). Every refresh rotates (SEC-38):
 Idle and absolute lifetimes (SEC-41): each refresh moves ``idle_expires_at``
 to ``now + idle_ttl`` but never past ``absolute_expires_at``. A refresh also
 checks the user's current state (the cached :class:`SubjectState`): a
-disabled or deleted user ends the session. Sessions that a password change,
+disabled or deleted user ends the session, and so does a session created
+before the user's ``tokens_valid_after`` (its login was checked against
+credentials that changed since; the session a password change keeps is
+re-stamped by :meth:`SessionService.revoke_all`). Sessions that a password change,
 reset or disable ends are revoked by :meth:`SessionService.revoke_all` in the
 transaction that makes the change.
 
@@ -39,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -83,6 +86,7 @@ REASON_ADMIN: Final = "revoked_by_admin"
 REASON_REUSE: Final = "token_reuse"
 REASON_EXPIRED: Final = "expired"
 REASON_SUBJECT: Final = "subject_inactive"
+REASON_CREDENTIALS: Final = "credentials_changed"
 
 
 class InvalidRefreshToken(Unauthenticated):
@@ -136,6 +140,10 @@ class _Outcome:
         return cls(failure=failure, revoked=str(session.id), user_id=str(session.user_id))
 
 
+UserRevocationHook = Callable[[UnitOfWork, str], Awaitable[None]]
+"""Run in the transaction of an admin's "end every session" with the user's id."""
+
+
 def _clip(value: str | None, limit: int) -> str | None:
     return value[:limit] if value else None
 
@@ -174,6 +182,14 @@ class SessionService:
         self._clock = clock
         self._tokens = tokens
         self._subject_state = subject_state
+        self._on_revoke_user: UserRevocationHook | None = None
+
+    def set_user_revocation_hook(self, hook: UserRevocationHook | None) -> None:
+        """Also run ``hook`` (user id) in the transaction where an admin ends a user's sessions.
+
+        The accounts side ends the user's pending links there (``keel.api`` wires it).
+        """
+        self._on_revoke_user = hook
 
     # --- SessionHooks -------------------------------------------------------------------------
 
@@ -226,7 +242,17 @@ class SessionService:
         kept = _as_uuid(keep) if keep is not None else None
         if kept is not None:
             statement = statement.where(AuthSession.id != kept)
-        return [str(sid) for sid in (await uow.session.scalars(statement)).all()]
+        ended = [str(sid) for sid in (await uow.session.scalars(statement)).all()]
+        if kept is not None:
+            # The kept session proved the credentials just now (a password change made in it):
+            # it belongs to the new generation (see ``_state_refusal``).
+            await uow.session.execute(
+                update(AuthSession)
+                .where(AuthSession.id == kept, AuthSession.user_id == user)
+                .values(created_at=self._clock.now())
+                .execution_options(synchronize_session=False)
+            )
+        return ended
 
     async def revoked(self, user_id: str, session_ids: Sequence[str]) -> None:
         """After the commit: the access tokens of ``session_ids`` stop working everywhere."""
@@ -296,7 +322,7 @@ class SessionService:
         if row.rotated_at is not None:
             return await self._retry_or_reuse(uow, session, row, token, origin, wanted, now)
         state = await self._state(session)
-        refusal = self._state_refusal(state)
+        refusal = self._state_refusal(state, session)
         if refusal is not None:
             self._end(session, refusal, now)
             return _Outcome.ended(refusal, session)
@@ -357,7 +383,7 @@ class SessionService:
         ):
             successor = unseal_successor(token, row.successor_sealed, session_id=str(session.id))
             state = await self._state(session)
-            if successor is not None and self._state_refusal(state) is None:
+            if successor is not None and self._state_refusal(state, session) is None:
                 assert state is not None
                 granted = _scope_set(session.scopes) & state.scopes
                 if wanted is not None and not wanted <= granted:
@@ -391,12 +417,15 @@ class SessionService:
         return await self._subject_state(str(session.user_id))
 
     @staticmethod
-    def _state_refusal(state: SubjectState | None) -> str | None:
+    def _state_refusal(state: SubjectState | None, session: AuthSession) -> str | None:
         # A password change, reset or disable revokes sessions explicitly, in its own
-        # transaction (``revoke_all``); the change that keeps the caller's session bumps
-        # "tokens valid after" too, so that bump alone must not end a session.
+        # transaction (``revoke_all``). A session created before the user's "tokens valid
+        # after" (a login checked against older credentials that a revocation missed) ends
+        # here; the one a password change keeps was moved into the new generation.
         if state is None or not state.active:
             return REASON_SUBJECT
+        if session.created_at < state.tokens_valid_after:
+            return REASON_CREDENTIALS
         return None
 
     def _refreshed(
@@ -495,6 +524,8 @@ class SessionService:
         if user is None:
             raise NotFound()
         async with self._database.unit_of_work() as uow:
+            if self._on_revoke_user is not None:
+                await self._on_revoke_user(uow, str(user))
             ids = await self.revoke_all(uow, user_id=str(user), reason=REASON_ADMIN)
             await self._audit.record(
                 uow,

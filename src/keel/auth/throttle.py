@@ -11,7 +11,9 @@
   so a stranger hammering an account cannot lock its owner out of their usual
   place. The count is forgotten ``account_failure_window`` seconds after the
   first failure it holds (the store's fixed-window ``incr``), on a success,
-  and on :meth:`LoginThrottle.clear` (a completed password reset);
+  and on :meth:`LoginThrottle.clear` (a completed password reset). Only a
+  verified account's login makes a source known, and a new password forgets
+  them all (:meth:`LoginThrottle.forget_known_sources`);
 - per (account, IP), failures in a sliding window of ``window`` seconds; this
   one applies to known sources too.
 
@@ -29,9 +31,11 @@ that does not, so the answers are the same for both.
 Store calls, each group issued concurrently (one network round trip of
 latency per group):
 
-- ``check``: 1 ``get_many`` (lock, both (account, IP) windows, known source);
+- ``check``: 1 ``get_many`` (lock, both (account, IP) windows, known source and
+  when the account's known sources were last forgotten);
 - ``failed``: 2 increments; plus 1 write from the threshold on (the lock);
 - ``succeeded``: 4 deletes and 1 write; ``clear``: 2 deletes;
+  ``forget_known_sources``: 1 write;
 - ``RateLimiter.hit``: 2 increments and 1 ``get_many``; on a refusal 2 more
   increments (a refused attempt is not counted) and, once per window and
   bucket, 1 ``add`` from :meth:`RateLimiter.first_refusal`.
@@ -155,7 +159,7 @@ class LoginThrottle:
             _window_key(pair, window.index - 1),
         ]
         if source_ip is not None:
-            keys.append(self._known_key(account_key, source_ip))
+            keys += [self._known_key(account_key, source_ip), self._forgotten_key(account_key)]
         lock, current, previous, *known = await self._store.get_many(keys)
         waits: list[tuple[float, str]] = []
         pair_wait = window.wait_for_room(
@@ -165,7 +169,7 @@ class LoginThrottle:
             waits.append((pair_wait, "account_ip"))
         lock_wait = _count(lock) / 1000 - now
         # A source the account logged in from lately is not held back by strangers' failures.
-        if lock_wait > 0 and not (known and known[0] is not None):
+        if lock_wait > 0 and not _still_known(*known):
             waits.append((lock_wait, "account"))
         if waits:
             wait, limit = max(waits)
@@ -191,11 +195,18 @@ class LoginThrottle:
             await self._store.set(self._lock_key(account_key), b"%d" % until_ms, ttl=delay)
         return failures
 
-    async def succeeded(self, account_key: str, source_ip: str | None) -> None:
-        """A correct password: reset the account's count, remember ``source_ip`` as known."""
+    async def succeeded(
+        self, account_key: str, source_ip: str | None, *, remember_source: bool = True
+    ) -> None:
+        """A correct password: reset the account's count, remember ``source_ip`` as known.
+
+        ``remember_source=False`` (an account whose address is unverified) resets
+        the count but makes no source known.
+        """
         if not self._settings.enabled:
             return
-        index = _Window.at(self._now(), self._settings.window).index
+        now = self._now()
+        index = _Window.at(now, self._settings.window).index
         pair = self._pair(account_key, source_ip)
         calls = [
             self._store.delete(self._failures_key(account_key)),
@@ -203,15 +214,30 @@ class LoginThrottle:
             self._store.delete(_window_key(pair, index)),
             self._store.delete(_window_key(pair, index - 1)),
         ]
-        if source_ip is not None:
+        if source_ip is not None and remember_source:
             calls.append(
                 self._store.set(
                     self._known_key(account_key, source_ip),
-                    _KNOWN,
+                    b"%d" % _millis(now),
                     ttl=self._settings.known_source_ttl,
                 )
             )
         await _together(*calls)
+
+    async def forget_known_sources(self, account_key: str) -> None:
+        """Every source the account logged in from so far is a stranger again (a new password).
+
+        One write: the moment of forgetting; a source is known only when its
+        login came after it. Kept for ``known_source_ttl``, by when every older
+        known source has expired anyway.
+        """
+        if not self._settings.enabled:
+            return
+        await self._store.set(
+            self._forgotten_key(account_key),
+            b"%d" % _millis(self._now()),
+            ttl=self._settings.known_source_ttl,
+        )
 
     async def clear(self, account_key: str) -> None:
         """Forget the account's failures and end its lock (a completed password reset)."""
@@ -248,8 +274,21 @@ class LoginThrottle:
         return _key("known", account_key, source_ip)
 
     @staticmethod
+    def _forgotten_key(account_key: str) -> str:
+        return _key("forgotten", account_key)
+
+    @staticmethod
     def _pair(account_key: str, source_ip: str | None) -> str:
         return _key("acip", account_key, source_ip or _NO_IP)
+
+
+def _millis(now: float) -> int:
+    return int(now * 1000)
+
+
+def _still_known(known: bytes | None = None, forgotten: bytes | None = None) -> bool:
+    """A known source's login (ms; ``1`` from older versions) came after the last forgetting."""
+    return known is not None and _count(known) > _count(forgotten)
 
 
 def _window_key(bucket: str, index: int) -> str:

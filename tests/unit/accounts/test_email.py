@@ -96,3 +96,40 @@ def test_length_limit() -> None:
     assert normalise_email(f"{local}@{domain}").key == f"{local}@{domain}"
     with pytest.raises(InvalidEmail):
         normalise_email(f"{local}@{domain}uk.xyz")
+
+
+# IDNA 2008 (UTS 46, non-transitional): the deviation characters keep their own domain; IDNA
+# 2003 (Python's "idna" codec) mapped them onto another registrable domain (faß.de -> fass.de).
+@pytest.mark.parametrize(
+    ("raw", "address", "key", "idna_2003_key"),
+    [
+        ("a@faß.de", "a@faß.de", "a@xn--fa-hia.de", "a@fass.de"),
+        ("a@FAß.DE", "a@faß.de", "a@xn--fa-hia.de", "a@fass.de"),
+        ("a@βόλος.gr", "a@βόλος.gr", "a@xn--nxasmm1c.gr", "a@xn--nxasmq6b.gr"),
+        ("a@xn--fa-hia.de", "a@faß.de", "a@xn--fa-hia.de", None),
+        (
+            "a@\u0646\u0627\u0645\u0647\u200c\u0627\u06cc.ir",
+            "a@\u0646\u0627\u0645\u0647\u200c\u0627\u06cc.ir",
+            "a@xn--mgba3gch31f060k.ir",
+            "a@xn--mgba3gch31f.ir",
+        ),
+    ],
+)
+def test_idna_2008_keeps_deviation_characters(
+    raw: str, address: str, key: str, idna_2003_key: str | None
+) -> None:
+    email = normalise_email(raw)
+    assert (email.address, email.key) == (address, key)
+    assert email.key != idna_2003_key
+
+
+def test_sharp_s_and_ss_domains_are_different_mailboxes() -> None:
+    assert normalise_email("a@faß.de").key != normalise_email("a@fass.de").key
+
+
+@pytest.mark.parametrize("raw", ["a@ab\u200ccd.example", "a@a\u200db.example"])
+def test_a_joiner_idna_2008_does_not_allow_is_refused(raw: str) -> None:
+    # IDNA 2003 dropped these silently (ab\u200ccd.example became abcd.example).
+    with pytest.raises(InvalidEmail) as caught:
+        normalise_email(raw)
+    assert caught.value.code == "email_invalid"
