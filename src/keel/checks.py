@@ -262,6 +262,13 @@ def _cache_findings(settings: Settings) -> Iterator[Finding]:
             "REDIS_URL reaches a non-loopback Redis without TLS",
             "use a rediss:// URL",
         )
+    if settings.is_production and parts.scheme == "rediss" and not settings.redis_tls_verify:
+        yield _warning(
+            "W012",
+            "KEEL_REDIS_TLS_VERIFY is false: Redis's TLS certificate is not verified",
+            "fine for a managed Redis with a self-signed certificate on a private route "
+            "(Heroku Redis); otherwise unset it",
+        )
 
 
 def _redis_database(parts: SplitResult) -> str:
