@@ -174,7 +174,8 @@ def _database_findings(settings: Settings) -> Iterator[Finding]:
         yield _error(
             "E007",
             "DATABASE_URL reaches a non-loopback PostgreSQL without TLS",
-            "append ?sslmode=require (or verify-full) to DATABASE_URL",
+            "append ?sslmode=require (or verify-full) to DATABASE_URL, or set "
+            "KEEL_DATABASE_SSLMODE=require where the platform owns the URL",
         )
 
 
