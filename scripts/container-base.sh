@@ -29,12 +29,18 @@ if ((${#missing[@]})); then
 fi
 
 mkdir -p "$CACHE"
+# One build at a time on this machine: concurrent runs wait, then reuse what the first built.
+exec 9>"$CACHE/lock"
+flock 9
 if ! "${PODMAN[@]}" image exists "$BASE_TAG"; then
     if [[ ! -s "$CACHE/base.tar" ]]; then
         echo "container-base: building the base with mmdebstrap" >&2
-        mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
-            bookworm "$CACHE/base.tar.part" >&2
-        mv "$CACHE/base.tar.part" "$CACHE/base.tar"
+        # Downloading the packages takes a few minutes on a slow link; once per machine.
+        mmdebstrap --quiet --format=tar --variant=minbase \
+            --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+            --dpkgopt='path-exclude=/usr/share/locale/*' \
+            --include=python3,python3-venv,ca-certificates bookworm "$CACHE/base.part.tar" >&2
+        mv "$CACHE/base.part.tar" "$CACHE/base.tar"
     fi
     "${PODMAN[@]}" import --quiet --change 'CMD ["python3"]' "$CACHE/base.tar" "$BASE_TAG" >&2
 fi
@@ -54,9 +60,8 @@ if ! "${PODMAN[@]}" image exists "$IMAGE"; then
     "${PODMAN[@]}" build --quiet --format docker "${LIMITS[@]}" \
         -v "$BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" \
         --build-arg "BASE_IMAGE=$BASE_TAG" -t "$IMAGE" -f Dockerfile . >&2
-    # Older test images go (the build layers stay, for the next build to reuse).
-    "${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}}' \
-        | grep '^localhost/keel:test-' | grep -vx "$IMAGE" \
+    # Test images older than a day go (a run in progress elsewhere may still use newer ones).
+    "${PODMAN[@]}" images --quiet --filter 'reference=localhost/keel:test-*' --filter until=24h \
         | xargs -r "${PODMAN[@]}" rmi >/dev/null 2>&1 || true
 fi
 echo "$IMAGE"

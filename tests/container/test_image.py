@@ -158,6 +158,13 @@ def test_the_image_serves_logs_in_runs_unprivileged_and_stops_cleanly_on_sigterm
         " if shutil.which(n)] + [p for p in ('/opt/uv',) if os.path.exists(p)])",
     )  # fmt: skip
     assert found.strip() == "[]"
+    # Bytecode was compiled at build: a worker that imports keel compiles nothing.
+    compiled = _podman(
+        "run", "--rm", *LIMITS, image, "python3", "-c",
+        "import keel.api.app, pathlib, sys; print(len(list(pathlib.Path(keel.__file__).parent"
+        ".rglob(f'*.cpython-{sys.version_info[0]}{sys.version_info[1]}.pyc'))))",
+    )  # fmt: skip
+    assert int(compiled) > 50
     config = json.loads(_podman("image", "inspect", image))[0]["Config"]
     assert config["User"] == f"{KEEL_UID}:{KEEL_UID}"
     assert config["StopSignal"] in {"SIGTERM", "15"}
