@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis, SSLConnection
+from redis.asyncio import Redis, RedisCluster, SSLConnection
 
 from keel._clock import SystemClock
 from keel.cache import RedisStore
@@ -82,6 +82,15 @@ def test_tls_verification_is_on_by_default_and_off_only_when_asked() -> None:
     strict = subscriber_connection(url, timeout=0.5)
     assert isinstance(strict, SSLConnection)
     assert strict.ssl_context.cert_reqs == ssl.CERT_REQUIRED
+
+
+def test_a_cluster_client_takes_the_same_tls_choice() -> None:
+    cluster = new_client(
+        "rediss://node-1.cache:7000", cluster=True, timeout=0.5, max_connections=2, tls_verify=False
+    )
+    assert isinstance(cluster, RedisCluster)
+    kwargs = cluster.nodes_manager.connection_kwargs
+    assert (kwargs["ssl_cert_reqs"], kwargs["ssl_check_hostname"]) == ("none", False)
 
 
 def test_plain_redis_urls_are_untouched_by_the_tls_setting() -> None:
