@@ -14,7 +14,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # compile every dependency again at each boot.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: run test lint install check bench clean
+.PHONY: run test lint install check bench clean sbom
 
 $(UV): requirements-tools.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,6 +42,12 @@ lint: install
 
 test: lint
 	$(BIN)/python -X dev -m pytest
+
+# A CycloneDX SBOM of what the product installs, from the lock file (no dev dependencies).
+sbom: install
+	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt -q > $(VENV)/requirements.lock.txt
+	$(BIN)/cyclonedx-py requirements $(VENV)/requirements.lock.txt --pyproject pyproject.toml \
+		--mc-type application --of JSON --output-reproducible -o sbom.cdx.json
 
 check: install
 	$(BIN)/keel check

@@ -20,7 +20,15 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-__all__ = ["REDACTED", "JsonFormatter", "configure_logging", "event", "redact", "request_id_var"]
+__all__ = [
+    "REDACTED",
+    "JsonFormatter",
+    "configure_logging",
+    "event",
+    "format_exception",
+    "redact",
+    "request_id_var",
+]
 
 # Set by the request-context middleware; every log line inside a request carries it.
 request_id_var: ContextVar[str | None] = ContextVar("keel_request_id", default=None)
@@ -92,8 +100,66 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = val
         if record.exc_info and record.exc_info[0] is not None:
             payload["exc_type"] = record.exc_info[0].__name__
-            payload["exc"] = "".join(traceback.format_exception(*record.exc_info))
+            payload["exc"] = format_exception(record.exc_info[1])
         return json.dumps(redact(payload), ensure_ascii=True, separators=(",", ":"), default=str)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, oldest first."""
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        cause = current.__cause__
+        current = (
+            cause
+            if cause is not None
+            else (None if current.__suppress_context__ else current.__context__)
+        )
+    return chain[::-1]
+
+
+def _is_statement_error(exc: BaseException) -> bool:
+    # SQLAlchemy's StatementError, by shape: this module imports no database library.
+    return hasattr(exc, "statement") and hasattr(exc, "params") and hasattr(exc, "orig")
+
+
+def format_exception(exc: BaseException | None) -> str:
+    """The traceback of ``exc``; without any message when a database statement failed.
+
+    A driver's message can carry a bound value (asyncpg's "invalid input for
+    query argument $1: <value>"), and SQLAlchemy's adds the parameters unless
+    the engine hides them. When the chain holds a failed statement, each
+    exception is named by its type only, plus the statement (placeholders, no
+    values) and the SQLSTATE; the frames are kept.
+    """
+    if exc is None:
+        return ""
+    chain = _chain(exc)
+    if not any(_is_statement_error(each) for each in chain):
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    parts: list[str] = []
+    for index, each in enumerate(chain):
+        if index:
+            parts.append(
+                "\nThe above exception was the direct cause of the following exception:\n\n"
+                if chain[index].__cause__ is chain[index - 1]
+                else "\nDuring handling of the above exception, another exception occurred:\n\n"
+            )
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_tb(each.__traceback__))
+        kind = type(each)
+        line = f"{kind.__module__}.{kind.__qualname__}"
+        state = getattr(each, "sqlstate", None) or getattr(each, "pgcode", None)
+        if isinstance(state, str):
+            line += f" [SQLSTATE {state}]"
+        statement = getattr(each, "statement", None) if _is_statement_error(each) else None
+        if isinstance(statement, str):
+            line += f" [SQL: {statement}] (message and parameters not logged)"
+        parts.append(line + "\n")
+    return "".join(parts)
 
 
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:

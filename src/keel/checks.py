@@ -157,6 +157,15 @@ def _runtime_findings(settings: Settings) -> Iterator[Finding]:
             "KEEL_GRACEFUL_TIMEOUT is 3 s or less: in-flight requests get no time at shutdown",
             "set KEEL_GRACEFUL_TIMEOUT to a few seconds more than your slowest request",
         )
+    drain = settings.effective_drain_seconds
+    if drain and drain + math.ceil(settings.shutdown_timeout) + 1 >= settings.graceful_timeout:
+        yield _error(
+            "E040",
+            "KEEL_DRAIN_SECONDS leaves no time in KEEL_GRACEFUL_TIMEOUT for in-flight requests "
+            "and the shutdown after the drain: the master would SIGKILL the workers",
+            "make KEEL_GRACEFUL_TIMEOUT larger than the drain plus KEEL_SHUTDOWN_TIMEOUT "
+            "plus the time your slowest request needs",
+        )
 
 
 def _database_findings(settings: Settings) -> Iterator[Finding]:

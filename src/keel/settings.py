@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
@@ -133,6 +133,8 @@ class DatabaseSettings:
     pool_timeout: float
     connect_timeout: float
     echo: bool
+    #: Importable packages of application revisions (``KEEL_MIGRATIONS``), run with keel's.
+    migration_packages: tuple[str, ...] = ()
 
     @property
     def dialect(self) -> Literal["postgresql", "sqlite"]:
@@ -306,6 +308,13 @@ class ServerSettings:
     trusted_proxies: tuple[str, ...]
     log_level: LogLevel
     reload: bool
+    #: Seconds a worker keeps serving after SIGTERM with /readyz at 503 (``KEEL_DRAIN_SECONDS``).
+    drain_seconds: float = 0.0
+
+
+#: A worker's drain after SIGTERM in production when ``KEEL_DRAIN_SECONDS`` is unset: about
+#: one health-check interval of a load balancer (nginx, HAProxy, cloud balancers: 2-10 s).
+DEFAULT_PRODUCTION_DRAIN: Final = 5.0
 
 
 class Settings(BaseSettings):
@@ -364,6 +373,7 @@ class Settings(BaseSettings):
     db_echo: bool = False
     # Added to a PostgreSQL DATABASE_URL that names no sslmode (platforms hand out such URLs).
     database_sslmode: SslMode | None = None
+    migrations: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     service_name: str = Field(default="keel", min_length=1, max_length=64)
     require_verified_email: bool = True
@@ -438,6 +448,8 @@ class Settings(BaseSettings):
 
     timeout: int = Field(default=30, ge=1)
     graceful_timeout: int = Field(default=30, ge=2)
+    # None: 5 s in production (a load balancer's health-check interval), 0 in development.
+    drain_seconds: float | None = Field(default=None, ge=0, le=300)
     keepalive: int = Field(default=75, ge=1)
     max_requests: int = Field(default=0, ge=0)
     max_requests_jitter: int = Field(default=0, ge=0)
@@ -460,10 +472,20 @@ class Settings(BaseSettings):
                 f"keel.{exc.finding_id}", exc.message, {"hint": exc.hint}
             ) from None
 
-    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", "migrations", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("migrations", mode="after")
+    @classmethod
+    def _migrations(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(
+                    f"{name!r} is not an importable package name (like myapp.migrations)"
+                )
+        return value
 
     @field_validator("database_url", mode="after")
     @classmethod
@@ -555,6 +577,7 @@ class Settings(BaseSettings):
             pool_timeout=self.db_pool_timeout,
             connect_timeout=self.db_connect_timeout,
             echo=self.db_echo,
+            migration_packages=tuple(self.migrations),
         )
 
     @property
@@ -684,4 +707,12 @@ class Settings(BaseSettings):
             trusted_proxies=tuple(self.trusted_proxies),
             log_level=self.log_level,
             reload=self.reload,
+            drain_seconds=self.effective_drain_seconds,
         )
+
+    @property
+    def effective_drain_seconds(self) -> float:
+        """``KEEL_DRAIN_SECONDS``, or its default: 5 s in production, none in development."""
+        if self.drain_seconds is not None:
+            return self.drain_seconds
+        return DEFAULT_PRODUCTION_DRAIN if self.is_production else 0.0

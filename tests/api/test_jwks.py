@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import jwt
@@ -10,7 +11,7 @@ import pytest
 from keel._clock import FrozenClock
 from keel.api.app import create_app
 from keel.api.jwks import JWKS_CACHE_CONTROL, JWKS_PATH
-from keel.security.keys import KeySet, SigningKey
+from keel.security.keys import KeySet, RetiredKey, SigningKey, StagedKey
 from keel.security.tokens import AccessTokens
 from keel.settings import JwtAlgorithm, Settings
 from tests.unit.auth._support import AUDIENCE, ISSUER, token_settings
@@ -25,14 +26,21 @@ PRIVATE_MEMBERS = {"d", "k", "p", "q", "dp", "dq", "qi"}
 async def test_publishes_the_public_keys_and_nothing_private(
     settings_factory: SettingsFactory, algorithm: JwtAlgorithm
 ) -> None:
-    keys = KeySet.generate(algorithm).rotated()  # current + previous
+    now = int(time.time())
+    keys = KeySet(  # current + staged + retired
+        SigningKey.generate(algorithm),
+        [RetiredKey(SigningKey.generate(algorithm), now)],
+        next=StagedKey(SigningKey.generate(algorithm), now),
+    )
     app = create_app(settings_factory(jwt_algorithm=keys.algorithm), keys=keys)
     async with serve_in_process(app) as client:
         response = await client.get(JWKS_PATH)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     document = response.json()
-    assert [jwk["kid"] for jwk in document["keys"]] == [keys.current.kid, keys.previous[0].kid]
+    assert keys.next is not None
+    published = [jwk["kid"] for jwk in document["keys"]]
+    assert published == [keys.current.kid, keys.next.key.kid, keys.previous[0].kid]
     for jwk in document["keys"]:
         assert not PRIVATE_MEMBERS & set(jwk)
         assert jwk["alg"] == algorithm

@@ -135,7 +135,7 @@ def sealed_row(
     return {
         "seq": seq,
         "occurred_at": source.occurred_at,
-        "action": source.action.value,
+        "action": str(source.action),
         "result": source.result.value,
         "actor_type": source.actor_type.value,
         "actor_id": source.actor_id,

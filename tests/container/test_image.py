@@ -183,7 +183,9 @@ def test_the_image_serves_logs_in_runs_unprivileged_and_stops_cleanly_on_sigterm
         "KEEL_JWT_ALGORITHM": "HS256",
         "KEEL_JWT_SECRET": secrets.token_urlsafe(48),
         "KEEL_PUBLIC_URL": "https://id.example.test",
-        "KEEL_GRACEFUL_TIMEOUT": "10",
+        # A short drain (production's default is 5 s) within a 15 s grace: stops stay quick.
+        "KEEL_DRAIN_SECONDS": "1",
+        "KEEL_GRACEFUL_TIMEOUT": "15",
     }
     migrated = _podman("run", "--rm", *LIMITS, *_env_args(env), image, "keel", "db", "upgrade")
     assert "keel db: at" in migrated
@@ -220,6 +222,11 @@ def test_the_image_serves_logs_in_runs_unprivileged_and_stops_cleanly_on_sigterm
         state = json.loads(_podman("inspect", name))[0]["State"]
         assert (state["ExitCode"], state.get("OOMKilled", False)) == (0, False)
     finally:
+        # Shown by pytest only when the test failed.
+        logs = subprocess.run(
+            [*PODMAN, "logs", "--tail", "40", name], capture_output=True, text=True, timeout=60
+        )
+        print(logs.stdout, logs.stderr)
         subprocess.run(
             [*PODMAN, "rm", "--force", "--time", "0", name],
             capture_output=True,

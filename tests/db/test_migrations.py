@@ -68,7 +68,7 @@ def test_every_revision_steps_up_and_down(db_url: str, make_settings: MakeSettin
         assert current(settings) == revision
         downgrade(settings, "-1")
     assert current(settings) is None
-    assert asyncio.run(_tables(db_url, make_settings)) <= {"alembic_version"}
+    assert asyncio.run(_tables(db_url, make_settings)) <= {"keel_alembic_version"}
 
 
 def test_models_match_the_migrated_schema(db_url: str, make_settings: MakeSettings) -> None:

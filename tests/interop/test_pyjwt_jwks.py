@@ -9,7 +9,9 @@ signs access tokens with a key file; PyJWT's ``PyJWKClient`` fetches
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,7 +21,15 @@ from joserfc import jwt as joserfc_jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import KeySet as JoseKeySet
 
-from keel.security.keys import KeySet, generate_key_file, load_key_file, rotate
+from keel._clock import FrozenClock
+from keel.security.key_rotation import promote, stage
+from keel.security.keys import (
+    JWKS_MAX_AGE,
+    KeySet,
+    generate_key_file,
+    load_key_file,
+    write_key_file,
+)
 from keel.security.tokens import AccessTokens
 from keel.settings import JwtAlgorithm, TokenSettings
 from tests.interop.factories import SCOPES, SUBJECT
@@ -58,7 +68,10 @@ class Served:
 def _serve(tmp: Path, algorithm: JwtAlgorithm) -> Iterator[Served]:
     key_file = tmp / "keys.json"
     generate_key_file(key_file, algorithm)
-    rotate(key_file)  # a current key and a previous one, as after `keel keys rotate`
+    # A current key and a retired one, as after `keel keys rotate` and `keel keys promote`.
+    now = int(time.time())
+    staged = stage(load_key_file(key_file), now - JWKS_MAX_AGE, keep_for=930).keys
+    write_key_file(key_file, promote(staged, now, keep_for=930).keys)
     env = {
         "KEEL_JWT_ALGORITHM": algorithm,
         "KEEL_JWT_KEY_FILE": str(key_file),
@@ -125,7 +138,7 @@ def test_the_set_is_served_cacheable_and_public_only(served: Served) -> None:
 def test_a_token_signed_by_the_previous_key_still_verifies_after_rotation(
     served: Served,
 ) -> None:
-    """Signed just before `keel keys rotate`: relying parties find the old kid in the set."""
+    """Signed just before `keel keys promote`: relying parties find the old kid in the set."""
     keys = load_key_file(served.key_file)
     settings = TokenSettings(
         algorithm=served.algorithm,
@@ -137,9 +150,10 @@ def test_a_token_signed_by_the_previous_key_still_verifies_after_rotation(
         access_ttl=900,
         leeway=30,
     )
-    before_rotation = AccessTokens(KeySet(keys.previous[0]), settings).issue(
-        subject=SUBJECT, session_id="sid-old", scopes=list(SCOPES)
-    )
+    just_before = datetime.fromtimestamp(keys.retired[0].retired_at - 10, UTC)
+    before_rotation = AccessTokens(
+        KeySet(keys.previous[0]), settings, clock=FrozenClock(just_before)
+    ).issue(subject=SUBJECT, session_id="sid-old", scopes=list(SCOPES))
     assert jwt.get_unverified_header(before_rotation.token)["kid"] == keys.previous[0].kid
     assert _pyjwt_verify(served, before_rotation.token)["sub"] == SUBJECT
     assert served.me(before_rotation.token).status_code == 200

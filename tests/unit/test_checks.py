@@ -227,3 +227,18 @@ def test_every_finding_has_a_stable_id_and_a_hint(monkeypatch: pytest.MonkeyPatc
     # Errors come first.
     levels = [f.level for f in findings]
     assert levels == sorted(levels, key=lambda lv: lv != "error")
+
+
+def test_the_drain_defaults_to_five_seconds_in_production_and_none_in_development() -> None:
+    assert Settings(env="development").server.drain_seconds == 0
+    assert Settings(env="production").server.drain_seconds == 5
+    assert Settings(env="development", drain_seconds=2).server.drain_seconds == 2
+
+
+def test_a_drain_that_eats_the_graceful_budget_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert "keel.E040" not in _ids(PRODUCTION_OK, monkeypatch)
+    assert "keel.E040" in _ids(
+        {**PRODUCTION_OK, "KEEL_DRAIN_SECONDS": "25", "KEEL_GRACEFUL_TIMEOUT": "30"}, monkeypatch
+    )

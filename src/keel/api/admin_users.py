@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from keel.accounts import UserView
 from keel.api.accounts import Accounts, _Strict
+from keel.api.ids import UserId
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
 from keel.api.principal import ADMIN_SCOPE, Principal, require_scope
@@ -77,9 +78,9 @@ def build_admin_users_router() -> APIRouter:
 
     @router.get("/users/{user_id}", response_model=AdminUserResponse)
     async def read_user(
-        user_id: str,
         request: Request,
         admin: Admin,
+        user_id: UserId,
         accounts: Accounts,
     ) -> Any:
         """One account; the read is audited."""
@@ -90,10 +91,10 @@ def build_admin_users_router() -> APIRouter:
 
     @router.patch("/users/{user_id}", response_model=AdminUserResponse)
     async def update_user(
-        user_id: str,
         body: UpdateUserRequest,
         request: Request,
         admin: Admin,
+        user_id: UserId,
         accounts: Accounts,
     ) -> Any:
         """Enable or disable the account and/or replace its roles, in one change."""

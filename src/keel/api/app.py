@@ -29,9 +29,10 @@ from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
 from keel.api.principal import Authenticator
+from keel.api.services import ServiceFactory, build_services
 from keel.api.sessions import install_sessions
 from keel.api.state import AppContext
-from keel.audit import AuditTrail
+from keel.audit import Action, AuditActions, AuditTrail
 from keel.auth import (
     UNKNOWN_SUBJECT,
     SecurityState,
@@ -45,11 +46,11 @@ from keel.auth.throttle import LoginThrottle
 from keel.cache import Stores, build_stores
 from keel.checks import errors_in
 from keel.db import Database
-from keel.db.revision import HEAD_REVISION
+from keel.db.revision import expected_heads, schema_is_current
 from keel.errors import ConfigurationError
 from keel.runtime.lifecycle import Supervisor, Warmup
 from keel.security.checks import all_findings
-from keel.security.keys import KeySet, load_key_set
+from keel.security.keys import KeySet, load_key_set, retention
 from keel.security.tokens import AccessTokens
 from keel.settings import Settings
 
@@ -68,6 +69,9 @@ def create_app(
     keys: KeySet | None = None,
     accounts: bool = True,
     stores: Stores | None = None,
+    database: Database | None = None,
+    services: Sequence[ServiceFactory] = (),
+    audit_actions: Sequence[type[AuditActions]] = (),
 ) -> FastAPI:
     """Build a keel application from ``settings``.
 
@@ -75,8 +79,11 @@ def create_app(
     after start-up, each under its timeout; ``authenticator`` finds the caller
     of a request (default: bearer access tokens checked against the shared
     per-user state); ``stores`` replaces the stores the settings ask for
-    (tests). In production the app refuses to build while ``keel check``
-    reports an error.
+    and ``database`` the database (shared with code outside the app, which
+    then owns and disposes it). ``services`` are factories of the
+    application's own services (``keel.api.services``), ``audit_actions`` its
+    declared audit actions (``keel.audit.AuditActions``). In production the
+    app refuses to build while ``keel check`` reports an error.
     """
     if settings.is_production:
         errors = errors_in(all_findings(settings))
@@ -86,7 +93,8 @@ def create_app(
 
     clock = clock or SystemClock()
     supervisor = Supervisor(settings.lifecycle, clock=clock)
-    database = Database(settings.database)
+    owns_database = database is None
+    database = database or Database(settings.database)
     stores = stores or build_stores(settings.cache, clock)
     store = stores.general
     keys = keys or load_key_set(settings.tokens, production=settings.is_production)
@@ -129,9 +137,13 @@ def create_app(
             TokenAuthenticator(VerifiedTokenCache(access_tokens, clock=clock), security)
         ),
         channel=stores.channel,
+        audit_actions=frozenset(Action)
+        | frozenset(action for group in audit_actions for action in group.members()),
     )
+    build_services(context, services)
 
-    supervisor.add_closer("database", database.dispose)
+    if owns_database:
+        supervisor.add_closer("database", database.dispose)
     supervisor.add_closer("cache", store.close)
     if stores.shared is not store:
         supervisor.add_closer("security_cache", stores.shared.close)
@@ -150,7 +162,9 @@ def create_app(
     evicts = getattr(stores.shared, "evicts", None)
     if evicts is not None:
         supervisor.add_warmup(Warmup("cache_eviction_policy", _eviction_check(evicts)))
-    supervisor.add_warmup(Warmup("database_schema", _schema_check(database)))
+    supervisor.add_warmup(
+        Warmup("database_schema", _schema_check(database, settings.database.migration_packages))
+    )
     for warmup in warmups:
         supervisor.add_warmup(warmup)
 
@@ -172,6 +186,9 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json" if http.docs_enabled else None,
         swagger_ui_oauth2_redirect_url=None,
+        # No trailing-slash redirects: Starlette builds them from the Host header, and a 307
+        # resends the body (a password) there. A path with a stray slash is a plain 404.
+        redirect_slashes=False,
     )
     app.state.keel = context
     install_error_handlers(app)
@@ -197,7 +214,7 @@ def create_app(
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())
         app.include_router(build_admin_users_router())
-    app.include_router(jwks_router(keys))
+    app.include_router(jwks_router(keys, keep_for=retention(settings.tokens), clock=clock))
     app.include_router(audit_router)
     for router in routers:
         app.include_router(router)
@@ -220,11 +237,12 @@ def _eviction_check(evicts: Callable[[], Awaitable[bool]]) -> Callable[[], Await
     return check
 
 
-def _schema_check(database: Database) -> Callable[[], Awaitable[None]]:
-    """A warm-up that says, in the log, whether the schema is at the packaged head."""
+def _schema_check(database: Database, packages: tuple[str, ...]) -> Callable[[], Awaitable[None]]:
+    """A warm-up that says, in the log, whether the schema is at every expected head."""
 
     async def check() -> None:
-        query = asyncio.ensure_future(database.current_revision())
+        expected = await asyncio.to_thread(expected_heads, packages)
+        query = asyncio.ensure_future(database.current_revisions())
         try:
             current = await asyncio.shield(query)
         except asyncio.CancelledError:
@@ -234,9 +252,15 @@ def _schema_check(database: Database) -> Callable[[], Awaitable[None]]:
             if query.done() and not query.cancelled():
                 query.exception()  # retrieved: the outcome no longer matters
             raise
-        if current != HEAD_REVISION:
-            event(_log, logging.ERROR, "schema_outdated", current=current, head=HEAD_REVISION)
+        if not await asyncio.to_thread(schema_is_current, current, packages):
+            event(
+                _log,
+                logging.ERROR,
+                "schema_outdated",
+                current=",".join(sorted(current)) or None,
+                head=",".join(sorted(expected)),
+            )
         else:
-            event(_log, logging.INFO, "schema_current", revision=current)
+            event(_log, logging.INFO, "schema_current", revision=",".join(sorted(current)))
 
     return check

@@ -3,6 +3,7 @@
 SEC-69: only the ``admin`` scope reads it; every read is recorded (as
 ``authz_admin`` with ``operation: audit_read``) in the same transaction that
 reads, so a page is never served without its record. Other methods get 405.
+Filters the columns cannot hold (``keel.api.params``) are 422, never a 500.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime
 
 from keel.api.deps import Context, UoW
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
+from keel.api.params import UtcTime, bigint_query, text_query
 from keel.api.principal import ADMIN_SCOPE, Principal, require_scope
 from keel.audit import MAX_PAGE, Action, Result, query_events
 
@@ -33,13 +34,13 @@ async def read_audit(
     context: Context,
     uow: UoW,
     action: Action | None = None,
-    actor_id: Annotated[str | None, Query(max_length=256)] = None,
-    target_type: Annotated[str | None, Query(max_length=64)] = None,
-    target_id: Annotated[str | None, Query(max_length=256)] = None,
+    actor_id: Annotated[str | None, text_query(256)] = None,
+    target_type: Annotated[str | None, text_query(64)] = None,
+    target_id: Annotated[str | None, text_query(256)] = None,
     result: Result | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
-    cursor: Annotated[int | None, Query(ge=0)] = None,
+    since: UtcTime | None = None,
+    until: UtcTime | None = None,
+    cursor: Annotated[int | None, bigint_query()] = None,
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> dict[str, Any]:

@@ -4,7 +4,8 @@ An ``Authenticator`` turns a request into a ``Principal`` or ``None``. keel's
 default denies everyone, so a guarded route is never open by accident; the
 accounts issue plugs in access-token authentication. Guards raise domain
 errors (``Unauthenticated`` → 401 with ``WWW-Authenticate: Bearer``,
-``Forbidden`` → 403); ``api/errors.py`` maps them.
+``Forbidden`` → 403); ``api/errors.py`` maps them. A refused scope check is
+audited (``authz_fail``) once per caller, route, method and rate-limit window.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import Depends, Request
 
 from keel._logging import event
 from keel.api.origin import origin_of
+from keel.api.ratelimit import rate_limiter
 from keel.api.state import get_context
 from keel.audit.vocabulary import Action, ActorType, Result
 from keel.errors import Forbidden, Unauthenticated
@@ -96,7 +98,25 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     return guard
 
 
+async def _first_denial(request: Request, principal: Principal, scope: str, route: str) -> bool:
+    """Whether this is the caller's first refusal on ``route`` in this rate-limit window."""
+    context = get_context(request)
+    try:
+        return await rate_limiter(request.app, context).first_in_window(
+            "authz", principal.actor_type.value, principal.subject, scope, request.method, route
+        )
+    except Exception as exc:  # noqa: BLE001 - unsure whether it is the first: record it
+        event(_log, logging.WARNING, "refusal_gate_failed", error=type(exc).__name__)
+        return True
+
+
 async def _record_denial(request: Request, principal: Principal, scope: str) -> None:
+    # One record per caller, route (its template: ids in the path buy no extra rows), method
+    # and window, as for rate-limit refusals: a caller looping over a route it may not use
+    # does not queue a write on the chain's lock for every 403.
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    if not await _first_denial(request, principal, scope, route):
+        return
     trail = get_context(request).audit
     origin = origin_of(request)
     try:
@@ -111,7 +131,12 @@ async def _record_denial(request: Request, principal: Principal, scope: str) -> 
                 source_ip=origin.source_ip,
                 user_agent=origin.user_agent,
                 request_id=origin.request_id,
-                details={"required_scope": scope, "method": request.method},
+                details={
+                    "required_scope": scope,
+                    "method": request.method,
+                    "route": route,
+                    "window_seconds": get_context(request).settings.throttle.window,
+                },
             )
         )
     except Exception as exc:  # noqa: BLE001 - the answer is a denial either way

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.api.ids import SessionId, UserId
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
 from keel.api.principal import ADMIN_SCOPE, Principal, current_principal, require_scope
@@ -148,9 +149,9 @@ def build_sessions_router() -> APIRouter:
 
     @router.delete("/sessions/{session_id}", status_code=204, dependencies=[Depends(no_store)])
     async def revoke_session(
-        session_id: Annotated[str, Field(max_length=64)],
         request: Request,
         principal: Caller,
+        session_id: SessionId,
         sessions: Sessions,
     ) -> Response:
         """End one of the caller's sessions (404 for an id that is not theirs: SEC-47)."""
@@ -164,9 +165,9 @@ def build_sessions_router() -> APIRouter:
         dependencies=[Depends(no_store)],
     )
     async def revoke_user_sessions(
-        user_id: Annotated[str, Field(max_length=64)],
         request: Request,
         admin: Admin,
+        user_id: UserId,
         sessions: Sessions,
     ) -> Any:
         """End every session of a user (admin); their access tokens stop at once."""

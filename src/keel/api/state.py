@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from starlette.requests import HTTPConnection
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AppContext", "get_context"]
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True, slots=True)
 class AppContext:
@@ -33,6 +35,20 @@ class AppContext:
     authenticator: Authenticator
     #: The security cache's invalidation channel (its ``usable`` shows on /readyz).
     channel: Invalidations = field(default_factory=LocalInvalidations)
+    #: The application's own services by type (``create_app(services=...)``).
+    services: dict[type[Any], Any] = field(default_factory=dict)
+    #: Every audit action ``GET /admin/audit`` may filter by: keel's and the application's.
+    audit_actions: frozenset[str] = frozenset()
+
+    def service(self, kind: type[_T]) -> _T:
+        """The application's service of type ``kind``; ``LookupError`` when none was given."""
+        try:
+            return cast(_T, self.services[kind])
+        except KeyError:
+            raise LookupError(
+                f"no service of type {kind.__qualname__}: pass a factory to "
+                "create_app(services=...)"
+            ) from None
 
 
 def get_context(connection: HTTPConnection) -> AppContext:

@@ -8,6 +8,7 @@ elsewhere, from ``take_checkpoint``). Reading: ``query_events`` (admin pages),
 ``writer``, ``verify``, ``canonical`` and ``models``.
 """
 
+from keel.audit.app_actions import AppAction, AuditActions, app_action
 from keel.audit.chain import GENESIS_HASH, AuditKeyring, ChainLink, keyring_from_settings
 from keel.audit.checkpoints import Checkpoint, CheckpointKind, take_checkpoint
 from keel.audit.event import AuditEvent
@@ -24,6 +25,8 @@ __all__ = [
     "MAX_PAGE",
     "Action",
     "ActorType",
+    "AppAction",
+    "AuditActions",
     "AuditChainBroken",
     "AuditEvent",
     "AuditKeyring",
@@ -37,6 +40,7 @@ __all__ = [
     "PruneResult",
     "Result",
     "VerifyResult",
+    "app_action",
     "export_events",
     "keyring_from_settings",
     "prune",

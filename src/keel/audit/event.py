@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from keel.audit.app_actions import AppAction, is_app_action_name
 from keel.audit.canonical import canonical_json
 from keel.audit.scrub import scrub, scrub_text
 from keel.audit.vocabulary import Action, ActorType, Result
@@ -21,12 +22,13 @@ MAX_FIELD = 256
 class AuditEvent:
     """What happened, who did it, to what, from where, and when (aware UTC).
 
-    Construction normalises and scrubs: the action must be in the closed
-    vocabulary, the timestamp aware (converted to UTC), details a small JSON
-    object with no floats, and every free-text field bounded and scrubbed.
+    Construction normalises and scrubs: the action must be in keel's closed
+    vocabulary or an application's declared actions (``keel.audit.app_actions``),
+    the timestamp aware (converted to UTC), details a small JSON object with no
+    floats, and every free-text field bounded and scrubbed.
     """
 
-    action: Action
+    action: Action | AppAction
     result: Result
     occurred_at: datetime
     actor_type: ActorType = ActorType.ANONYMOUS
@@ -40,7 +42,11 @@ class AuditEvent:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "action", Action(self.action))
+        if isinstance(self.action, AppAction):
+            if not is_app_action_name(self.action):
+                raise ValueError(f"{self.action!r} is not an application action (namespace.name)")
+        else:
+            set_(self, "action", Action(self.action))  # keel's vocabulary: closed to typos
         set_(self, "result", Result(self.result))
         set_(self, "actor_type", ActorType(self.actor_type))
         if self.occurred_at.tzinfo is None:

@@ -12,7 +12,7 @@ __all__ = ["Action", "ActorType", "Result"]
 
 
 class Action(StrEnum):
-    """What happened (OWASP Logging Vocabulary, plus ``mfa_*`` and ``audit_*`` for keel's own)."""
+    """What happened (OWASP Logging Vocabulary, plus keel's ``mfa_*``, ``audit_*``, ``key_*``)."""
 
     # Authentication.
     AUTHN_LOGIN_SUCCESS = "authn_login_success"
@@ -53,6 +53,11 @@ class Action(StrEnum):
     MAIL_SEND_FAIL = "mail_send_fail"
     AUDIT_PRUNED = "audit_pruned"
     AUDIT_EXPORTED = "audit_exported"
+    # Token signing keys (``keel keys``): staged, promoted to sign, retired, dropped.
+    KEY_STAGED = "key_staged"
+    KEY_PROMOTED = "key_promoted"
+    KEY_RETIRED = "key_retired"
+    KEY_DROPPED = "key_dropped"
 
 
 class Result(StrEnum):

@@ -121,7 +121,7 @@ def _prepare(event: AuditEvent) -> _Prepared:
     """What can be computed before the chain lock: every value that is not chained."""
     values = (
         event.occurred_at,
-        event.action.value,
+        str(event.action),
         event.result.value,
         event.actor_type.value,
         event.actor_id,

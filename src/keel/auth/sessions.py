@@ -434,7 +434,7 @@ class SessionService:
                         self._session_event(Action.SESSION_LOGOUT, Result.SUCCESS, session, origin),
                     )
         if user is not None:
-            await self._state_cache.sessions_ended(str(user), [session_id])
+            await self._state_cache.sessions_ended(str(user), [str(sid)])
 
     async def list_sessions(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first."""
@@ -487,7 +487,7 @@ class SessionService:
                     details={"via": "session_revoke"},
                 ),
             )
-        await self._state_cache.sessions_ended(str(user), [session_id])
+        await self._state_cache.sessions_ended(str(user), [str(sid)])
 
     async def revoke_user(self, admin_id: str, user_id: str, origin: Origin) -> int:
         """An admin ends every session of ``user_id``; returns how many ended."""

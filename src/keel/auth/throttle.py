@@ -317,6 +317,18 @@ class RateLimiter:
             bucket = f"{_PREFIX}refused:global"
         else:
             bucket = _key("refused", limit, source_ip or _NO_IP)
+        return await self._first_in_window(bucket)
+
+    async def first_in_window(self, kind: str, *parts: str) -> bool:
+        """``True`` once per window for the bucket ``(kind, *parts)``, then ``False``.
+
+        The same once-per-window gate as :meth:`first_refusal`, for other
+        refusals whose audit record should not repeat for every request (a
+        refused scope check: one per caller and route).
+        """
+        return await self._first_in_window(_key("refused", kind, *parts))
+
+    async def _first_in_window(self, bucket: str) -> bool:
         window = _Window.at(self._clock.now().timestamp(), self._settings.window)
         key = _window_key(bucket, window.index)
         return await self._store.add(key, _KNOWN, ttl=window.length)

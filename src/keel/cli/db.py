@@ -14,13 +14,15 @@ __all__ = ["register"]
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser("db", help="database migrations")
     sub = parser.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    up = sub.add_parser("upgrade", help="migrate to REVISION (default head)")
-    up.add_argument("revision", nargs="?", default="head")
+    up = sub.add_parser(
+        "upgrade", help="migrate to REVISION (default: every head, keel's and KEEL_MIGRATIONS')"
+    )
+    up.add_argument("revision", nargs="?", default="heads")
     up.set_defaults(handler=_upgrade)
     down = sub.add_parser("downgrade", help="migrate down to REVISION (default: one step)")
     down.add_argument("revision", nargs="?", default="-1")
     down.set_defaults(handler=_downgrade)
-    current = sub.add_parser("current", help="print the current revision and the head")
+    current = sub.add_parser("current", help="print the current revisions and the heads")
     current.set_defaults(handler=_current)
     prune = sub.add_parser(
         "prune", help="delete ended sessions and spent one-time tokens past the retention"
@@ -40,7 +42,10 @@ def _upgrade(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     configure_logging(settings.log_level)
     migrate.upgrade(settings.database, args.revision)
-    out(f"keel db: at {migrate.current(settings.database)} (head {migrate.head()})")
+    out(
+        f"keel db: at {_names(migrate.current_heads(settings.database))} "
+        f"(heads {_names(migrate.heads(settings.database))})"
+    )
     return 0
 
 
@@ -50,19 +55,27 @@ def _downgrade(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     configure_logging(settings.log_level)
     migrate.downgrade(settings.database, args.revision)
-    out(f"keel db: at {migrate.current(settings.database)} (head {migrate.head()})")
+    out(
+        f"keel db: at {_names(migrate.current_heads(settings.database))} "
+        f"(heads {_names(migrate.heads(settings.database))})"
+    )
     return 0
 
 
 def _current(_: argparse.Namespace) -> int:
     from keel.db import migrate
+    from keel.db.revision import schema_is_current
 
     settings = settings_or_exit()
-    current = migrate.current(settings.database)
-    head = migrate.head()
-    out(f"current: {current or '(empty)'}")
-    out(f"head:    {head}")
-    return 0 if current == head else 1
+    current = migrate.current_heads(settings.database)
+    heads = migrate.heads(settings.database)
+    out(f"current: {_names(current) or '(empty)'}")
+    out(f"heads:   {_names(heads)}")
+    return 0 if schema_is_current(current, settings.database.migration_packages) else 1
+
+
+def _names(revisions: frozenset[str]) -> str:
+    return ",".join(sorted(revisions))
 
 
 def _prune(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ def _create_admin(args: argparse.Namespace) -> int:
     from keel.accounts import AccountService, AccountSettings
     from keel.audit import AuditTrail
     from keel.db import Database
-    from keel.db.revision import HEAD_REVISION
+    from keel.db.revision import schema_is_current
     from keel.security.hashing import PasswordHasher
     from keel.security.passwords import PasswordPolicy
 
@@ -68,7 +68,8 @@ def _create_admin(args: argparse.Namespace) -> int:
         database = Database(settings.database)
         hasher = PasswordHasher(settings.passwords)
         try:
-            if await database.current_revision() != HEAD_REVISION:
+            packages = settings.database.migration_packages
+            if not schema_is_current(await database.current_revisions(), packages):
                 raise ConfigurationError(
                     "the database schema is not current: run `keel db upgrade`"
                 )

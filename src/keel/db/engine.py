@@ -34,6 +34,7 @@ from sqlalchemy.pool import Pool
 from sqlalchemy.util import await_
 
 from keel._logging import event as log_event
+from keel.db.revision import LEGACY_VERSION_TABLE, VERSION_TABLE
 from keel.errors import ConfigurationError, DatabaseUnavailable
 from keel.settings import DatabaseSettings
 
@@ -270,7 +271,9 @@ def build_engine(
     is turned off only by migrations, which rebuild tables in batch mode.
     """
     url = make_url(settings.url.get_secret_value())
-    kwargs: dict[str, Any] = {"echo": settings.echo}
+    # A statement's parameters (addresses, token digests, user input) never reach a log or
+    # an exception's text: not with echo on, not in the line of an error that escapes.
+    kwargs: dict[str, Any] = {"echo": settings.echo, "hide_parameters": True}
     if poolclass is not None:
         kwargs["poolclass"] = poolclass
     bounded = poolclass is None
@@ -523,10 +526,23 @@ class Database:
             raise DatabaseUnavailable("the database is unavailable") from exc
 
     async def current_revision(self) -> str | None:
-        """The Alembic revision the database is at; ``None`` when it was never migrated."""
+        """The one Alembic revision the database is at; ``None`` when it was never migrated.
+
+        ``ConfigurationError`` when it holds several heads (an application's
+        branch beside keel's): use :meth:`current_revisions` then.
+        """
+        revisions = await self.current_revisions()
+        if len(revisions) > 1:
+            raise ConfigurationError(
+                f"the database has several migration heads ({', '.join(sorted(revisions))})"
+            )
+        return next(iter(revisions), None)
+
+    async def current_revisions(self) -> frozenset[str]:
+        """Every revision in the version table (keel's and an application's heads)."""
         try:
             async with self.engine.connect() as conn:
-                return await conn.run_sync(_read_revision)
+                return await conn.run_sync(_read_revisions)
         except (sa_exc.SQLAlchemyError, OSError) as exc:
             if is_unavailable_error(exc):
                 self._log_unavailable("current_revision", exc)
@@ -556,14 +572,11 @@ class Database:
         )
 
 
-def _read_revision(conn: Connection) -> str | None:
-    if not inspect(conn).has_table("alembic_version"):
-        return None
-    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    if not rows:
-        return None
-    if len(rows) > 1:
-        raise ConfigurationError(
-            f"the database has several migration heads ({', '.join(sorted(rows))})"
-        )
-    return str(rows[0])
+def _read_revisions(conn: Connection) -> frozenset[str]:
+    table = next(
+        (t for t in (VERSION_TABLE, LEGACY_VERSION_TABLE) if inspect(conn).has_table(t)), None
+    )
+    if table is None:
+        return frozenset()
+    rows = conn.execute(text(f"SELECT version_num FROM {table}")).scalars().all()  # noqa: S608 - a constant
+    return frozenset(str(row) for row in rows)

@@ -3,7 +3,10 @@
 There is no ``alembic.ini``: the Alembic ``Config`` is built here, pointing at
 the environment and revisions inside this package (so it works from an
 installed wheel), with the database settings handed over in memory. keel never
-reads or executes a user-supplied Alembic configuration.
+reads or executes a user-supplied Alembic configuration. An application's
+revisions join through ``KEEL_MIGRATIONS`` (see ``keel.db.revision``): their
+directories are added to the version locations, and ``upgrade`` goes to every
+head of the combined graph.
 
 The functions are synchronous and run their own event loop; from async code
 call them through ``asyncio.to_thread``. On PostgreSQL the run holds an
@@ -17,11 +20,13 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import os
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from keel.db.engine import Database, build_engine, is_unavailable_error
+from keel.db.revision import VERSION_TABLE, version_directories
 from keel.db.types import UTCDateTime
 from keel.errors import ConfigurationError, DatabaseUnavailable
 from keel.settings import DatabaseSettings
@@ -36,8 +41,10 @@ __all__ = [
     "MIGRATIONS_DIR",
     "alembic_config",
     "current",
+    "current_heads",
     "downgrade",
     "head",
+    "heads",
     "schema_diff",
     "upgrade",
 ]
@@ -69,6 +76,9 @@ def alembic_config(
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     config.set_main_option("path_separator", "os")
+    packages = settings.migration_packages if settings is not None else ()
+    locations = os.pathsep.join(str(path) for path in version_directories(packages))
+    config.set_main_option("version_locations", locations.replace("%", "%%"))
     if settings is not None:
         config.attributes[SETTINGS_ATTRIBUTE] = settings
     if metadata is not None:
@@ -89,8 +99,8 @@ def _reachable(settings: DatabaseSettings) -> Iterator[None]:
         raise
 
 
-def upgrade(settings: DatabaseSettings, revision: str = "head") -> None:
-    """Migrate the database up to ``revision`` (default: the packaged head)."""
+def upgrade(settings: DatabaseSettings, revision: str = "heads") -> None:
+    """Migrate the database up to ``revision`` (default: every head, keel's and the app's)."""
     from alembic import command
 
     _refuse_running_loop()
@@ -116,9 +126,25 @@ def current(settings: DatabaseSettings) -> str | None:
         return _run(_current, settings)
 
 
+def current_heads(settings: DatabaseSettings) -> frozenset[str]:
+    """Every revision the database's version table holds (empty when never migrated)."""
+    _refuse_running_loop()
+    if _sqlite_file_missing(settings):
+        return frozenset()
+    with _reachable(settings):
+        return _run(_current_heads, settings)
+
+
+def heads(settings: DatabaseSettings | None = None) -> frozenset[str]:
+    """The heads ``upgrade`` migrates to: keel's and those of ``KEEL_MIGRATIONS``' packages."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(ScriptDirectory.from_config(alembic_config(settings)).get_heads())
+
+
 @functools.cache
 def head() -> str:
-    """The newest packaged revision (what ``upgrade`` migrates to)."""
+    """keel's own newest packaged revision."""
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(alembic_config())
@@ -188,6 +214,14 @@ async def _current(settings: DatabaseSettings) -> str | None:
         await database.dispose()
 
 
+async def _current_heads(settings: DatabaseSettings) -> frozenset[str]:
+    database = Database(settings)
+    try:
+        return await database.current_revisions()
+    finally:
+        await database.dispose()
+
+
 async def _schema_diff(settings: DatabaseSettings, metadata: MetaData) -> list[Any]:
     from sqlalchemy.pool import NullPool
 
@@ -203,5 +237,7 @@ def _compare(conn: Connection, metadata: MetaData) -> list[Any]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
+    )
     return list(compare_metadata(context, metadata))

@@ -51,6 +51,7 @@ STARTUP_FAILED_EXIT: Final = 3
 
 _LIVE_BODY: Final = b'{"status":"ok"}'
 _STARTING_BODY: Final = b'{"status":"starting"}'
+_DRAINING_BODY: Final = b'{"status":"draining"}'
 _JSON: Final = (b"content-type", b"application/json")
 _PROBLEM: Final = (b"content-type", b"application/problem+json")
 
@@ -83,18 +84,40 @@ class DeferredApp:
         self._ready: asyncio.Event | None = None
         self._inner_lifespan: _Lifespan | None = None
         self._starting: asyncio.Task[None] | None = None
+        self._draining = False
         threading.Thread(
             target=self._build, args=(build,), name="keel-app-build", daemon=True
         ).start()
 
+    def begin_drain(self) -> None:
+        """From now on /readyz answers 503 and every response closes its connection.
+
+        Called from the worker's SIGTERM handler: it only sets a flag.
+        """
+        self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self._app
-        if app is not None and scope["type"] != "lifespan":
+        if app is not None and not self._draining and scope["type"] != "lifespan":
             await app(scope, receive, send)
             return
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if self._draining and scope["type"] == "http":
+            # A load balancer takes the instance out on the 503; a keep-alive client
+            # reconnects (to another instance) after its in-flight response, never reset.
+            send = _closing(send)
+            if scope.get("path") == "/readyz" and scope.get("method") in ("GET", "HEAD"):
+                await self._answer(scope, send, 503, _DRAINING_BODY, _JSON)
+                return
+            if app is not None:
+                await app(scope, receive, send)
+                return
         if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
             if scope.get("path") == "/livez":
                 await self._answer(scope, send, 200, _LIVE_BODY, _JSON)
@@ -214,6 +237,19 @@ class DeferredApp:
             separators=(",", ":"),
         ).encode("utf-8")
         await self._answer(scope, send, 503, body, _PROBLEM)
+
+
+def _closing(send: Send) -> Send:
+    """``send`` with ``Connection: close`` on the response: uvicorn then ends the connection."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+            headers.append((b"connection", b"close"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return closing
 
 
 class _Lifespan:

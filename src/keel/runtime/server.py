@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any, ClassVar, Final, TypeVar
 import gunicorn
 import uvicorn
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
 from gunicorn.glogging import Logger as GunicornLogger
 from uvicorn_worker import UvicornWorker
@@ -45,6 +47,7 @@ from uvicorn_worker import UvicornWorker
 from keel._logging import JsonFormatter, configure_logging, event
 from keel.errors import ConfigurationError
 from keel.runtime.deferred import DeferredApp
+from keel.runtime.drain import DrainingServer
 from keel.security.devkeys import development_key_file, has_configured_key
 from keel.security.headers import HeaderPolicy
 from keel.settings import Settings
@@ -155,12 +158,26 @@ class KeelWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker is unty
         require_fast_stack()
         super().__init__(*args, **kwargs)
         reserve = getattr(self.app, "lifespan_reserve", DEFAULT_LIFESPAN_RESERVE)
+        self.drain_seconds = float(getattr(self.app, "drain_seconds", 0.0))
+        # The drain comes out of gunicorn's budget before uvicorn's graceful shutdown starts.
         self.config.timeout_graceful_shutdown = graceful_shutdown_timeout(
-            int(self.cfg.graceful_timeout), int(reserve)
+            int(self.cfg.graceful_timeout - math.ceil(self.drain_seconds)), int(reserve)
         )
         # Same trust list as keel's middleware, never "*" (it trusts the left-most,
         # caller-written X-Forwarded-For hop).
         self.config.forwarded_allow_ips = [ip for ip in self.cfg.forwarded_allow_ips if ip != "*"]
+
+    async def _serve(self) -> None:
+        # uvicorn-worker's own, with keel's draining server (keel.runtime.drain).
+        self.config.app = self.wsgi
+        begin_drain = getattr(self.wsgi, "begin_drain", lambda: None)
+        server = DrainingServer(
+            self.config, drain_seconds=self.drain_seconds, begin_drain=begin_drain
+        )
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 # -- worker count -------------------------------------------------------------------------
@@ -475,12 +492,14 @@ class KeelApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is unt
         *,
         factory: str = DEFAULT_FACTORY,
         lifespan_reserve: int = DEFAULT_LIFESPAN_RESERVE,
+        drain_seconds: float = 0.0,
     ) -> None:
         _check_factory_ref(factory)
         self.options = dict(options)
         self.factory = factory
         # Read by KeelWorker (it receives this object as ``app``).
         self.lifespan_reserve = lifespan_reserve
+        self.drain_seconds = drain_seconds
         super().__init__()
 
     def load_config(self) -> None:
@@ -539,7 +558,10 @@ def serve(settings: Settings, *, factory: str = DEFAULT_FACTORY) -> None:
     configure_logging(settings.log_level)
     share_development_key(settings)
     application = KeelApplication(
-        gunicorn_options(settings), factory=factory, lifespan_reserve=lifespan_reserve(settings)
+        gunicorn_options(settings),
+        factory=factory,
+        lifespan_reserve=lifespan_reserve(settings),
+        drain_seconds=settings.effective_drain_seconds,
     )
     application.run()
 

@@ -24,7 +24,10 @@ failure is the same opaque :class:`InvalidToken` chained from its reason:
 4. the claims against the clock seam: ``exp``, ``iat``, ``nbf`` (if present)
    as integers with the configured leeway (≤ 60 s), a lifetime of at most the
    kind's maximum, non-empty string ``sub``/``jti`` and the kind's own
-   claims (SEC-30, SEC-31).
+   claims (SEC-30, SEC-31);
+5. a retired key (:mod:`keel.security.key_set`) only for tokens whose ``iat``
+   is at most its retirement plus the leeway, and for none once the token
+   lifetime plus the leeway has passed since its retirement.
 
 Token kinds (:class:`TokenKind`) each have their own ``typ`` and audience, so a
 token of one kind never passes for another (RFC 8725 §3.11/§3.12, SEC-32);
@@ -324,6 +327,15 @@ class SignedTokens:
         # PyJWT verified the signature over these exact bytes; parse them strictly ourselves.
         claims = _json_object(_b64url_decode(payload_segment))
         self._check_claims(claims)
+        accepted = self._keys.accepts(
+            key,
+            issued_at=claims["iat"],
+            now=self._clock.now().timestamp(),
+            leeway=self._leeway,
+            keep_for=self._lifetime + self._leeway,
+        )
+        if not accepted:
+            raise _Rejected("signed by a retired key after its retirement, or a dropped one")
         return claims
 
     def _key_for(self, header: Mapping[str, Any]) -> SigningKey:

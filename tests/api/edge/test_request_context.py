@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from keel._logging import request_id_var
+from keel.api.middleware.proxy import TRUSTED_PEER_KEY
 from keel.api.middleware.request_context import RequestContextMiddleware
 from tests.api.edge._app import (
     UNTRUSTED_PEER,
@@ -97,7 +98,9 @@ async def test_app_cannot_override_request_id_header() -> None:
         await send({"type": "http.response.body", "body": b""})
 
     middleware = RequestContextMiddleware(inner, logger=LogCapture().logger)
-    exchange = await call_asgi(middleware, headers=[("X-Request-ID", "theirs")])
+    scope = make_scope(headers=[("X-Request-ID", "theirs")])
+    scope[TRUSTED_PEER_KEY] = True  # as TrustedProxyMiddleware marks a trusted proxy
+    exchange = await call_asgi(middleware, scope)
     values = [v for k, v in exchange.start["headers"] if k.lower() == b"x-request-id"]
     assert values == [b"theirs"]
 

@@ -24,6 +24,7 @@ from joserfc.jwk import ECKey, OKPKey
 from pydantic import SecretStr
 
 from keel._clock import FrozenClock
+from keel.security.key_set import RetiredKey, StagedKey
 from keel.security.keys import (
     KeyConfigurationError,
     KeySet,
@@ -32,10 +33,9 @@ from keel.security.keys import (
     key_findings,
     load_key_file,
     load_key_set,
-    rotate,
     write_key_file,
 )
-from keel.security.tokens import AccessTokens, InvalidToken
+from keel.security.tokens import AccessTokens
 from keel.settings import JwtAlgorithm, TokenSettings
 
 GOOD_SECRET = "kV8q2xN0r7TzLp4sWm1bYc6hJd3fGa9e-_QuEiOwRtZ"
@@ -183,11 +183,25 @@ def test_from_pem_must_suit_the_algorithm() -> None:
 def test_key_set_holds_one_algorithm_and_distinct_keys() -> None:
     ed = SigningKey.generate("EdDSA")
     with pytest.raises(ValueError, match="same algorithm"):
-        KeySet(ed, [SigningKey.generate("ES256")])
+        KeySet(ed, [RetiredKey(SigningKey.generate("ES256"), 0)])
+    with pytest.raises(ValueError, match="same algorithm"):
+        KeySet(ed, next=StagedKey(SigningKey.generate("ES256"), 0))
     with pytest.raises(ValueError, match="twice"):
-        KeySet(ed, [ed])
+        KeySet(ed, [RetiredKey(ed, 0)])
+    with pytest.raises(ValueError, match="twice"):
+        KeySet(ed, next=StagedKey(ed, 0))
     with pytest.raises(ValueError, match="previous"):
-        KeySet(ed, [SigningKey.generate("EdDSA") for _ in range(5)])
+        KeySet(ed, [RetiredKey(SigningKey.generate("EdDSA"), 0) for _ in range(5)])
+
+
+def _every_state(keys: KeySet) -> KeySet:
+    """``keys``' current key retired, plus a new current key and a staged one."""
+    algorithm = keys.algorithm
+    return KeySet(
+        SigningKey.generate(algorithm),
+        [RetiredKey(keys.current, 0)],
+        next=StagedKey(SigningKey.generate(algorithm), 0),
+    )
 
 
 @pytest.mark.parametrize(
@@ -211,10 +225,12 @@ def test_sec_33_kid_lookup_is_a_mapping_lookup_only(
 def test_sec_33_jwks_publishes_public_keys_only(
     algorithm: JwtAlgorithm, clock: FrozenClock
 ) -> None:
-    keys = KeySet.generate(algorithm).rotated()
+    keys = _every_state(KeySet.generate(algorithm))
     jwks = keys.jwks()
     assert set(jwks) == {"keys"}
-    assert [jwk["kid"] for jwk in jwks["keys"]] == [keys.current.kid, keys.previous[0].kid]
+    assert keys.next is not None
+    published = [jwk["kid"] for jwk in jwks["keys"]]
+    assert published == [keys.current.kid, keys.next.key.kid, keys.previous[0].kid]
     for jwk in jwks["keys"]:
         assert not PRIVATE_MEMBERS & set(jwk)
         assert jwk["alg"] == algorithm
@@ -236,7 +252,7 @@ def _unb64(segment: str) -> bytes:
 
 
 def test_sec_34_hs256_keys_are_never_published() -> None:
-    keys = KeySet(SigningKey.from_secret(GOOD_SECRET)).rotated()
+    keys = _every_state(KeySet(SigningKey.from_secret(GOOD_SECRET)))
     assert keys.jwks() == {"keys": []}
     assert GOOD_SECRET not in json.dumps(keys.jwks())
 
@@ -286,30 +302,22 @@ def test_write_key_file_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]
 
 
-def test_sec_34_rotation_keeps_one_previous_key(tmp_path: Path, clock: FrozenClock) -> None:
+def test_a_key_file_round_trips_every_state(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     generate_key_file(path)
-    first = load_key_file(path)
-    old_token = AccessTokens(first, token_settings(), clock=clock).issue(
-        subject="u", session_id="s", scopes=[]
-    )
-
+    keys = _every_state(load_key_file(path))
     path.chmod(0o644)
-    second = rotate(path)
+    write_key_file(path, keys)
     assert _mode(path) == 0o600
-    assert second.current.kid != first.current.kid
-    assert [key.kid for key in second.previous] == [first.current.kid]
-    verifier = AccessTokens(load_key_file(path), token_settings(), clock=clock)
-    assert verifier.verify(old_token.token).subject == "u"
-    new_token = verifier.issue(subject="u", session_id="s", scopes=[])
-    assert json.loads(_unb64(new_token.token.split(".")[0]))["kid"] == second.current.kid
-
-    third = rotate(path)
-    assert [key.kid for key in third.previous] == [second.current.kid]
-    verifier = AccessTokens(load_key_file(path), token_settings(), clock=clock)
-    with pytest.raises(InvalidToken):
-        verifier.verify(old_token.token)  # rotated out twice
-    assert verifier.verify(new_token.token).subject == "u"
+    loaded = load_key_file(path)
+    assert loaded.current.kid == keys.current.kid
+    assert loaded.next is not None
+    assert keys.next is not None
+    assert (loaded.next.key.kid, loaded.next.staged_at) == (keys.next.key.kid, keys.next.staged_at)
+    assert [(r.key.kid, r.retired_at) for r in loaded.retired] == [
+        (r.key.kid, r.retired_at) for r in keys.retired
+    ]
+    assert json.loads(path.read_text())["version"] == 2
 
 
 @pytest.mark.parametrize(
@@ -326,6 +334,13 @@ def test_sec_34_rotation_keeps_one_previous_key(tmp_path: Path, clock: FrozenClo
         b'{"current": {"kty": "oct", "k": "c2hvcnQ"}}',
         b'{"current": {"kty": "OKP"}, "previous": [1]}',
         b'{"current": {}, "next": {}}',
+        b'{"version": 3, "current": {"kty": "OKP"}}',
+        b'{"version": 2, "current": {"kty": "OKP"}, "previous": []}',
+        b'{"version": 2, "current": [], "retired": []}',
+        b'{"version": 2, "current": {}, "retired": [{"key": {}, "retired_at": "soon"}]}',
+        b'{"version": 2, "current": {}, "next": {"key": {}, "staged_at": -1}}',
+        b'{"version": 2, "current": {}, "next": {"key": [], "staged_at": 1}}',
+        b'{"version": 2, "current": {}, "next": {"staged_at": 1}}',
         b"[" * 100_000,
     ],
 )

@@ -28,7 +28,7 @@ from jwt.algorithms import get_default_algorithms
 
 from keel._clock import FrozenClock, SystemClock
 from keel.errors import ConfigurationError, KeelError, Unauthenticated
-from keel.security.keys import KeySet, SigningKey
+from keel.security.keys import KeySet, RetiredKey, SigningKey, StagedKey
 from keel.security.tokens import (
     MAX_ACCESS_TTL,
     MAX_TOKEN_LENGTH,
@@ -845,8 +845,11 @@ def test_sec_35_keel_sets_the_registered_claims_itself(keys: KeySet, clock: Froz
 @pytest.mark.parametrize("algorithm", ["EdDSA", "ES256"])
 def test_plain_pyjwt_verifies_keel_tokens_from_the_published_jwks(algorithm: JwtAlgorithm) -> None:
     """What a resource server does with PyJWKClient, minus the HTTP fetch."""
-    previous = KeySet.generate(algorithm)
-    keys = previous.rotated()
+    keys = KeySet(  # a current key, a staged one and a retired one, as keel keys leaves them
+        SigningKey.generate(algorithm),
+        [RetiredKey(SigningKey.generate(algorithm), 0)],
+        next=StagedKey(SigningKey.generate(algorithm), 0),
+    )
     tokens = AccessTokens(keys, token_settings(algorithm), clock=SystemClock())
     issued = tokens.issue(subject="user-1", session_id="s", scopes=["user"])
     jwk_set = jwt.PyJWKSet.from_dict(keys.jwks())

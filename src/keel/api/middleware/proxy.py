@@ -15,6 +15,9 @@ value when it is ``http`` or ``https``.
 its address, but still walks hops against ``trusted`` only; with no networks
 configured the client is then the right-most hop, which the proxy wrote,
 never the left-most, which the caller wrote.
+
+A trusted peer is marked in the scope (``TRUSTED_PEER_KEY``): the request-context
+middleware keeps an incoming ``X-Request-ID`` only then.
 """
 
 from __future__ import annotations
@@ -25,14 +28,17 @@ from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["TrustedProxyMiddleware", "parse_forwarded_ip"]
+__all__ = ["TRUSTED_PEER_KEY", "TrustedProxyMiddleware", "parse_forwarded_ip"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _XFF: Final = b"x-forwarded-for"
 _XFP: Final = b"x-forwarded-proto"
+_XRID: Final = b"x-request-id"
 _SCHEMES: Final = frozenset({"http", "https"})
+#: Scope key set to ``True`` when the direct peer is a trusted proxy.
+TRUSTED_PEER_KEY: Final = "keel.trusted_peer"
 _MAX_HOPS: Final = 64
 
 
@@ -77,7 +83,7 @@ def _header_values(scope: Scope, wanted: bytes) -> list[str]:
     ]
 
 
-_FORWARDED: Final = frozenset({_XFF, _XFP})
+_FORWARDED: Final = frozenset({_XFF, _XFP, _XRID})
 
 
 class TrustedProxyMiddleware:
@@ -111,7 +117,7 @@ class TrustedProxyMiddleware:
             await self.app(scope, receive, send)
             return
         if not any(name.lower() in _FORWARDED for name, _ in scope.get("headers", ())):
-            # Nothing forwarded: nothing to trust or parse (the common, direct case).
+            # Nothing forwarded, no request id: nothing to trust or parse (the common case).
             await self.app(scope, receive, send)
             return
         peer_addr = scope.get("client")
@@ -121,6 +127,7 @@ class TrustedProxyMiddleware:
             return
 
         scope = dict(scope)
+        scope[TRUSTED_PEER_KEY] = True
         forwarded_for = _header_values(scope, _XFF)
         if forwarded_for:
             client = self.client_ip(peer, forwarded_for)

@@ -1,7 +1,10 @@
 """Request id, timing and the one access-log line per request.
 
-An incoming ``X-Request-ID`` is kept only when it is 1 to 128 characters of
-``[A-Za-z0-9._:-]``; otherwise a fresh one (uuid4 hex) is made. The id is put
+An incoming ``X-Request-ID`` is kept only when the direct peer is a trusted
+proxy (``TrustedProxyMiddleware`` marks it, as Envoy keeps only internal
+callers' ids) and it is 1 to 128 characters of ``[A-Za-z0-9._:-]``; otherwise
+a fresh one (uuid4 hex) is made, so no client chooses the id its audit rows
+carry. The id is put
 in ``scope["state"]["request_id"]`` (read it with :func:`get_request_id`), set
 in ``keel._logging.request_id_var`` while the request runs (so every log line
 carries it) and echoed as ``X-Request-ID`` on every response.
@@ -24,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keel._clock import Clock, SystemClock
 from keel._logging import event, request_id_var
 from keel.api.errors import REQUEST_ID_KEY, get_request_id
+from keel.api.middleware.proxy import TRUSTED_PEER_KEY
 
 __all__ = ["REQUEST_ID_HEADER", "RequestContextMiddleware", "get_request_id", "new_request_id"]
 
@@ -40,6 +44,8 @@ def new_request_id() -> str:
 
 
 def _incoming_id(scope: Scope) -> str | None:
+    if scope.get(TRUSTED_PEER_KEY) is not True:
+        return None
     for name, value in scope.get("headers", ()):
         if name.lower() == _HEADER:
             text = value.decode("latin-1")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
@@ -26,6 +26,7 @@ from keel.db.migrate import (
     SETTINGS_ATTRIBUTE,
     render_item,
 )
+from keel.db.revision import KEEL_VERSIONS_DIR, LEGACY_VERSION_TABLE, VERSION_TABLE, revisions_in
 from keel.errors import ConfigurationError
 from keel.settings import DatabaseSettings
 
@@ -52,6 +53,37 @@ def _check_foreign_keys(connection: Connection) -> None:
         raise ConfigurationError(f"migration left foreign key violations in: {', '.join(tables)}")
 
 
+def _adopt_legacy_version_table(connection: Connection) -> None:
+    """Move keel's revision from ``alembic_version`` (before the table was named) to its own.
+
+    Only when every row there is one of keel's revisions: a table an
+    application's own Alembic set-up uses is left alone.
+    """
+    tables = inspect(connection)
+    if tables.has_table(VERSION_TABLE) or not tables.has_table(LEGACY_VERSION_TABLE):
+        return
+    rows = {
+        str(row)
+        for row in connection.execute(text(f"SELECT version_num FROM {LEGACY_VERSION_TABLE}"))  # noqa: S608
+        .scalars()
+        .all()
+    }
+    if not rows or not rows <= revisions_in(KEEL_VERSIONS_DIR):
+        return
+    connection.execute(
+        text(
+            f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    for revision in sorted(rows):
+        connection.execute(
+            text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"),  # noqa: S608
+            {"revision": revision},
+        )
+    connection.execute(text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))
+
+
 def _run_migrations(connection: Connection) -> None:
     sqlite = connection.dialect.name == "sqlite"
     context.configure(
@@ -61,12 +93,14 @@ def _run_migrations(connection: Connection) -> None:
         compare_type=True,
         render_item=render_item,
         transaction_per_migration=False,
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
             )
+        _adopt_legacy_version_table(connection)
         context.run_migrations()
         if sqlite:
             _check_foreign_keys(connection)
