@@ -259,6 +259,7 @@ class CacheSettings:
     cluster: bool = False
     # rediss:// only: False accepts any certificate (Heroku Redis's self-signed one).
     tls_verify: bool = True
+    degrade_after: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,10 +278,15 @@ class HttpSettings:
     trusted_proxies: tuple[IPNetwork, ...]
     trust_all_proxies: bool
     max_body_bytes: int
+    max_auth_body_bytes: int
+    max_json_members: int
+    max_json_depth: int
     request_timeout: float
     hsts_max_age: int
     docs_enabled: bool
     cors: CorsSettings
+    #: Refuse what a trusted proxy forwarded from plain HTTP (SEC-60): production.
+    require_https: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +311,8 @@ class ServerSettings:
     keepalive: int
     max_requests: int
     max_requests_jitter: int
+    max_header_fields: int
+    max_header_bytes: int
     trusted_proxies: tuple[str, ...]
     log_level: LogLevel
     reload: bool
@@ -363,6 +371,9 @@ class Settings(BaseSettings):
     docs: bool | None = None
     docs_in_production: bool = False
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_auth_body_bytes: int = Field(default=32_768, ge=1024)
+    max_json_members: int = Field(default=256, ge=16, le=100_000)
+    max_json_depth: int = Field(default=32, ge=4, le=1000)
     request_timeout: float = Field(default=30.0, gt=0)
     hsts_max_age: int = Field(default=63_072_000, ge=0)
 
@@ -436,6 +447,7 @@ class Settings(BaseSettings):
     cache_namespace: str = Field(default="keel:", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     cache_timeout: float = Field(default=0.25, gt=0)
     cache_retry_interval: float = Field(default=1.0, gt=0)
+    cache_degrade_after: float = Field(default=1.0, ge=0, le=60)
     state_file: str | None = Field(default=None, min_length=1, max_length=4096)
     single_instance: bool = False
     redis_cluster: bool = False
@@ -453,6 +465,8 @@ class Settings(BaseSettings):
     keepalive: int = Field(default=75, ge=1)
     max_requests: int = Field(default=0, ge=0)
     max_requests_jitter: int = Field(default=0, ge=0)
+    max_header_fields: int = Field(default=100, ge=1, le=10_000)
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
 
     @field_validator("web_concurrency", mode="before")
     @classmethod
@@ -660,6 +674,7 @@ class Settings(BaseSettings):
             state_file=self.state_file or _state_file_beside(self.database_url),
             cluster=self.redis_cluster,
             tls_verify=self.redis_tls_verify,
+            degrade_after=self.cache_degrade_after,
         )
 
     @property
@@ -674,9 +689,13 @@ class Settings(BaseSettings):
             trusted_proxies=networks,
             trust_all_proxies="*" in self.trusted_proxies,
             max_body_bytes=self.max_body_bytes,
+            max_auth_body_bytes=min(self.max_auth_body_bytes, self.max_body_bytes),
+            max_json_members=self.max_json_members,
+            max_json_depth=self.max_json_depth,
             request_timeout=self.request_timeout,
             hsts_max_age=self.hsts_max_age,
             docs_enabled=docs,
+            require_https=self.is_production,
             cors=CorsSettings(
                 origins=tuple(self.cors_origins),
                 allow_credentials=self.cors_allow_credentials,
@@ -704,6 +723,8 @@ class Settings(BaseSettings):
             keepalive=self.keepalive,
             max_requests=self.max_requests,
             max_requests_jitter=self.max_requests_jitter,
+            max_header_fields=self.max_header_fields,
+            max_header_bytes=self.max_header_bytes,
             trusted_proxies=tuple(self.trusted_proxies),
             log_level=self.log_level,
             reload=self.reload,

@@ -37,6 +37,11 @@ def _fresh(server: RunningServer, path: str) -> tuple[int, str | None, bytes]:
 def test_sigterm_drains_unready_then_exits_cleanly(tmp_path: Path) -> None:
     env = {"WEB_CONCURRENCY": "2", "KEEL_DRAIN_SECONDS": str(DRAIN)}
     with running_server(tmp_path, env=env) as server:
+        # Both workers serving (a worker still booting when SIGTERM comes simply exits).
+        deadline = time.monotonic() + 60
+        while server.logs().count("Application startup complete.") < 2:
+            assert time.monotonic() < deadline, server.logs()
+            time.sleep(0.1)
         assert _fresh(server, "/readyz")[0] in (200, 503)  # ready or still warming up
         kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         status, connection_header, _ = _get(kept, "/livez")

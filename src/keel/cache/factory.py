@@ -20,7 +20,8 @@ class Stores:
     """What one app uses, all sharing one Redis (or one machine-shared file).
 
     - ``general``: counters, locks and windows (brute-force limits). Redis
-      while it answers, the machine-shared file while it does not; the file
+      while it answers, the machine-shared file once it has kept failing for
+      ``degrade_after`` seconds (one slow answer is not an outage); the file
       alone without ``REDIS_URL``.
     - ``shared`` and ``channel``: the security cache's shared tier and its
       invalidation channel (``keel.auth.SecurityState``). Never a per-process
@@ -54,7 +55,9 @@ def build_stores(settings: CacheSettings, clock: Clock) -> Stores:
         tls_verify=settings.tls_verify,
     )
     return Stores(
-        general=FallbackStore(redis, local, clock, settings.retry_interval),
+        general=FallbackStore(
+            redis, local, clock, settings.retry_interval, degrade_after=settings.degrade_after
+        ),
         shared=redis,
         channel=RedisInvalidations(redis, clock, retry_interval=settings.retry_interval),
     )

@@ -14,14 +14,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from keel._clock import Clock
 from keel._logging import event
 from keel.cache.store import CacheStatus, Store
 from keel.errors import CacheFull, CacheUnavailable
 
-__all__ = ["FallbackStore"]
+__all__ = ["DEGRADE_FAILURES", "FallbackStore"]
+
+#: Failed calls, with no success in between, before a store may degrade (with ``degrade_after``).
+DEGRADE_FAILURES: Final = 3
 
 _T = TypeVar("_T")
 _log = logging.getLogger("keel.cache")
@@ -31,7 +34,11 @@ class FallbackStore:
     """A ``Store`` that serves from ``fallback`` whenever ``primary`` is unreachable.
 
     A call that finds the primary down is answered from the fallback within the
-    same call, so callers never see an outage; the store logs one
+    same call, so callers never see an outage. One failure is not an outage,
+    though: a stalled event loop (a handler hogging it) makes every read in
+    flight time out at once although Redis answered. The store degrades only
+    when calls have kept failing, with no success in between, for at least
+    ``degrade_after`` seconds and ``degrade_failures`` calls; then it logs one
     ``cache_degraded`` warning and reports ``"degraded"``. While degraded it
     does not retry the primary on every call: at most once per
     ``retry_interval`` seconds (``clock.monotonic()``) one call first pings the
@@ -49,13 +56,23 @@ class FallbackStore:
         fallback: Store,
         clock: Clock,
         retry_interval: float = 1.0,
+        *,
+        degrade_after: float = 1.0,
+        degrade_failures: int = DEGRADE_FAILURES,
     ) -> None:
         if not (math.isfinite(retry_interval) and retry_interval >= 0):
             raise ValueError("retry_interval must be a non-negative number of seconds")
+        if not (math.isfinite(degrade_after) and degrade_after >= 0) or degrade_failures < 1:
+            raise ValueError("degrade_after must be >= 0 seconds and degrade_failures >= 1")
         self._primary = primary
         self._fallback = fallback
         self._clock = clock
         self._retry_interval = retry_interval
+        self._degrade_after = degrade_after
+        self._degrade_failures = degrade_failures
+        # The current run of failed calls: when its first failed, and how many did.
+        self._failing_since: float | None = None
+        self._failures = 0
         self._degraded = False
         self._degraded_since = 0.0
         self._next_probe = 0.0
@@ -118,14 +135,32 @@ class FallbackStore:
     async def _run(self, operation: Callable[[Store], Awaitable[_T]]) -> _T:
         if await self._primary_usable():
             try:
-                return await operation(self._primary)
+                result = await operation(self._primary)
             except CacheFull:
                 # A full store answered: not an outage, and writing the new key to
                 # the fallback instead would split the data. The caller fails closed.
+                self._failing_since = None
                 raise
             except CacheUnavailable as exc:
-                self._degrade(exc)
+                self._failed(exc)
+            else:
+                self._failing_since = None
+                return result
         return await operation(self._fallback)
+
+    def _failed(self, exc: CacheUnavailable) -> None:
+        """Count a failed call; degrade once failures have lasted long enough."""
+        if self._degraded:
+            self._degrade(exc)
+            return
+        now = self._clock.monotonic()
+        if self._failing_since is None:
+            self._failing_since, self._failures = now, 0
+        self._failures += 1
+        if self._failures >= self._degrade_failures and (
+            now - self._failing_since >= self._degrade_after
+        ):
+            self._degrade(exc)
 
     async def _primary_usable(self) -> bool:
         if not self._degraded:
@@ -142,6 +177,7 @@ class FallbackStore:
             return False
         if self._degraded:
             self._degraded = False
+            self._failing_since = None
             event(
                 _log,
                 logging.INFO,

@@ -8,6 +8,9 @@ around are in RUNTIME-FACTS.md (gunicorn 27, uvicorn 0.54, uvicorn-worker 0.4):
 - ``KeelWorker`` pins uvicorn's ``httptools`` parser and ``uvloop`` and fails
   loudly when either is missing: uvicorn's fallback, h11, serves the request
   smuggled behind ``Content-Length`` + ``Transfer-Encoding`` (h11 #90, SEC-63).
+  The protocol is ``keel.runtime.http_head``'s subclass, which bounds each
+  request head while parsing (431 past ``KEEL_MAX_HEADER_FIELDS`` /
+  ``KEEL_MAX_HEADER_BYTES``); each worker sets the bounds when it loads.
 - uvicorn-worker does not map ``graceful_timeout``; without
   ``timeout_graceful_shutdown`` a long request gets the worker SIGKILLed by the
   master and lifespan shutdown never runs. ``KeelWorker`` sets it a reserve
@@ -48,6 +51,7 @@ from keel._logging import JsonFormatter, configure_logging, event
 from keel.errors import ConfigurationError
 from keel.runtime.deferred import DeferredApp
 from keel.runtime.drain import DrainingServer
+from keel.runtime.http_head import HEAD_LIMITED_PROTOCOL, HeadLimits, configure_head_limits
 from keel.security.devkeys import development_key_file, has_configured_key
 from keel.security.headers import HeaderPolicy
 from keel.settings import Settings
@@ -140,7 +144,8 @@ class KeelWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker is unty
     """uvicorn worker with httptools, uvloop, no Server header and a graceful deadline."""
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
-        "http": "httptools",
+        # httptools, with every request head bounded while it is parsed.
+        "http": HEAD_LIMITED_PROTOCOL,
         "loop": "uvloop",
         "lifespan": "on",
         # RFC 9110 §6.6.1: an origin server with a clock MUST send Date.
@@ -515,6 +520,7 @@ class KeelApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is unt
         """
         settings = Settings()
         configure_logging(settings.log_level)
+        _bound_heads(settings)
         reference = self.factory
 
         def build() -> Any:
@@ -569,10 +575,17 @@ def serve(settings: Settings, *, factory: str = DEFAULT_FACTORY) -> None:
 # -- development ----------------------------------------------------------------------------
 
 
+def _bound_heads(settings: Settings) -> None:
+    """Set this process's request-head bounds; runs before the worker accepts anything."""
+    server = settings.server
+    configure_head_limits(HeadLimits(server.max_header_fields, server.max_header_bytes))
+
+
 def _dev_app() -> object:
     """uvicorn's reloading child calls this (``factory=True``) to build the app."""
     settings = Settings()
     configure_logging(settings.log_level)
+    _bound_heads(settings)
     return import_factory(os.environ.get(DEV_FACTORY_ENV, DEFAULT_FACTORY))(settings)
 
 

@@ -305,6 +305,15 @@ def test_limits_configuration_is_checked() -> None:
         LimitsMiddleware(build_app(), max_body_bytes=-1, timeout=1)
     with pytest.raises(ValueError, match="timeout"):
         LimitsMiddleware(build_app(), max_body_bytes=1, timeout=0)
+    for members, depth in ((1, None), (None, 1), (0, 1), (1, 0)):
+        with pytest.raises(ValueError, match="max_json_members"):
+            LimitsMiddleware(
+                build_app(),
+                max_body_bytes=1,
+                timeout=1,
+                max_json_members=members,
+                max_json_depth=depth,
+            )
 
 
 async def test_settings_drive_the_limits(probe: Probe) -> None:

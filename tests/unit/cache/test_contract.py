@@ -60,9 +60,12 @@ async def backend(
     elif kind == "local":
         store, elapse, status = LocalStore(tmp_path / "cache.sqlite3", clock), advance, "ok"
     elif kind == "fallback-degraded":
-        # Nothing listens on the primary's port: every call is served from memory.
+        # Nothing listens on the primary's port: every call is served from memory, and
+        # the first failure degrades the store (no window to wait out).
         dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.25)
-        store = FallbackStore(dead, MemoryStore(clock), clock, retry_interval=1.0)
+        store = FallbackStore(
+            dead, MemoryStore(clock), clock, retry_interval=1.0, degrade_after=0, degrade_failures=1
+        )
         elapse, status = advance, "degraded"
     elif kind == "cluster":
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")

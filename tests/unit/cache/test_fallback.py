@@ -17,6 +17,12 @@ from tests.unit.cache._servers import RedisServer, SilentListener, free_port
 RETRY = 1.0
 
 
+def _at_once(primary: Store, fallback: Store, clock: FrozenClock) -> FallbackStore:
+    """A store the first failure degrades: these tests are about serving, probing and
+    recovering once degraded (test_fallback_stall.py is about when a store degrades)."""
+    return FallbackStore(primary, fallback, clock, RETRY, degrade_after=0, degrade_failures=1)
+
+
 def _status(store: Store) -> CacheStatus:
     # Through a call, so mypy does not narrow the property across awaits.
     return store.status
@@ -35,7 +41,7 @@ def caplog_cache(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 @pytest.fixture
 async def store(private_redis: RedisServer, clock: FrozenClock) -> AsyncIterator[FallbackStore]:
     primary = RedisStore(private_redis.url, namespace="t:", timeout=0.25)
-    fallback = FallbackStore(primary, MemoryStore(clock), clock, RETRY)
+    fallback = _at_once(primary, MemoryStore(clock), clock)
     try:
         yield fallback
     finally:
@@ -153,7 +159,7 @@ async def test_a_hung_redis_is_probed_at_most_once_per_interval(
     listener: SilentListener, clock: FrozenClock
 ) -> None:
     primary = RedisStore(listener.url, timeout=0.1)
-    store = FallbackStore(primary, MemoryStore(clock), clock, RETRY)
+    store = _at_once(primary, MemoryStore(clock), clock)
     try:
         await store.set("k", b"v")  # times out once, then memory
         assert _status(store) == "degraded"
@@ -184,7 +190,7 @@ async def test_a_full_fallback_refuses_with_cache_full_while_degraded(
     clock: FrozenClock, caplog_cache: pytest.LogCaptureFixture
 ) -> None:
     dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.25)
-    store = FallbackStore(dead, MemoryStore(clock, max_entries=2), clock, RETRY)
+    store = _at_once(dead, MemoryStore(clock, max_entries=2), clock)
     try:
         await store.set("revoked", b"1")
         await store.set("other", b"v")
@@ -207,7 +213,7 @@ async def test_cache_full_from_the_primary_is_not_an_outage(
     # A primary that answers but is full: the caller must see CacheFull, and the new
     # key must not be written to the fallback instead.
     primary, fallback = MemoryStore(clock, max_entries=1), MemoryStore(clock)
-    store = FallbackStore(primary, fallback, clock, RETRY)
+    store = _at_once(primary, fallback, clock)
     await store.set("held", b"v")
     with pytest.raises(CacheFull):
         await store.set("new", b"v")

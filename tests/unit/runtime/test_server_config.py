@@ -254,7 +254,8 @@ def test_worker_forces_httptools_uvloop_and_keels_uvicorn_options(tmp_path: Path
     )
     config = worker.config
 
-    assert config.http == "httptools"
+    # httptools, through the subclass that bounds request heads.
+    assert config.http == "keel.runtime.http_head:HeadLimitedProtocol"
     assert config.loop == "uvloop"
     assert config.lifespan == "on"
     assert config.server_header is False

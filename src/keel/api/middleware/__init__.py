@@ -5,7 +5,7 @@ Outermost first::
     TrustedProxyMiddleware      client IP / scheme from trusted proxies only
     RequestContextMiddleware    request id, access log line
     SecurityHeadersMiddleware   security headers on every response
-    LimitsMiddleware            framing, body size (413), deadline (504)
+    LimitsMiddleware            framing, body size (413), JSON members/depth (400), deadline (504)
     CorsMiddleware              exact allow-list, preflights
     UnhandledErrorMiddleware    anything escaping the routes → generic 500
     (FastAPI's exception handlers and routers)
@@ -23,7 +23,11 @@ from fastapi import FastAPI
 
 from keel.api.errors import get_request_id
 from keel.api.middleware.cors import CorsMiddleware
-from keel.api.middleware.limits import LimitsMiddleware, RequestBodyTooLarge
+from keel.api.middleware.limits import (
+    LimitsMiddleware,
+    RequestBodyTooComplex,
+    RequestBodyTooLarge,
+)
 from keel.api.middleware.proxy import TrustedProxyMiddleware
 from keel.api.middleware.request_context import RequestContextMiddleware
 from keel.api.middleware.security_headers import (
@@ -38,6 +42,7 @@ from keel.settings import HttpSettings
 __all__ = [
     "CorsMiddleware",
     "LimitsMiddleware",
+    "RequestBodyTooComplex",
     "RequestBodyTooLarge",
     "RequestContextMiddleware",
     "SecurityHeadersMiddleware",
@@ -80,6 +85,9 @@ def install_middleware(app: FastAPI, settings: HttpSettings, *, logger: logging.
     app.add_middleware(
         LimitsMiddleware,
         max_body_bytes=settings.max_body_bytes,
+        max_auth_body_bytes=settings.max_auth_body_bytes,
+        max_json_members=settings.max_json_members,
+        max_json_depth=settings.max_json_depth,
         timeout=settings.request_timeout,
         logger=logger,
     )
@@ -89,4 +97,6 @@ def install_middleware(app: FastAPI, settings: HttpSettings, *, logger: logging.
         TrustedProxyMiddleware,
         trusted=settings.trusted_proxies,
         trust_all=settings.trust_all_proxies,
+        require_https=settings.require_https,
+        policy=policy,
     )

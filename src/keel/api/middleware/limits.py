@@ -5,14 +5,22 @@ Before the application sees a request:
 - ``Transfer-Encoding`` on HTTP/1.0 → 400 (RFC 9112 §6.1);
 - ``Content-Length`` together with ``Transfer-Encoding`` → 400;
 - a malformed or self-contradicting ``Content-Length`` → 400;
-- ``Content-Length`` above ``max_body_bytes`` → 413 without reading the body.
+- ``Content-Length`` above the path's limit → 413 without reading the body:
+  ``max_auth_body_bytes`` on the authentication routes (``/auth/*`` and
+  ``/users/me``, whose bodies are a few short fields), ``max_body_bytes``
+  elsewhere.
 
 While it runs:
 
-- body bytes are counted as the application receives them; past
-  ``max_body_bytes`` the 413 is sent at once (if nothing was sent yet) and the
-  application's ``receive`` raises :class:`RequestBodyTooLarge` (nothing is
-  buffered here, so a chunked upload costs at most one chunk);
+- body bytes are counted as the application receives them; past the limit
+  the 413 is sent at once (if nothing was sent yet) and the application's
+  ``receive`` raises :class:`RequestBodyTooLarge` (nothing is buffered here,
+  so a chunked upload costs at most one chunk);
+- a JSON body's members and nesting are counted as it arrives
+  (:class:`~keel.api.middleware.json_budget.JsonBudget`), before anything
+  parses or validates it: past ``max_json_members`` or ``max_json_depth`` a
+  400 ``json_too_complex`` is sent the same way and ``receive`` raises
+  :class:`RequestBodyTooComplex` (without the two bounds, nothing is counted);
 - the whole exchange (reading the body included) has ``timeout`` seconds,
   kept by a timer rather than a task per request. When it fires and no
   response has started, a 504 goes out at once from a task of its own (kept
@@ -38,11 +46,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel._logging import event
 from keel.api.errors import send_problem
+from keel.api.middleware.json_budget import JsonBudget
 
-__all__ = ["LimitsMiddleware", "RequestBodyTooLarge"]
+__all__ = ["AUTH_BODY_PATHS", "LimitsMiddleware", "RequestBodyTooComplex", "RequestBodyTooLarge"]
 
 _CLOSE: Final = (("Connection", "close"),)
 _MAX_DIGITS: Final = 18
+#: Paths (exact, or prefixes ending in "/") whose bodies get ``max_auth_body_bytes``.
+AUTH_BODY_PATHS: Final = ("/auth/", "/users/me")
 
 
 class RequestBodyTooLarge(HTTPException):
@@ -50,6 +61,28 @@ class RequestBodyTooLarge(HTTPException):
 
     def __init__(self) -> None:
         super().__init__(413)
+
+
+class RequestBodyTooComplex(HTTPException):
+    """Raised from ``receive`` once a JSON body passes the member or depth bound (maps to 400)."""
+
+    def __init__(self) -> None:
+        super().__init__(400)
+
+
+def _is_auth_path(path: str) -> bool:
+    return any(path.startswith(p) if p.endswith("/") else path == p for p in AUTH_BODY_PATHS)
+
+
+def _may_be_json(scope: Scope) -> bool:
+    """Whether the body could be parsed as JSON: no Content-Type, or a JSON one."""
+    name: bytes
+    value: bytes
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return True
 
 
 class _FramingError(Exception):
@@ -105,14 +138,28 @@ class LimitsMiddleware:
         *,
         max_body_bytes: int,
         timeout: float,
+        max_auth_body_bytes: int | None = None,
+        max_json_members: int | None = None,
+        max_json_depth: int | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        if max_body_bytes < 0:
-            raise ValueError("max_body_bytes must be >= 0")
+        if max_body_bytes < 0 or (max_auth_body_bytes is not None and max_auth_body_bytes < 0):
+            raise ValueError("max_body_bytes and max_auth_body_bytes must be >= 0")
         if timeout <= 0:
             raise ValueError("timeout must be > 0")
+        if (max_json_members is None) != (max_json_depth is None) or (
+            max_json_members is not None
+            and max_json_depth is not None
+            and (max_json_members < 1 or max_json_depth < 1)
+        ):
+            raise ValueError("max_json_members and max_json_depth: both >= 1, or neither")
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_auth_body_bytes = (
+            max_body_bytes if max_auth_body_bytes is None else max_auth_body_bytes
+        )
+        self.max_json_members = max_json_members
+        self.max_json_depth = max_json_depth
         self.timeout = timeout
         self.logger = logger or logging.getLogger("keel.api.limits")
         # 504 replies being sent from their own task (see the module docstring),
@@ -128,25 +175,41 @@ class LimitsMiddleware:
         except _FramingError as exc:
             await send_problem(send, scope, exc.status, exc.code, detail=exc.detail, headers=_CLOSE)
             return
-        if declared is not None and declared > self.max_body_bytes:
-            await self._too_large(send, scope)
+        limit = (
+            self.max_auth_body_bytes
+            if _is_auth_path(str(scope.get("path", "")))
+            else self.max_body_bytes
+        )
+        if declared is not None and declared > limit:
+            await self._too_large(send, scope, limit)
             return
 
         started = False  # the application (or we) sent http.response.start
         answered = False  # we sent a whole response; the application's sends are dropped
         received = 0
-        limit = self.max_body_bytes
+        members, depth = self.max_json_members, self.max_json_depth
+        budget = (
+            JsonBudget(max_members=members, max_depth=depth)
+            if members is not None and depth is not None and declared != 0 and _may_be_json(scope)
+            else None
+        )
 
         async def counted_receive() -> Message:
             nonlocal received, answered
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                body = message.get("body", b"")
+                received += len(body)
                 if received > limit:
                     if not started and not answered:
                         answered = True
-                        await self._too_large(send, scope)
+                        await self._too_large(send, scope, limit)
                     raise RequestBodyTooLarge()
+                if budget is not None and not budget.feed(body):
+                    if not started and not answered:
+                        answered = True
+                        await self._too_complex(send, scope)
+                    raise RequestBodyTooComplex()
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -210,13 +273,24 @@ class LimitsMiddleware:
             detail="The request took too long and was abandoned.",
         )
 
-    async def _too_large(self, send: Send, scope: Scope) -> None:
+    async def _too_large(self, send: Send, scope: Scope, limit: int) -> None:
         await send_problem(
             send,
             scope,
             413,
             "payload_too_large",
-            detail=f"The request body must not exceed {self.max_body_bytes} bytes.",
+            detail=f"The request body must not exceed {limit} bytes.",
+            headers=_CLOSE,
+        )
+
+    async def _too_complex(self, send: Send, scope: Scope) -> None:
+        await send_problem(
+            send,
+            scope,
+            400,
+            "json_too_complex",
+            detail=f"A JSON body may hold at most {self.max_json_members} members and "
+            f"elements, nested at most {self.max_json_depth} deep.",
             headers=_CLOSE,
         )
 

@@ -18,15 +18,24 @@ never the left-most, which the caller wrote.
 
 A trusted peer is marked in the scope (``TRUSTED_PEER_KEY``): the request-context
 middleware keeps an incoming ``X-Request-ID`` only then.
+
+With ``require_https`` (production), a request that a trusted proxy says came
+over plain HTTP (``X-Forwarded-Proto: http``) is refused with ``403``
+``https_required``, never redirected (SEC-60): a redirect would invite the
+client to send its credentials in clear text first and follow later.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from keel.security.headers import HeaderPolicy
 
 __all__ = ["TRUSTED_PEER_KEY", "TrustedProxyMiddleware", "parse_forwarded_ip"]
 
@@ -90,11 +99,19 @@ class TrustedProxyMiddleware:
     """Rewrite ``scope["client"]`` and ``scope["scheme"]`` from a trusted proxy's headers."""
 
     def __init__(
-        self, app: ASGIApp, *, trusted: Sequence[IPNetwork], trust_all: bool = False
+        self,
+        app: ASGIApp,
+        *,
+        trusted: Sequence[IPNetwork],
+        trust_all: bool = False,
+        require_https: bool = False,
+        policy: HeaderPolicy | None = None,
     ) -> None:
         self.app = app
         self.trusted = tuple(trusted)
         self.trust_all = trust_all
+        self.require_https = require_https
+        self.policy = policy or HeaderPolicy()
 
     def is_trusted(self, ip: IPAddress) -> bool:
         return any(ip in network for network in self.trusted)
@@ -137,4 +154,31 @@ class TrustedProxyMiddleware:
         protos = [p for p in protos if p]
         if protos and protos[-1] in _SCHEMES:
             scope["scheme"] = protos[-1]
+            if self.require_https and protos[-1] == "http":
+                await self._https_required(scope, send)
+                return
         await self.app(scope, receive, send)
+
+    async def _https_required(self, scope: Scope, send: Send) -> None:
+        body = json.dumps(
+            {
+                "type": "about:blank",
+                "title": "Forbidden",
+                "status": 403,
+                "code": "https_required",
+                "detail": "This service is only available over HTTPS.",
+            },
+            separators=(",", ":"),
+        ).encode()
+        headers = self.policy.apply(
+            [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+            path=str(scope.get("path", "")),
+            https=False,
+            no_store=True,
+        )
+        headers.append((b"x-request-id", os.urandom(16).hex().encode("ascii")))
+        await send({"type": "http.response.start", "status": 403, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
