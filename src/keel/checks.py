@@ -183,7 +183,8 @@ def _database_findings(settings: Settings) -> Iterator[Finding]:
         yield _error(
             "E007",
             "DATABASE_URL reaches a non-loopback PostgreSQL without TLS",
-            "append ?sslmode=require (or verify-full) to DATABASE_URL",
+            "append ?sslmode=require (or verify-full) to DATABASE_URL, or set "
+            "KEEL_DATABASE_SSLMODE=require where the platform owns the URL",
         )
 
 
@@ -270,6 +271,13 @@ def _cache_findings(settings: Settings) -> Iterator[Finding]:
             "W008",
             "REDIS_URL reaches a non-loopback Redis without TLS",
             "use a rediss:// URL",
+        )
+    if settings.is_production and parts.scheme == "rediss" and not settings.redis_tls_verify:
+        yield _warning(
+            "W012",
+            "KEEL_REDIS_TLS_VERIFY is false: Redis's TLS certificate is not verified",
+            "fine for a managed Redis with a self-signed certificate on a private route "
+            "(Heroku Redis); otherwise unset it",
         )
 
 

@@ -47,6 +47,7 @@ __all__ = [
 Environment = Literal["development", "production"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 DEFAULT_DATABASE_URL = "sqlite:///./keel.sqlite3"
 DEFAULT_STATE_FILE = "var/keel-state.sqlite3"
@@ -102,6 +103,18 @@ def _state_file_beside(database_url: SecretStr) -> str:
     if not path or path == ":memory:" or path.startswith("file:"):
         return DEFAULT_STATE_FILE
     return path + "-state"
+
+
+def _with_sslmode(url: SecretStr, sslmode: str | None) -> SecretStr:
+    """``url`` with ``sslmode`` added when it is PostgreSQL and names neither sslmode nor ssl."""
+    raw = url.get_secret_value()
+    parts = urlsplit(raw)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if sslmode is None or not parts.scheme.startswith("postgresql"):
+        return url
+    if any(key in {"sslmode", "ssl"} for key, _ in query):
+        return url
+    return SecretStr(urlunsplit(parts._replace(query=urlencode([*query, ("sslmode", sslmode)]))))
 
 
 def _split_csv(value: object) -> object:
@@ -244,6 +257,8 @@ class CacheSettings:
     namespace: str = "keel:"
     state_file: str = DEFAULT_STATE_FILE
     cluster: bool = False
+    # rediss:// only: False accepts any certificate (Heroku Redis's self-signed one).
+    tls_verify: bool = True
     degrade_after: float = 1.0
 
 
@@ -367,6 +382,8 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=5.0, gt=0)
     db_connect_timeout: float = Field(default=5.0, gt=0)
     db_echo: bool = False
+    # Added to a PostgreSQL DATABASE_URL that names no sslmode (platforms hand out such URLs).
+    database_sslmode: SslMode | None = None
     migrations: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     service_name: str = Field(default="keel", min_length=1, max_length=64)
@@ -434,6 +451,7 @@ class Settings(BaseSettings):
     state_file: str | None = Field(default=None, min_length=1, max_length=4096)
     single_instance: bool = False
     redis_cluster: bool = False
+    redis_tls_verify: bool = True
 
     warmup_timeout: float = Field(default=2.0, gt=0)
     warmup_budget: float = Field(default=120.0, gt=0)
@@ -567,7 +585,7 @@ class Settings(BaseSettings):
     @property
     def database(self) -> DatabaseSettings:
         return DatabaseSettings(
-            url=self.database_url,
+            url=_with_sslmode(self.database_url, self.database_sslmode),
             pool_size=self.db_pool_size,
             max_overflow=self.db_max_overflow,
             pool_timeout=self.db_pool_timeout,
@@ -655,6 +673,7 @@ class Settings(BaseSettings):
             namespace=self.cache_namespace,
             state_file=self.state_file or _state_file_beside(self.database_url),
             cluster=self.redis_cluster,
+            tls_verify=self.redis_tls_verify,
             degrade_after=self.cache_degrade_after,
         )
 

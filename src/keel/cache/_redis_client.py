@@ -30,7 +30,16 @@ Client: TypeAlias = Redis | RedisCluster
 DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
 
 
-def new_client(url: str, *, cluster: bool, timeout: float, max_connections: int) -> Client:
+def _tls_options(url: str, tls_verify: bool) -> dict[str, Any]:
+    """For ``rediss://`` with ``tls_verify`` off: encrypt, but accept any certificate."""
+    if tls_verify or not url.lower().startswith("rediss://"):
+        return {}
+    return {"ssl_cert_reqs": "none", "ssl_check_hostname": False}
+
+
+def new_client(
+    url: str, *, cluster: bool, timeout: float, max_connections: int, tls_verify: bool = True
+) -> Client:
     """A client for ``url``: one server, or a Redis Cluster discovered from the node it names.
 
     Single server: one pool of at most ``max_connections`` connections, and a
@@ -39,6 +48,7 @@ def new_client(url: str, *, cluster: bool, timeout: float, max_connections: int)
     waiting when a node's connections are all in use, so the caller bounds how
     many commands it has in flight. MOVED and ASK redirections are still
     followed: the node that answered them did not run the command.
+    ``tls_verify=False`` (``rediss://`` only) skips certificate verification.
     """
     if cluster:
         return RedisCluster.from_url(
@@ -51,6 +61,7 @@ def new_client(url: str, *, cluster: bool, timeout: float, max_connections: int)
             # map every fifth MOVED) closes every connection, those other calls
             # are using included, and fails them all while slots move.
             reinitialize_steps=0,
+            **_tls_options(url, tls_verify),
         )
     pool = BlockingConnectionPool.from_url(
         url,
@@ -59,13 +70,18 @@ def new_client(url: str, *, cluster: bool, timeout: float, max_connections: int)
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
+        **_tls_options(url, tls_verify),
     )
     # from_pool: closing the client closes the pool it owns.
     return Redis.from_pool(pool)
 
 
 def subscriber_connection(
-    url: str, *, timeout: float, address: tuple[str, int] | None = None
+    url: str,
+    *,
+    timeout: float,
+    address: tuple[str, int] | None = None,
+    tls_verify: bool = True,
 ) -> AbstractConnection:
     """A new, unconnected connection for a subscriber: to ``url``, or to the node at ``address``.
 
@@ -83,6 +99,7 @@ def subscriber_connection(
         retry=Retry(NoBackoff(), 0),
         protocol=2,
         decode_responses=False,
+        **_tls_options(url, tls_verify),
     )
     return connection_class(**options)
 

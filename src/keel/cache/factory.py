@@ -48,7 +48,11 @@ def build_stores(settings: CacheSettings, clock: Clock) -> Stores:
     from keel.cache.redis_store import RedisStore
 
     redis = RedisStore(
-        url, namespace=settings.namespace, timeout=settings.timeout, cluster=settings.cluster
+        url,
+        namespace=settings.namespace,
+        timeout=settings.timeout,
+        cluster=settings.cluster,
+        tls_verify=settings.tls_verify,
     )
     return Stores(
         general=FallbackStore(

@@ -107,6 +107,7 @@ class RedisStore:
         timeout: float,
         max_connections: int = 32,
         cluster: bool = False,
+        tls_verify: bool = True,
     ) -> None:
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError("timeout must be a positive number of seconds")
@@ -117,6 +118,7 @@ class RedisStore:
         self._timeout = timeout
         self._max_connections = max_connections
         self._cluster = cluster
+        self._tls_verify = tls_verify
         self._client: Client | None = None
         self._in_flight: asyncio.Semaphore | None = None
         self._status: CacheStatus = "ok"
@@ -286,6 +288,7 @@ class RedisStore:
                 cluster=self._cluster,
                 timeout=self._timeout,
                 max_connections=self._max_connections,
+                tls_verify=self._tls_verify,
             )
             if self._cluster:
                 # redis-py's cluster client fails instead of waiting when a node's
@@ -341,13 +344,22 @@ class RedisStore:
         with driver_errors("Redis did not answer"):
             client = self._redis()
             if not isinstance(client, RedisCluster):
-                return [subscriber_connection(self._url, timeout=self._timeout)]
+                return [
+                    subscriber_connection(
+                        self._url, timeout=self._timeout, tls_verify=self._tls_verify
+                    )
+                ]
             owner = await self._slot_owner(client, channel)
         # The owner first (where publish goes), then every other node: classic
         # PUBLISH reaches them all, so any live node will do.
         nodes = sorted(client.get_nodes(), key=lambda node: node.name != owner.name)
         return [
-            subscriber_connection(self._url, timeout=self._timeout, address=(n.host, int(n.port)))
+            subscriber_connection(
+                self._url,
+                timeout=self._timeout,
+                address=(n.host, int(n.port)),
+                tls_verify=self._tls_verify,
+            )
             for n in nodes
         ]
 
