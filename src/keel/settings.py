@@ -214,6 +214,7 @@ class ThrottleSettings:
     - ``account_ip_limit`` failures per (account, IP) per ``window``.
     - ``ip_limit`` attempts per IP and ``global_limit`` attempts in all per ``window``.
     - ``known_source_ttl``: how long a source an account logged in from stays "known".
+    - ``ipv6_prefix_length``: an IPv6 client is counted by its network of this many bits.
     """
 
     enabled: bool
@@ -226,6 +227,7 @@ class ThrottleSettings:
     global_limit: int
     window: int
     known_source_ttl: int
+    ipv6_prefix_length: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +393,7 @@ class Settings(BaseSettings):
     rate_limit_global: int = Field(default=5_000, ge=1, le=10_000_000)
     rate_limit_window: int = Field(default=60, ge=1, le=3600)
     known_source_ttl: int = Field(default=30 * 24 * 3600, ge=3600, le=365 * 24 * 3600)
+    ipv6_prefix_length: int = Field(default=64, ge=32, le=128)
 
     audit_key: SecretStr | None = None
     audit_key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
@@ -600,6 +603,7 @@ class Settings(BaseSettings):
             global_limit=self.rate_limit_global,
             window=self.rate_limit_window,
             known_source_ttl=self.known_source_ttl,
+            ipv6_prefix_length=self.ipv6_prefix_length,
         )
 
     @property

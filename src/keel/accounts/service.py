@@ -480,7 +480,7 @@ class AccountService:
             async with self._database.unit_of_work() as uow:
                 user = await AccountRepository(uow).by_email_key(key)
         target = str(user.id) if user is not None else None
-        await self._guard_check(guard_key, origin, target_id=target, operation="login")
+        attempt = await self._guard_check(guard_key, origin, target_id=target, operation="login")
         # Exactly one verification on every path (SEC-11); no DB connection is held meanwhile.
         reason: str | None = None
         if user is None:
@@ -495,7 +495,7 @@ class AccountService:
             reason = "email_unverified"
         if reason is not None and reason != "email_unverified":
             await self._login_failed(user, reason, origin)
-            await self._count_failure(guard_key, origin, target_id=target)
+            await self._count_failure(guard_key, origin, attempt, target_id=target)
             raise InvalidCredentials()
         # The password was right (even when the address is unverified): the count starts over.
         if self._guard is not None:
@@ -514,12 +514,15 @@ class AccountService:
         target_id: str | None,
         operation: str,
         actor_id: str | None = None,
-    ) -> None:
-        """Ask the guard before a password check; a refusal is audited, then re-raised."""
+    ) -> int:
+        """Count the attempt with the guard before its password check; its failure number.
+
+        A refusal is audited, then re-raised.
+        """
         if self._guard is None:
-            return
+            return 0
         try:
-            await self._guard.check(guard_key, origin.source_ip)
+            return await self._guard.reserve(guard_key, origin.source_ip)
         except TooManyRequests as exc:
             action = (
                 Action.AUTHN_LOGIN_LOCK
@@ -544,12 +547,12 @@ class AccountService:
             raise
 
     async def _count_failure(
-        self, guard_key: str, origin: Origin, *, target_id: str | None
+        self, guard_key: str, origin: Origin, attempt: int, *, target_id: str | None
     ) -> None:
-        """Tell the guard of a wrong password; audit the failure that reaches the threshold."""
+        """Tell the guard the reserved ``attempt`` failed; audit the one reaching the threshold."""
         if self._guard is None:
             return
-        failures = await self._guard.failed(guard_key, origin.source_ip)
+        failures = await self._guard.failed(guard_key, origin.source_ip, attempt)
         if failures == self._settings.lockout_threshold:
             await self._record_alone(
                 self._event(
@@ -762,7 +765,7 @@ class AccountService:
             raise RuntimeError("AccountService was built without an access-token issuer")
         current = await self._existing(user_id)
         target = str(current.id)
-        await self._guard_check(
+        attempt = await self._guard_check(
             current.email_key,
             origin,
             target_id=target,
@@ -774,7 +777,7 @@ class AccountService:
                 current, current_password, origin, Action.AUTHN_PASSWORD_CHANGE_FAIL
             )
         except ReauthenticationFailed:
-            await self._count_failure(current.email_key, origin, target_id=target)
+            await self._count_failure(current.email_key, origin, attempt, target_id=target)
             raise
         if self._guard is not None:
             await self._guard.succeeded(current.email_key, origin.source_ip)

@@ -1,7 +1,7 @@
 """Per-IP and global rate limits on authentication endpoints, as a FastAPI dependency (SEC-14).
 
 ``Depends(rate_limited("login"))`` counts every request to the route against
-its client IP and against all clients (``keel.auth.throttle.RateLimiter``,
+its client IP and against all clients (``keel.auth.ratelimit.RateLimiter``,
 one per app, over the app's shared cache store). The IP is the one the
 trusted-proxy middleware settled on (SEC-16): the peer itself, or the
 right-most untrusted ``X-Forwarded-For`` hop when the peer is a trusted proxy;
@@ -24,7 +24,7 @@ from keel._logging import event
 from keel.api.origin import RequestOrigin, origin_of
 from keel.api.state import AppContext, get_context
 from keel.audit.vocabulary import Action, ActorType, Result
-from keel.auth.throttle import RateLimiter
+from keel.auth.ratelimit import RateLimiter
 from keel.errors import TooManyRequests
 
 __all__ = ["rate_limited", "rate_limiter"]

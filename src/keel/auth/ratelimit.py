@@ -1,0 +1,100 @@
+"""Attempts on authentication endpoints per client and in all, in sliding windows (SEC-14).
+
+See :mod:`keel.auth._limits` for keys, windows and what a client (a source) is.
+
+Store calls: ``hit`` issues 2 increments and 1 ``get_many`` concurrently; on a
+refusal 2 more increments (a refused attempt is not counted) and, once per
+window and bucket, 1 ``add`` from :meth:`RateLimiter.first_refusal`. A store
+error (``DependencyUnavailable``) propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from keel._clock import Clock
+from keel.auth._limits import (
+    KNOWN,
+    PREFIX,
+    Window,
+    count,
+    key,
+    source_of,
+    together,
+    unwrap,
+    window_key,
+)
+from keel.cache import Store
+from keel.errors import TooManyRequests
+from keel.settings import ThrottleSettings
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter:
+    """Attempts on authentication endpoints: ``ip_limit`` per IP and ``global_limit`` in all.
+
+    Both per ``window`` seconds, sliding. A refused attempt is taken back out of
+    both counts, so a client that keeps knocking does not use up the global
+    budget, and ``Retry-After`` stays true.
+    """
+
+    def __init__(self, store: Store, settings: ThrottleSettings, *, clock: Clock) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(enabled={self._settings.enabled}, store={self._store!r})"
+
+    async def hit(self, source_ip: str | None) -> None:
+        """Count one attempt from ``source_ip``; raise ``TooManyRequests`` when over a limit."""
+        settings = self._settings
+        if not settings.enabled:
+            return
+        window = Window.at(self._clock.now().timestamp(), settings.window)
+        ip_bucket = key("ip", self._source(source_ip))
+        all_bucket = f"{PREFIX}all"
+        current_keys = (window_key(ip_bucket, window.index), window_key(all_bucket, window.index))
+        ttl = 2 * window.length
+        # Every call finishes before any failure is raised: no store call is left running.
+        results = await asyncio.gather(
+            self._store.incr(current_keys[0], ttl=ttl),
+            self._store.incr(current_keys[1], ttl=ttl),
+            self._store.get_many(
+                [
+                    window_key(ip_bucket, window.index - 1),
+                    window_key(all_bucket, window.index - 1),
+                ]
+            ),
+            return_exceptions=True,
+        )
+        ip_now, all_now = unwrap(results[0]), unwrap(results[1])
+        ip_before, all_before = (count(value) for value in unwrap(results[2]))
+        # Counts before this attempt: it fits when the sliding count plus one is within the limit.
+        ip_wait = window.wait_for_room(ip_before, ip_now - 1, settings.ip_limit)
+        all_wait = window.wait_for_room(all_before, all_now - 1, settings.global_limit)
+        if ip_wait <= 0 and all_wait <= 0:
+            return
+        await together(*(self._store.incr(slot, -1, ttl=ttl) for slot in current_keys))
+        if ip_wait >= all_wait:
+            raise TooManyRequests(ip_wait, limit="ip")
+        raise TooManyRequests(all_wait, limit="global")
+
+    async def first_refusal(self, limit: str, source_ip: str | None) -> bool:
+        """``True`` once per window for a refusal by ``limit`` of ``source_ip``'s bucket.
+
+        Lets the caller record one audit event per refused bucket and window
+        instead of one per refused request, so a flood cannot turn into a flood
+        of audit writes.
+        """
+        if limit == "global":
+            bucket = f"{PREFIX}refused:global"
+        else:
+            bucket = key("refused", limit, self._source(source_ip))
+        window = Window.at(self._clock.now().timestamp(), self._settings.window)
+        slot = window_key(bucket, window.index)
+        return await self._store.add(slot, KNOWN, ttl=window.length)
+
+    def _source(self, source_ip: str | None) -> str:
+        return source_of(source_ip, self._settings.ipv6_prefix_length)

@@ -1,0 +1,154 @@
+"""Limits on every password check and every authentication route, end to end (SEC-13, SEC-14).
+
+The app is the one ``create_app`` builds, over the machine-shared state file
+(the store without ``REDIS_URL``) and over the real Redis. Requests come from
+chosen client addresses, IPv4 and IPv6, so a test can be "a /64 of attackers"
+and "the owner at home" at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from keel._clock import FrozenClock
+from keel.api.app import create_app
+from keel.audit.models import AuditEventRow
+from keel.db import Database, migrate
+from keel.settings import Settings
+
+PASSWORD = "correct horse battery staple 42"
+WRONG = "wrong horse battery staple 42"
+OWNER_HOME = "198.51.100.7"
+SettingsFactory = Callable[..., Settings]
+
+
+def in_64(n: int) -> str:
+    """The ``n``-th address of one attacker's /64."""
+    return f"2001:db8:1:2::{n:x}"
+
+
+@dataclass
+class Net:
+    app: FastAPI
+    clock: FrozenClock
+    stack: AsyncExitStack
+    clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    async def from_ip(self, ip: str) -> httpx.AsyncClient:
+        if ip not in self.clients:
+            transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))
+            self.clients[ip] = await self.stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, base_url="http://testserver")
+            )
+        return self.clients[ip]
+
+    async def post(self, ip: str, path: str, body: dict[str, Any], **kw: Any) -> httpx.Response:
+        return await (await self.from_ip(ip)).post(path, json=body, **kw)
+
+    async def login(self, ip: str, email: str, password: str) -> httpx.Response:
+        return await self.post(ip, "/auth/login", {"email": email, "password": password})
+
+    async def count(self, action: str) -> int:
+        database = self.app.state.keel.database
+        assert isinstance(database, Database)
+        async with database.unit_of_work() as uow:
+            query = select(func.count()).where(AuditEventRow.action == action)
+            return int(await uow.session.scalar(query) or 0)
+
+
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
+def store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The machine-shared state file (no ``REDIS_URL``), or the real Redis in a namespace."""
+    if request.param == "local":
+        return {}
+    return {
+        "redis_url": request.getfixturevalue("redis_url"),
+        "cache_namespace": request.getfixturevalue("redis_namespace"),
+    }
+
+
+@pytest.fixture
+def overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def net(
+    settings_factory: SettingsFactory,
+    store_settings: dict[str, Any],
+    overrides: dict[str, Any],
+    tmp_path: Path,
+    clock: FrozenClock,
+) -> AsyncIterator[Net]:
+    settings = settings_factory(
+        mail_backend="file",
+        mail_file=str(tmp_path / "mail.jsonl"),
+        require_verified_email=False,
+        **store_settings,
+        **overrides,
+    )
+    await asyncio.to_thread(migrate.upgrade, settings.database)
+    app = create_app(settings, clock=clock)
+    async with AsyncExitStack() as stack, app.router.lifespan_context(app):
+        yield Net(app, clock, stack)
+        await stack.aclose()
+        await app.state.keel_accounts.outbox.drain()
+
+
+async def register(net: Net, email: str) -> None:
+    response = await net.post(OWNER_HOME, "/auth/register", {"email": email, "password": PASSWORD})
+    assert response.status_code == 202, response.text
+
+
+async def lock(net: Net, email: str) -> int:
+    """Ten wrong passwords from ten IPv4 strangers: the account is locked; the lock's seconds."""
+    for n in range(10):
+        assert (await net.login(f"203.0.113.{n + 1}", email, WRONG)).status_code == 401
+    refused = await net.login("203.0.113.99", email, WRONG)
+    assert refused.status_code == 429, refused.text
+    return int(refused.headers["retry-after"])
+
+
+# SEC-13: an attempt is counted before its hash runs; a /64 is one source.
+
+
+async def test_sec_13_a_burst_from_one_64_when_a_lock_ends_gets_one_password_check(
+    net: Net,
+) -> None:
+    email = "burst@example.com"
+    await register(net, email)
+    net.clock.advance(await lock(net, email))
+    evaluated_before = await net.count("authn_login_fail")
+    responses = await asyncio.gather(*(net.login(in_64(n + 1), email, WRONG) for n in range(40)))
+    evaluated = await net.count("authn_login_fail") - evaluated_before
+    statuses = sorted(r.status_code for r in responses)
+    # Past the threshold every failure locks again: one guess per lock, not forty.
+    assert evaluated == 1, statuses
+    assert statuses == [401] + [429] * 39
+
+
+async def test_sec_14_one_64_is_one_client_and_a_mapped_ipv4_is_the_ipv4(net: Net) -> None:
+    statuses = []
+    for n in range(60):
+        response = await net.login(in_64(n + 1), f"{uuid.uuid4().hex}@example.com", WRONG)
+        statuses.append(response.status_code)
+    # 50 attempts per client and window, whichever addresses of the /64 they come from.
+    assert statuses == [401] * 50 + [429] * 10
+    # The neighbouring /64 is another client.
+    assert (await net.login("2001:db8:1:3::1", "anyone@example.com", WRONG)).status_code == 401
+    for _ in range(50):
+        await net.login("192.0.2.66", f"{uuid.uuid4().hex}@example.com", WRONG)
+    mapped = await net.login("::ffff:192.0.2.66", "anyone@example.com", WRONG)
+    assert mapped.status_code == 429
