@@ -152,3 +152,26 @@ async def test_sec_14_one_64_is_one_client_and_a_mapped_ipv4_is_the_ipv4(net: Ne
         await net.login("192.0.2.66", f"{uuid.uuid4().hex}@example.com", WRONG)
     mapped = await net.login("::ffff:192.0.2.66", "anyone@example.com", WRONG)
     assert mapped.status_code == 429
+
+
+# Locks and failure counts fail closed: no store, no password check.
+
+
+async def test_sec_13_without_its_store_a_password_check_is_refused_not_run_unlimited(
+    settings_factory: SettingsFactory, tmp_path: Path, clock: FrozenClock
+) -> None:
+    # Nothing listens on port 1: Redis is down from the start.
+    settings = settings_factory(
+        redis_url="redis://127.0.0.1:1/0", require_verified_email=False, cache_timeout=0.2
+    )
+    await asyncio.to_thread(migrate.upgrade, settings.database)
+    app = create_app(settings, clock=clock)
+    async with AsyncExitStack() as stack, app.router.lifespan_context(app):
+        net = Net(app, clock, stack)
+        for n in range(3):
+            response = await net.login(f"203.0.113.{n + 1}", "anyone@example.com", WRONG)
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "cache_unavailable"
+        # No password was checked: no failed login to record.
+        assert await net.count("authn_login_fail") == 0
+        await stack.aclose()

@@ -182,7 +182,9 @@ def create_app(
             subject_state=subject_state,
         )
         account_service.set_session_hooks(sessions)
-        account_service.set_guard(LoginThrottle(store, settings.throttle, clock=clock))
+        # Locks and failure counts fail closed: never the per-machine fallback, whose empty
+        # counters would let a locked account's passwords be checked again (503 instead).
+        account_service.set_guard(LoginThrottle(stores.shared, settings.throttle, clock=clock))
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())
         app.include_router(build_admin_users_router())
