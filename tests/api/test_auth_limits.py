@@ -175,3 +175,54 @@ async def test_sec_13_without_its_store_a_password_check_is_refused_not_run_unli
         # No password was checked: no failed login to record.
         assert await net.count("authn_login_fail") == 0
         await stack.aclose()
+
+
+# SEC-13: every password check goes through the login's limits, whichever route asks.
+
+
+async def owner_token(net: Net, email: str) -> str:
+    response = await net.login(OWNER_HOME, email, PASSWORD)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+async def check_password(net: Net, route: str, ip: str, email: str, password: str) -> int:
+    """One password check through ``route`` from ``ip``; the answer's status."""
+    http = await net.from_ip(ip)
+    bearer = {"Authorization": f"Bearer {net.tokens[email]}"} if route != "login" else {}
+    if route == "login":
+        response = await http.post("/auth/login", json={"email": email, "password": password})
+    elif route == "token":
+        response = await http.post(
+            "/auth/token",
+            data={"grant_type": "password", "username": email, "password": password},
+        )
+    elif route == "email_change":
+        body = {"email": f"new-{uuid.uuid4().hex[:8]}@example.com", "current_password": password}
+        response = await http.patch("/users/me", json=body, headers=bearer)
+    elif route == "delete":
+        response = await http.request(
+            "DELETE", "/users/me", json={"password": password}, headers=bearer
+        )
+    else:
+        body = {"current_password": password, "new_password": "another fine passphrase 77"}
+        response = await http.post("/auth/password/change", json=body, headers=bearer)
+    return response.status_code
+
+
+@pytest.mark.parametrize("route", ["login", "token", "email_change", "delete", "password_change"])
+async def test_sec_13_every_password_check_counts_and_locks_like_a_login(
+    net: Net, route: str
+) -> None:
+    email = f"{route}@example.com"
+    await register(net, email)
+    net.tokens[email] = await owner_token(net, email)  # a stolen access token, used elsewhere
+    for n in range(10):
+        status = await check_password(net, route, f"203.0.113.{n + 1}", email, WRONG)
+        assert status in {400, 401}, (n, status)
+    # The account is locked for strangers: the right password is not even checked ...
+    assert await check_password(net, route, "203.0.113.99", email, PASSWORD) == 429
+    # ... on this route and on the login alike.
+    assert (await net.login("203.0.113.98", email, PASSWORD)).status_code == 429
+    assert await net.count("authn_login_lock") >= 2

@@ -19,9 +19,10 @@ Enumeration and timing (SEC-10..12):
   not the address has an account; only its owner gets mail.
 
 Sessions and brute-force limits come through the protocols in
-:mod:`keel.accounts.hooks` (both optional): the ``LoginGuard`` is asked
-before every password check (login and password change) and told of each
-outcome; ``SessionHooks`` starts a session in the login's transaction and
+:mod:`keel.accounts.hooks` (both optional): the ``LoginGuard`` counts every
+password check before it runs (login, password change, e-mail change and
+deletion alike) and is told of each outcome; ``SessionHooks`` starts a
+session in the login's transaction and
 revokes sessions in the transaction of a password change, a reset, a
 disable or a deletion, then (after the commit) makes their access tokens
 fail at once. Every such change also moves ``tokens_valid_after`` on, so
@@ -656,7 +657,9 @@ class AccountService:
         if moving:
             if current_password is None:
                 raise CurrentPasswordRequired()
-            await self._reauthenticate(current, current_password, origin, Action.USER_UPDATED)
+            await self._reauthenticate(
+                current, current_password, origin, Action.USER_UPDATED, operation="email_change"
+            )
         now = self._clock.now()
         messages: list[Message] = []
         async with self._database.unit_of_work() as uow:
@@ -717,7 +720,9 @@ class AccountService:
         transaction. Verification and reset tokens go by ``ON DELETE CASCADE``.
         """
         current = await self._existing(user_id)
-        await self._reauthenticate(current, password, origin, Action.USER_DELETED)
+        await self._reauthenticate(
+            current, password, origin, Action.USER_DELETED, operation="account_deletion"
+        )
         async with self._database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             user = await repo.by_id(user_id, for_update=True)
@@ -765,22 +770,13 @@ class AccountService:
             raise RuntimeError("AccountService was built without an access-token issuer")
         current = await self._existing(user_id)
         target = str(current.id)
-        attempt = await self._guard_check(
-            current.email_key,
+        await self._reauthenticate(
+            current,
+            current_password,
             origin,
-            target_id=target,
+            Action.AUTHN_PASSWORD_CHANGE_FAIL,
             operation="password_change",
-            actor_id=target,
         )
-        try:
-            await self._reauthenticate(
-                current, current_password, origin, Action.AUTHN_PASSWORD_CHANGE_FAIL
-            )
-        except ReauthenticationFailed:
-            await self._count_failure(current.email_key, origin, attempt, target_id=target)
-            raise
-        if self._guard is not None:
-            await self._guard.succeeded(current.email_key, origin.source_ip)
         address = EmailAddress(address=current.email, key=current.email_key)
         self._policy.check(new_password, context=self._context(address, current.display_name))
         new_hash = await self._hasher.hash(new_password)
@@ -1254,10 +1250,20 @@ class AccountService:
         return current
 
     async def _reauthenticate(
-        self, user: User, password: str, origin: Origin, action: Action
+        self, user: User, password: str, origin: Origin, action: Action, *, operation: str
     ) -> None:
-        """Ask for ``password`` again before a sensitive change; refusals audited as ``action``."""
+        """Ask for ``password`` again before a sensitive change; refusals audited as ``action``.
+
+        Through the login's limits, as a login: counted before the hash
+        (``TooManyRequests`` when the account or the source must wait), a wrong
+        password counts as a failed login, a right one resets the count.
+        """
+        target = str(user.id)
+        attempt = await self._guard_check(
+            user.email_key, origin, target_id=target, operation=operation, actor_id=target
+        )
         if not await self._hasher.verify(user.password_hash, password):
+            await self._count_failure(user.email_key, origin, attempt, target_id=target)
             await self._record_alone(
                 self._self_event(
                     action,
@@ -1268,6 +1274,8 @@ class AccountService:
                 )
             )
             raise ReauthenticationFailed()
+        if self._guard is not None:
+            await self._guard.succeeded(user.email_key, origin.source_ip)
 
     async def _record_alone(self, audit_event: AuditEvent) -> None:
         await self._audit.record_alone(audit_event)
