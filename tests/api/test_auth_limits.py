@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +23,11 @@ from sqlalchemy import func, select
 
 from keel._clock import FrozenClock
 from keel.api.app import create_app
+from keel.audit import AuditEvent, ChainLink
+from keel.audit._coalesce import Coalescer
 from keel.audit.models import AuditEventRow
 from keel.db import Database, migrate
+from keel.errors import DatabaseUnavailable
 from keel.settings import Settings
 
 PASSWORD = "correct horse battery staple 42"
@@ -226,3 +229,40 @@ async def test_sec_13_every_password_check_counts_and_locks_like_a_login(
     # ... on this route and on the login alike.
     assert (await net.login("203.0.113.98", email, PASSWORD)).status_code == 429
     assert await net.count("authn_login_lock") >= 2
+
+
+# An attempt is counted whatever happens to its audit record.
+
+
+def fail_audit_of(net: Net, *actions: str) -> list[str]:
+    """From now on, recording an event of ``actions`` alone raises (as a commit past the request
+    deadline does); the actions whose record was lost, in order."""
+    trail = net.app.state.keel.audit
+    lost: list[str] = []
+    original = trail._alone
+
+    async def append(events: Sequence[AuditEvent]) -> list[ChainLink]:
+        for audit_event in events:
+            if audit_event.action in actions:
+                lost.append(audit_event.action)
+                raise DatabaseUnavailable("audit append failed")
+        return list(await asyncio.gather(*(original.submit(e) for e in events)))
+
+    trail._alone = Coalescer(append)
+    return lost
+
+
+async def test_sec_13_a_failure_whose_audit_record_fails_is_still_counted(net: Net) -> None:
+    email = "unaudited@example.com"
+    await register(net, email)
+    lost = fail_audit_of(net, "authn_login_fail", "authn_login_fail_max", "authn_login_lock")
+    for n in range(10):
+        response = await net.login(f"203.0.113.{n + 1}", email, WRONG)
+        # The same answer as any wrong password: nothing about the audit failure leaks.
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "invalid_credentials"
+    assert lost.count("authn_login_fail") == 10
+    refused = await net.login("203.0.113.99", email, PASSWORD)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["code"] == "rate_limited"
+    assert "authn_login_lock" in lost

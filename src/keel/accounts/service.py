@@ -495,8 +495,9 @@ class AccountService:
         elif self._settings.require_verified_email and user.email_verified_at is None:
             reason = "email_unverified"
         if reason is not None and reason != "email_unverified":
-            await self._login_failed(user, reason, origin)
+            # Counted first: whatever happens to its audit record, the failure counts.
             await self._count_failure(guard_key, origin, attempt, target_id=target)
+            await self._login_failed(user, reason, origin)
             raise InvalidCredentials()
         # The password was right (even when the address is unverified): the count starts over.
         if self._guard is not None:
@@ -530,7 +531,7 @@ class AccountService:
                 if exc.limit == "account"
                 else Action.EXCESS_RATE_LIMIT_EXCEEDED
             )
-            await self._record_alone(
+            await self._record_refusal(
                 self._event(
                     action,
                     Result.FAILURE,
@@ -555,7 +556,7 @@ class AccountService:
             return
         failures = await self._guard.failed(guard_key, origin.source_ip, attempt)
         if failures == self._settings.lockout_threshold:
-            await self._record_alone(
+            await self._record_refusal(
                 self._event(
                     Action.AUTHN_LOGIN_FAIL_MAX,
                     Result.FAILURE,
@@ -566,7 +567,7 @@ class AccountService:
             )
 
     async def _login_failed(self, user: User | None, reason: str, origin: Origin) -> None:
-        await self._record_alone(
+        await self._record_refusal(
             self._event(
                 Action.AUTHN_LOGIN_FAIL,
                 Result.FAILURE,
@@ -1264,7 +1265,7 @@ class AccountService:
         )
         if not await self._hasher.verify(user.password_hash, password):
             await self._count_failure(user.email_key, origin, attempt, target_id=target)
-            await self._record_alone(
+            await self._record_refusal(
                 self._self_event(
                     action,
                     Result.FAILURE,
@@ -1279,6 +1280,24 @@ class AccountService:
 
     async def _record_alone(self, audit_event: AuditEvent) -> None:
         await self._audit.record_alone(audit_event)
+
+    async def _record_refusal(self, audit_event: AuditEvent) -> None:
+        """Record a refused password check or lock; a failure to is logged, never raised.
+
+        The refusal stands either way and its answer stays the same (SEC-10):
+        the attempt was counted before, so losing its record (a commit past
+        the request deadline) neither uncounts it nor turns it into a 5xx.
+        """
+        try:
+            await self._audit.record_alone(audit_event)
+        except Exception as exc:  # noqa: BLE001 - the refusal is answered either way
+            event(
+                _log,
+                logging.ERROR,
+                "audit_write_failed",
+                action=audit_event.action.value,
+                error=type(exc).__name__,
+            )
 
     async def _revoke_sessions(
         self, uow: UnitOfWork, user_id: str, *, reason: str, keep: str | None = None
