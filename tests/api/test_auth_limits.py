@@ -266,3 +266,39 @@ async def test_sec_13_a_failure_whose_audit_record_fails_is_still_counted(net: N
     assert refused.status_code == 429, refused.text
     assert refused.json()["code"] == "rate_limited"
     assert "authn_login_lock" in lost
+
+
+# /auth/refresh: the refresh family's limits per client, and a rate per session.
+
+
+async def refresh(net: Net, ip: str, token: str) -> httpx.Response:
+    return await net.post(ip, "/auth/refresh", {"refresh_token": token})
+
+
+async def test_sec_14_anonymous_refreshes_are_limited_per_client(net: Net) -> None:
+    statuses = [(await refresh(net, "192.0.2.80", "x" * 43)).status_code for _ in range(60)]
+    assert statuses == [401] * 50 + [429] * 10
+    assert (await refresh(net, "192.0.2.81", "x" * 43)).status_code == 401
+
+
+@pytest.mark.parametrize("endpoint", ["/auth/refresh", "/auth/token"])
+async def test_sec_14_one_session_refreshes_at_most_its_rate(net: Net, endpoint: str) -> None:
+    email = "refresher@example.com"
+    await register(net, email)
+    token = (await net.login(OWNER_HOME, email, PASSWORD)).json()["refresh_token"]
+    statuses = []
+    for n in range(12):
+        # From a new address each time: the limit is the session's, not the client's.
+        http = await net.from_ip(f"203.0.113.{n + 1}")
+        if endpoint == "/auth/refresh":
+            response = await http.post(endpoint, json={"refresh_token": token})
+        else:
+            form = {"grant_type": "refresh_token", "refresh_token": token}
+            response = await http.post(endpoint, data=form)
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            token = response.json()["refresh_token"]
+    assert statuses == [200] * 10 + [429] * 2
+    assert int(response.headers["retry-after"]) >= 1
+    net.clock.advance(120)
+    assert (await refresh(net, "203.0.113.50", token)).status_code == 200

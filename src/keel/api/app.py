@@ -28,6 +28,7 @@ from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
 from keel.api.principal import Authenticator
+from keel.api.ratelimit import rate_limiter
 from keel.api.sessions import install_sessions
 from keel.api.state import AppContext
 from keel.audit import AuditTrail
@@ -180,6 +181,7 @@ def create_app(
             clock=clock,
             tokens=access_tokens,
             subject_state=subject_state,
+            refresh_limit=rate_limiter(app, context).refresh,
         )
         account_service.set_session_hooks(sessions)
         # Locks and failure counts fail closed: never the per-machine fallback, whose empty

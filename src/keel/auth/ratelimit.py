@@ -4,8 +4,9 @@ See :mod:`keel.auth._limits` for keys, windows and what a client (a source) is.
 
 Store calls: ``hit`` issues 2 increments and 1 ``get_many`` concurrently; on a
 refusal 2 more increments (a refused attempt is not counted) and, once per
-window and bucket, 1 ``add`` from :meth:`RateLimiter.first_refusal`. A store
-error (``DependencyUnavailable``) propagates.
+window and bucket, 1 ``add`` from :meth:`RateLimiter.first_refusal`.
+``refresh`` (per session): 1 increment and 1 ``get``, plus 1 increment on a
+refusal. A store error (``DependencyUnavailable``) propagates.
 """
 
 from __future__ import annotations
@@ -95,6 +96,27 @@ class RateLimiter:
         window = Window.at(self._clock.now().timestamp(), self._settings.window)
         slot = window_key(bucket, window.index)
         return await self._store.add(slot, KNOWN, ttl=window.length)
+
+    async def refresh(self, session_id: str) -> None:
+        """Count one refresh of ``session_id``; ``TooManyRequests`` (limit ``session``) when over
+        ``refresh_session_limit`` per window. A refused refresh is not counted."""
+        settings = self._settings
+        if not settings.enabled:
+            return
+        window = Window.at(self._clock.now().timestamp(), settings.window)
+        bucket = key("session", session_id)
+        current = window_key(bucket, window.index)
+        ttl = 2 * window.length
+        results = await asyncio.gather(
+            self._store.incr(current, ttl=ttl),
+            self._store.get(window_key(bucket, window.index - 1)),
+            return_exceptions=True,
+        )
+        now, before = unwrap(results[0]), count(unwrap(results[1]))
+        wait = window.wait_for_room(before, now - 1, settings.refresh_session_limit)
+        if wait > 0:
+            await self._store.incr(current, -1, ttl=ttl)
+            raise TooManyRequests(wait, limit="session")
 
     def _source(self, source_ip: str | None) -> str:
         return source_of(source_ip, self._settings.ipv6_prefix_length)

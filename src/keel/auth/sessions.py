@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -164,7 +164,10 @@ class SessionService:
         clock: Clock,
         tokens: AccessTokenIssuer,
         subject_state: StateLoader,
+        refresh_limit: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """``refresh_limit`` is called with a session's id before each refresh of it and may
+        raise ``TooManyRequests`` (a per-session refresh rate, ``RateLimiter.refresh``)."""
         if settings.idle_ttl > settings.absolute_ttl:
             raise ValueError("the idle lifetime cannot exceed the absolute lifetime")
         self._database = database
@@ -174,6 +177,7 @@ class SessionService:
         self._clock = clock
         self._tokens = tokens
         self._subject_state = subject_state
+        self._refresh_limit = refresh_limit
 
     # --- SessionHooks -------------------------------------------------------------------------
 
@@ -247,6 +251,16 @@ class SessionService:
         if not is_token_shaped(token):
             raise InvalidRefreshToken()
         wanted = frozenset(scopes) if scopes is not None else None
+        if self._refresh_limit is not None:
+            # One indexed read, no write: a session over its rate costs no row, lock or audit.
+            async with self._database.unit_of_work() as uow:
+                session_id = await uow.session.scalar(
+                    select(RefreshTokenRow.session_id).where(
+                        RefreshTokenRow.token_hash == token_hash(token)
+                    )
+                )
+            if session_id is not None:
+                await self._refresh_limit(str(session_id))
         async with self._database.unit_of_work() as uow:
             outcome = await self._refresh_in(uow, token, origin, wanted)
         if outcome.revoked is not None and outcome.user_id is not None:
