@@ -302,3 +302,26 @@ async def test_sec_14_one_session_refreshes_at_most_its_rate(net: Net, endpoint:
     assert int(response.headers["retry-after"]) >= 1
     net.clock.advance(120)
     assert (await refresh(net, "203.0.113.50", token)).status_code == 200
+
+
+# Separate budgets per route family; a known user from a known source passes a spent global one.
+
+
+@pytest.mark.parametrize("overrides", [{"rate_limit_global": 20}])
+async def test_sec_14_a_spent_login_budget_spares_other_routes_and_known_users(net: Net) -> None:
+    email = "regular@example.com"
+    await register(net, email)
+    assert (await net.login(OWNER_HOME, email, PASSWORD)).status_code == 200
+    # A population of strangers, each under its own per-IP limit, spends the login budget.
+    for n in range(19):
+        await net.login(f"203.0.113.{n + 1}", f"{uuid.uuid4().hex}@example.com", WRONG)
+    assert (await net.login("203.0.113.100", email, WRONG)).status_code == 429
+    # The owner, from where they always log in, is not held back by strangers' attempts ...
+    assert (await net.login(OWNER_HOME, email, PASSWORD)).status_code == 200
+    # ... and the other routes have budgets of their own.
+    other = "192.0.2.200"
+    body = {"email": "newcomer@example.com", "password": PASSWORD}
+    assert (await net.post(other, "/auth/register", body)).status_code == 202
+    forgot = await net.post(other, "/auth/password/forgot", {"email": email})
+    assert forgot.status_code == 202
+    assert (await refresh(net, other, "x" * 43)).status_code == 401

@@ -28,7 +28,7 @@ from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
 from keel.api.principal import Authenticator
-from keel.api.ratelimit import rate_limiter
+from keel.api.ratelimit import LOGIN_THROTTLE_KEY, rate_limiter
 from keel.api.sessions import install_sessions
 from keel.api.state import AppContext
 from keel.audit import AuditTrail
@@ -186,7 +186,9 @@ def create_app(
         account_service.set_session_hooks(sessions)
         # Locks and failure counts fail closed: never the per-machine fallback, whose empty
         # counters would let a locked account's passwords be checked again (503 instead).
-        account_service.set_guard(LoginThrottle(stores.shared, settings.throttle, clock=clock))
+        throttle = LoginThrottle(stores.shared, settings.throttle, clock=clock)
+        account_service.set_guard(throttle)
+        setattr(app.state, LOGIN_THROTTLE_KEY, throttle)
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())
         app.include_router(build_admin_users_router())

@@ -129,7 +129,7 @@ def build_sessions_router() -> APIRouter:
     @router.post(
         "/auth/refresh",
         response_model=RefreshResponse,
-        dependencies=[Depends(no_store), Depends(rate_limited("refresh"))],
+        dependencies=[Depends(no_store), Depends(rate_limited("refresh", "refresh"))],
     )
     async def refresh(body: RefreshRequest, request: Request, sessions: Sessions) -> Any:
         """Exchange a refresh token for a new access token and the next refresh token."""

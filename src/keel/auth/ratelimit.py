@@ -12,6 +12,7 @@ refusal. A store error (``DependencyUnavailable``) propagates.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from keel._clock import Clock
 from keel.auth._limits import (
@@ -33,11 +34,13 @@ __all__ = ["RateLimiter"]
 
 
 class RateLimiter:
-    """Attempts on authentication endpoints: ``ip_limit`` per IP and ``global_limit`` in all.
+    """Attempts on authentication endpoints: ``ip_limit`` per client and ``global_limit`` in all.
 
-    Both per ``window`` seconds, sliding. A refused attempt is taken back out of
-    both counts, so a client that keeps knocking does not use up the global
-    budget, and ``Retry-After`` stays true.
+    Both per ``window`` seconds, sliding, and per route family (``login``,
+    ``refresh``, ``register``, ``password``, ``verify``): each family has
+    budgets of its own, so a flood on one route cannot spend another's. A
+    refused attempt is taken back out of both counts, so a client that keeps
+    knocking does not use up the global budget, and ``Retry-After`` stays true.
     """
 
     def __init__(self, store: Store, settings: ThrottleSettings, *, clock: Clock) -> None:
@@ -48,14 +51,24 @@ class RateLimiter:
     def __repr__(self) -> str:
         return f"RateLimiter(enabled={self._settings.enabled}, store={self._store!r})"
 
-    async def hit(self, source_ip: str | None) -> None:
-        """Count one attempt from ``source_ip``; raise ``TooManyRequests`` when over a limit."""
+    async def hit(
+        self,
+        source_ip: str | None,
+        family: str = "auth",
+        *,
+        exempt: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Count an attempt from ``source_ip`` on ``family``; ``TooManyRequests`` when over a limit.
+
+        ``exempt`` is asked only when the global limit alone refuses: ``True``
+        lets the attempt through (a known user from a known source).
+        """
         settings = self._settings
         if not settings.enabled:
             return
         window = Window.at(self._clock.now().timestamp(), settings.window)
-        ip_bucket = key("ip", self._source(source_ip))
-        all_bucket = f"{PREFIX}all"
+        ip_bucket = key("ip", family, self._source(source_ip))
+        all_bucket = f"{PREFIX}all:{family}"
         current_keys = (window_key(ip_bucket, window.index), window_key(all_bucket, window.index))
         ttl = 2 * window.length
         # Every call finishes before any failure is raised: no store call is left running.
@@ -77,12 +90,14 @@ class RateLimiter:
         all_wait = window.wait_for_room(all_before, all_now - 1, settings.global_limit)
         if ip_wait <= 0 and all_wait <= 0:
             return
+        if ip_wait <= 0 and exempt is not None and await exempt():
+            return
         await together(*(self._store.incr(slot, -1, ttl=ttl) for slot in current_keys))
         if ip_wait >= all_wait:
             raise TooManyRequests(ip_wait, limit="ip")
         raise TooManyRequests(all_wait, limit="global")
 
-    async def first_refusal(self, limit: str, source_ip: str | None) -> bool:
+    async def first_refusal(self, limit: str, source_ip: str | None, family: str = "auth") -> bool:
         """``True`` once per window for a refusal by ``limit`` of ``source_ip``'s bucket.
 
         Lets the caller record one audit event per refused bucket and window
@@ -90,9 +105,9 @@ class RateLimiter:
         of audit writes.
         """
         if limit == "global":
-            bucket = f"{PREFIX}refused:global"
+            bucket = f"{PREFIX}refused:global:{family}"
         else:
-            bucket = key("refused", limit, self._source(source_ip))
+            bucket = key("refused", limit, family, self._source(source_ip))
         window = Window.at(self._clock.now().timestamp(), self._settings.window)
         slot = window_key(bucket, window.index)
         return await self._store.add(slot, KNOWN, ttl=window.length)

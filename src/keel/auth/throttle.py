@@ -112,6 +112,12 @@ class LoginThrottle:
         window = Window.at(now, self._settings.window)
         self._refuse_if_waiting(await self._read(account_key, source_ip, window), window, now)
 
+    async def is_known(self, account_key: str, source_ip: str | None) -> bool:
+        """Whether the account logged in from ``source_ip`` within ``known_source_ttl``."""
+        if source_ip is None:
+            return False
+        return await self._store.get(self._known_key(account_key, source_ip)) is not None
+
     async def reserve(self, account_key: str, source_ip: str | None) -> int:
         """Count an attempt before its password is checked; its failure number if it fails.
 

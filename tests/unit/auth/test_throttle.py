@@ -476,3 +476,30 @@ async def test_sec_13_a_known_source_past_the_threshold_is_checked_and_locks_str
     with pytest.raises(TooManyRequests) as refused:
         await throttle.reserve(ACCOUNT, stranger(1))
     assert refused.value.retry_after == throttle.delay_after(11)
+
+
+async def test_sec_14_each_route_family_has_its_own_budgets(
+    store: Store, clock: FrozenClock
+) -> None:
+    limiter = RateLimiter(store, replace(SETTINGS, ip_limit=2, global_limit=3), clock=clock)
+    for n in range(3):
+        await limiter.hit(stranger(n), "login")
+    with pytest.raises(TooManyRequests) as refused:
+        await limiter.hit(stranger(9), "login")
+    assert refused.value.limit == "global"
+    await limiter.hit(stranger(9), "register")
+    await limiter.hit(stranger(0), "refresh")
+
+    async def known() -> bool:
+        return True
+
+    async def unknown() -> bool:
+        return False
+
+    with pytest.raises(TooManyRequests):
+        await limiter.hit(stranger(8), "login", exempt=unknown)
+    # A spent global budget lets the exempt through; its per-client limit still holds.
+    await limiter.hit(stranger(8), "login", exempt=known)
+    await limiter.hit(stranger(8), "login", exempt=known)
+    with pytest.raises(TooManyRequests):
+        await limiter.hit(stranger(8), "login", exempt=known)
