@@ -9,6 +9,7 @@ and "the owner at home" at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -325,3 +326,54 @@ async def test_sec_14_a_spent_login_budget_spares_other_routes_and_known_users(n
     forgot = await net.post(other, "/auth/password/forgot", {"email": email})
     assert forgot.status_code == 202
     assert (await refresh(net, other, "x" * 43)).status_code == 401
+
+
+# Per-recipient limits on mail: a flood answers as always but mails nothing more.
+
+
+def mails_to(path: Path, address: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    messages = [json.loads(line) for line in path.read_text().splitlines()]
+    return [m for m in messages if m["to"] == address]
+
+
+def reset_token(mail: dict[str, Any]) -> str:
+    body: str = mail["body"]
+    link = next(line for line in body.splitlines() if "#token=" in line)
+    return link.rsplit("#token=", 1)[1]
+
+
+@pytest.mark.parametrize("overrides", [{"mail_recipient_limit": 3}])
+async def test_sec_12_a_mail_flood_sends_at_most_the_cap_and_keeps_the_last_reset_link(
+    net: Net, tmp_path: Path
+) -> None:
+    mail_file, victim = tmp_path / "mail.jsonl", "victim@example.com"
+    outbox = net.app.state.keel_accounts.outbox
+    await register(net, victim)
+    for n in range(8):
+        forgot = await net.post(f"192.0.2.{n + 1}", "/auth/password/forgot", {"email": victim})
+        assert forgot.status_code == 202
+        again = {"email": victim, "password": WRONG}
+        assert (await net.post(f"192.0.2.{n + 1}", "/auth/register", again)).status_code == 202
+    await outbox.drain()
+    received = mails_to(mail_file, victim)
+    assert len(received) == 3, [m["kind"] for m in received]
+    # The last reset link the victim got was not cancelled by the requests beyond the cap.
+    [*_, last_reset] = [m for m in received if m["kind"] == "password_reset"]
+    new_password = "a new and unguessable passphrase 9"
+    body = {"token": reset_token(last_reset), "new_password": new_password}
+    reset = await net.post(OWNER_HOME, "/auth/password/reset", body)
+    assert reset.status_code == 200, reset.text
+    # An e-mail change aimed at the victim's address tells its owner, within the same cap.
+    attacker = "attacker@example.com"
+    await register(net, attacker)
+    net.tokens[attacker] = await owner_token(net, attacker)
+    http = await net.from_ip(OWNER_HOME)
+    bearer = {"Authorization": f"Bearer {net.tokens[attacker]}"}
+    for _ in range(3):
+        body = {"email": victim, "current_password": PASSWORD}
+        assert (await http.patch("/users/me", json=body, headers=bearer)).status_code == 200
+    await outbox.drain()
+    # The reset's own notice is not limited (it says the password changed); nothing else came.
+    assert [m["kind"] for m in mails_to(mail_file, victim)[3:]] == ["password_changed"]

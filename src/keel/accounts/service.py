@@ -63,6 +63,7 @@ from keel.accounts.errors import (
 )
 from keel.accounts.hooks import LoginGuard, SessionHooks
 from keel.accounts.mail import Message, Outbox
+from keel.accounts.mailcap import MailBudget
 from keel.accounts.messages import (
     email_change_attempt,
     email_change_requested,
@@ -180,6 +181,7 @@ class AccountService:
         self._outbox = outbox
         self._sessions = sessions
         self._guard = guard
+        self._mail_budget: MailBudget | None = None
         self._listeners: list[UserChanged] = []
         if on_user_changed is not None:
             self._listeners.append(on_user_changed)
@@ -207,6 +209,10 @@ class AccountService:
     def set_guard(self, guard: LoginGuard | None) -> None:
         """Attach (or detach) the brute-force limits asked before every password check."""
         self._guard = guard
+
+    def set_mail_budget(self, budget: MailBudget | None) -> None:
+        """Attach (or detach) the per-recipient mail limit (``keel.accounts.mailcap``)."""
+        self._mail_budget = budget
 
     # --- registration and verification -----------------------------------------------------
 
@@ -839,7 +845,9 @@ class AccountService:
         async with self._database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             user = await repo.by_email_key(key) if key is not None else None
-            if user is not None and user.is_active:
+            # Over the owner's mail limit: their last link stands and nothing is sent.
+            capped = user is not None and user.is_active and not await self._mail_taken(user)
+            if user is not None and user.is_active and not capped:
                 await repo.delete_reset_tokens(user.id)
                 repo.add_reset_token(
                     PasswordResetToken(
@@ -857,7 +865,7 @@ class AccountService:
                 )
             else:
                 reason = "unknown_user" if user is None else "account_unavailable"
-                result, details = Result.FAILURE, {"reason": reason}
+                result, details = Result.FAILURE, {"reason": "mail_limit" if capped else reason}
             await self._audit.record(
                 uow,
                 self._event(
@@ -1277,6 +1285,10 @@ class AccountService:
             raise ReauthenticationFailed()
         if self._guard is not None:
             await self._guard.succeeded(user.email_key, origin.source_ip)
+
+    async def _mail_taken(self, user: User) -> bool:
+        """Count one mail to ``user``'s address; ``False`` beyond its per-recipient limit."""
+        return self._mail_budget is None or await self._mail_budget.take_mail(user.email_key)
 
     async def _record_alone(self, audit_event: AuditEvent) -> None:
         await self._audit.record_alone(audit_event)

@@ -52,11 +52,12 @@ from keel.accounts import (
     mail_settings_from,
 )
 from keel.accounts.mail import ConsoleMailer
+from keel.accounts.mailcap import CappedMailer
 from keel.api.bearer import BearerPrincipal
 from keel.api.middleware import mark_no_store, no_store
 from keel.api.origin import origin_of
 from keel.api.principal import Principal, current_principal
-from keel.api.ratelimit import count_attempt, rate_limited
+from keel.api.ratelimit import count_attempt, rate_limited, rate_limiter
 from keel.api.routing import add_direct_route
 from keel.api.sessions import SESSIONS_STATE_KEY, refreshed_body
 from keel.api.state import AppContext
@@ -546,8 +547,12 @@ def install_accounts(
             "mail_console_in_production",
             detail="account mail is only logged, never delivered: set KEEL_MAIL_BACKEND=smtp",
         )
+    budget = rate_limiter(app, context)  # mails per recipient and hour
     outbox = Outbox(
-        mailer, spawn=supervisor.spawn, audit=context.audit, backoff=tuple(mail_backoff)
+        CappedMailer(mailer, budget),
+        spawn=supervisor.spawn,
+        audit=context.audit,
+        backoff=tuple(mail_backoff),
     )
     service = AccountService(
         database=context.database,
@@ -559,6 +564,7 @@ def install_accounts(
         tokens=access_tokens,
         outbox=outbox,
     )
+    service.set_mail_budget(budget)
     listeners = [on_user_changed] if callable(on_user_changed) else list(on_user_changed)
     for listener in listeners:
         service.add_change_listener(listener)

@@ -5,8 +5,8 @@ See :mod:`keel.auth._limits` for keys, windows and what a client (a source) is.
 Store calls: ``hit`` issues 2 increments and 1 ``get_many`` concurrently; on a
 refusal 2 more increments (a refused attempt is not counted) and, once per
 window and bucket, 1 ``add`` from :meth:`RateLimiter.first_refusal`.
-``refresh`` (per session): 1 increment and 1 ``get``, plus 1 increment on a
-refusal. A store error (``DependencyUnavailable``) propagates.
+``refresh`` (per session) and ``take_mail`` (per recipient): 1 increment and
+1 ``get``, plus 1 increment on a refusal. A store error (``DependencyUnavailable``) propagates.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from keel.errors import TooManyRequests
 from keel.settings import ThrottleSettings
 
 __all__ = ["RateLimiter"]
+
+_HOUR = 3600
 
 
 class RateLimiter:
@@ -118,8 +120,24 @@ class RateLimiter:
         settings = self._settings
         if not settings.enabled:
             return
-        window = Window.at(self._clock.now().timestamp(), settings.window)
         bucket = key("session", session_id)
+        wait = await self._take(bucket, settings.refresh_session_limit, settings.window)
+        if wait > 0:
+            raise TooManyRequests(wait, limit="session")
+
+    async def take_mail(self, recipient_key: str) -> bool:
+        """Count one mail to ``recipient_key``; ``False`` (nothing counted) beyond
+        ``mail_recipient_limit`` per hour, sliding."""
+        settings = self._settings
+        if not settings.enabled:
+            return True
+        bucket = key("mail", recipient_key)
+        return await self._take(bucket, settings.mail_recipient_limit, _HOUR) <= 0
+
+    async def _take(self, bucket: str, limit: int, length: int) -> float:
+        """Count one event in ``bucket``'s sliding window; over ``limit``, take it back and
+        return the seconds until one fits (0 when it was counted)."""
+        window = Window.at(self._clock.now().timestamp(), length)
         current = window_key(bucket, window.index)
         ttl = 2 * window.length
         results = await asyncio.gather(
@@ -128,10 +146,10 @@ class RateLimiter:
             return_exceptions=True,
         )
         now, before = unwrap(results[0]), count(unwrap(results[1]))
-        wait = window.wait_for_room(before, now - 1, settings.refresh_session_limit)
+        wait = window.wait_for_room(before, now - 1, limit)
         if wait > 0:
             await self._store.incr(current, -1, ttl=ttl)
-            raise TooManyRequests(wait, limit="session")
+        return wait
 
     def _source(self, source_ip: str | None) -> str:
         return source_of(source_ip, self._settings.ipv6_prefix_length)
