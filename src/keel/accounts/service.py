@@ -75,6 +75,7 @@ from keel.accounts.messages import (
 from keel.accounts.models import EmailVerificationToken, PasswordResetToken, User
 from keel.accounts.names import normalise_display_name
 from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
+from keel.accounts.refusals import record_refusal
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER, format_roles
 from keel.accounts.state import UserState, whole_second
@@ -537,7 +538,8 @@ class AccountService:
                 if exc.limit == "account"
                 else Action.EXCESS_RATE_LIMIT_EXCEEDED
             )
-            await self._record_refusal(
+            await record_refusal(
+                self._audit,
                 self._event(
                     action,
                     Result.FAILURE,
@@ -550,7 +552,7 @@ class AccountService:
                         "retry_after": exc.retry_after,
                         "operation": operation,
                     },
-                )
+                ),
             )
             raise
 
@@ -562,25 +564,27 @@ class AccountService:
             return
         failures = await self._guard.failed(guard_key, origin.source_ip, attempt)
         if failures == self._settings.lockout_threshold:
-            await self._record_refusal(
+            await record_refusal(
+                self._audit,
                 self._event(
                     Action.AUTHN_LOGIN_FAIL_MAX,
                     Result.FAILURE,
                     origin,
                     target_id=target_id,
                     details={"failures": failures},
-                )
+                ),
             )
 
     async def _login_failed(self, user: User | None, reason: str, origin: Origin) -> None:
-        await self._record_refusal(
+        await record_refusal(
+            self._audit,
             self._event(
                 Action.AUTHN_LOGIN_FAIL,
                 Result.FAILURE,
                 origin,
                 target_id=str(user.id) if user is not None else None,
                 details={"reason": reason},
-            )
+            ),
         )
 
     async def _login_succeeded(
@@ -1273,14 +1277,15 @@ class AccountService:
         )
         if not await self._hasher.verify(user.password_hash, password):
             await self._count_failure(user.email_key, origin, attempt, target_id=target)
-            await self._record_refusal(
+            await record_refusal(
+                self._audit,
                 self._self_event(
                     action,
                     Result.FAILURE,
                     origin,
                     user.id,
                     details={"reason": "reauthentication_failed"},
-                )
+                ),
             )
             raise ReauthenticationFailed()
         if self._guard is not None:
@@ -1292,24 +1297,6 @@ class AccountService:
 
     async def _record_alone(self, audit_event: AuditEvent) -> None:
         await self._audit.record_alone(audit_event)
-
-    async def _record_refusal(self, audit_event: AuditEvent) -> None:
-        """Record a refused password check or lock; a failure to is logged, never raised.
-
-        The refusal stands either way and its answer stays the same (SEC-10):
-        the attempt was counted before, so losing its record (a commit past
-        the request deadline) neither uncounts it nor turns it into a 5xx.
-        """
-        try:
-            await self._audit.record_alone(audit_event)
-        except Exception as exc:  # noqa: BLE001 - the refusal is answered either way
-            event(
-                _log,
-                logging.ERROR,
-                "audit_write_failed",
-                action=audit_event.action.value,
-                error=type(exc).__name__,
-            )
 
     async def _revoke_sessions(
         self, uow: UnitOfWork, user_id: str, *, reason: str, keep: str | None = None
