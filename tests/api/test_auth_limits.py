@@ -377,3 +377,24 @@ async def test_sec_12_a_mail_flood_sends_at_most_the_cap_and_keeps_the_last_rese
     await outbox.drain()
     # The reset's own notice is not limited (it says the password changed); nothing else came.
     assert [m["kind"] for m in mails_to(mail_file, victim)[3:]] == ["password_changed"]
+
+
+async def test_sec_13_a_re_authentication_whose_audit_record_fails_is_still_counted(
+    net: Net,
+) -> None:
+    email = "unaudited-owner@example.com"
+    await register(net, email)
+    net.tokens[email] = await owner_token(net, email)
+    lost = fail_audit_of(net, "user_deleted", "authn_login_fail_max", "authn_login_lock")
+    for n in range(10):
+        http = await net.from_ip(f"203.0.113.{n + 1}")
+        response = await http.request(
+            "DELETE",
+            "/users/me",
+            json={"password": WRONG},
+            headers={"Authorization": f"Bearer {net.tokens[email]}"},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "current_password_invalid"
+    assert lost.count("user_deleted") == 10
+    assert await check_password(net, "delete", "203.0.113.99", email, PASSWORD) == 429
