@@ -229,6 +229,9 @@ class ThrottleSettings:
     - ``account_ip_limit`` failures per (account, IP) per ``window``.
     - ``ip_limit`` attempts per IP and ``global_limit`` attempts in all per ``window``.
     - ``known_source_ttl``: how long a source an account logged in from stays "known".
+    - ``ipv6_prefix_length``: an IPv6 client is counted by its network of this many bits.
+    - ``refresh_session_limit``: refreshes of one session per ``window``.
+    - ``mail_recipient_limit``: mails to one address per hour (sliding).
     """
 
     enabled: bool
@@ -241,6 +244,9 @@ class ThrottleSettings:
     global_limit: int
     window: int
     known_source_ttl: int
+    ipv6_prefix_length: int = 64
+    refresh_session_limit: int = 10
+    mail_recipient_limit: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +442,9 @@ class Settings(BaseSettings):
     rate_limit_global: int = Field(default=5_000, ge=1, le=10_000_000)
     rate_limit_window: int = Field(default=60, ge=1, le=3600)
     known_source_ttl: int = Field(default=30 * 24 * 3600, ge=3600, le=365 * 24 * 3600)
+    ipv6_prefix_length: int = Field(default=64, ge=32, le=128)
+    rate_limit_refresh_session: int = Field(default=10, ge=1, le=10_000)
+    mail_recipient_limit: int = Field(default=5, ge=1, le=1000)
 
     audit_key: SecretStr | None = None
     audit_key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
@@ -662,6 +671,9 @@ class Settings(BaseSettings):
             global_limit=self.rate_limit_global,
             window=self.rate_limit_window,
             known_source_ttl=self.known_source_ttl,
+            ipv6_prefix_length=self.ipv6_prefix_length,
+            refresh_session_limit=self.rate_limit_refresh_session,
+            mail_recipient_limit=self.mail_recipient_limit,
         )
 
     @property

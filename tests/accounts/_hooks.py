@@ -69,12 +69,13 @@ class FakeGuard:
     failures: Counter[str] = field(default_factory=Counter)
     calls: list[tuple[str, str, str | None]] = field(default_factory=list)
 
-    async def check(self, account_key: str, source_ip: str | None) -> None:
-        self.calls.append(("check", account_key, source_ip))
+    async def reserve(self, account_key: str, source_ip: str | None) -> int:
+        self.calls.append(("reserve", account_key, source_ip))
         if self.failures[account_key] >= self.threshold:
             raise TooManyRequests(30, limit="account")
+        return self.failures[account_key] + 1
 
-    async def failed(self, account_key: str, source_ip: str | None) -> int:
+    async def failed(self, account_key: str, source_ip: str | None, attempt: int) -> int:
         self.calls.append(("failed", account_key, source_ip))
         self.failures[account_key] += 1
         return self.failures[account_key]

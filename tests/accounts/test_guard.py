@@ -88,7 +88,7 @@ async def test_sec_13_failures_are_counted_by_normalised_account_key(
         await guarded.authenticate("  Not An Address ", PASSWORD, FROM)
     assert guard.failures["nobody@keel.example"] == 1
     assert guard.failures["not an address"] == 1
-    assert ("check", "not an address", "192.0.2.10") in guard.calls
+    assert ("reserve", "not an address", "192.0.2.10") in guard.calls
 
 
 async def test_sec_13_success_resets_the_count(guarded: AccountService, guard: FakeGuard) -> None:
@@ -97,7 +97,7 @@ async def test_sec_13_success_resets_the_count(guarded: AccountService, guard: F
         await guarded.authenticate("reset-count@keel.example", "wrong password entirely", FROM)
     await guarded.authenticate("reset-count@keel.example", PASSWORD, FROM)
     assert guard.failures["reset-count@keel.example"] == 0
-    assert guard.kinds()[-2:] == ["check", "succeeded"]
+    assert guard.kinds()[-2:] == ["reserve", "succeeded"]
 
 
 async def test_sec_13_a_refusal_comes_before_any_password_check(
@@ -147,10 +147,10 @@ async def test_sec_13_a_refusal_comes_before_any_password_check(
 async def test_other_limits_are_audited_as_rate_limit_exceeded(
     guarded: AccountService, guard: FakeGuard, database: Database
 ) -> None:
-    async def refuse(account_key: str, source_ip: str | None) -> None:
+    async def refuse(account_key: str, source_ip: str | None) -> int:
         raise TooManyRequests(5, limit="ip")
 
-    guard.check = refuse  # type: ignore[method-assign]
+    guard.reserve = refuse  # type: ignore[method-assign]
     with pytest.raises(TooManyRequests):
         await guarded.authenticate("someone@keel.example", PASSWORD, FROM)
     [row] = await _rows(database, "excess_rate_limit_exceeded")

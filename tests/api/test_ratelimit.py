@@ -32,7 +32,7 @@ USER_AGENT = "keel-ratelimit-test/1.0"
 def _router() -> APIRouter:
     router = APIRouter()
 
-    @router.post("/auth/login", dependencies=[Depends(rate_limited("login"))])
+    @router.post("/auth/login", dependencies=[Depends(rate_limited("login", "login"))])
     async def login() -> dict[str, str]:
         return {"status": "checked"}
 

@@ -157,6 +157,10 @@ def test_the_cache_namespace_never_holds_a_hash_tag(
         ("REDIS_URL", "memcached://x"),
         ("KEEL_MAX_BODY_BYTES", "10"),
         ("KEEL_REDIS_CLUSTER", "sometimes"),
+        ("KEEL_IPV6_PREFIX_LENGTH", "31"),
+        ("KEEL_IPV6_PREFIX_LENGTH", "129"),
+        ("KEEL_RATE_LIMIT_REFRESH_SESSION", "0"),
+        ("KEEL_MAIL_RECIPIENT_LIMIT", "0"),
     ],
 )
 def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -237,3 +241,12 @@ def test_port_out_of_range_or_not_a_number_is_e024(given: object) -> None:
         parse_port(given)
     assert caught.value.finding_id == "E024"
     assert "PORT=8000" in caught.value.hint
+
+
+def test_limit_settings_reach_the_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_IPV6_PREFIX_LENGTH", "56")
+    monkeypatch.setenv("KEEL_RATE_LIMIT_REFRESH_SESSION", "4")
+    monkeypatch.setenv("KEEL_MAIL_RECIPIENT_LIMIT", "2")
+    throttle = Settings().throttle
+    assert (throttle.ipv6_prefix_length, throttle.refresh_session_limit) == (56, 4)
+    assert throttle.mail_recipient_limit == 2

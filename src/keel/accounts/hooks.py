@@ -9,8 +9,9 @@ and ``keel.auth.throttle`` provide them).
   disable or a deletion revokes sessions in the transaction that makes the
   change, and after the commit :meth:`SessionHooks.revoked` makes the revoked
   sessions' access tokens fail everywhere at once.
-- :class:`LoginGuard`: asked before a password is checked (it may refuse with
-  ``keel.errors.TooManyRequests``), told of every failure and success.
+- :class:`LoginGuard`: counts an attempt before its password is checked (it
+  may refuse with ``keel.errors.TooManyRequests``), told of every failure and
+  success.
   ``account_key`` is the normalised e-mail key (or the raw input when it is
   not an address), so unknown and known addresses are limited alike.
 """
@@ -55,12 +56,15 @@ class SessionHooks(Protocol):
 class LoginGuard(Protocol):
     """Brute-force limits on password checks, shared by every worker and instance."""
 
-    async def check(self, account_key: str, source_ip: str | None) -> None:
-        """Raise ``TooManyRequests`` when this attempt must wait; otherwise return."""
+    async def reserve(self, account_key: str, source_ip: str | None) -> int:
+        """Count an attempt before its password is checked; its failure number if it fails.
+
+        Raises ``TooManyRequests`` (nothing counted) when the attempt must wait.
+        """
         ...
 
-    async def failed(self, account_key: str, source_ip: str | None) -> int:
-        """Count a failed attempt; return the account's consecutive failures now."""
+    async def failed(self, account_key: str, source_ip: str | None, attempt: int) -> int:
+        """The reserved ``attempt`` failed; return the account's consecutive failures now."""
         ...
 
     async def succeeded(

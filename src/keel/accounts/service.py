@@ -21,9 +21,10 @@ Enumeration and timing (SEC-10..12):
   not the address has an account; only its owner gets mail.
 
 Sessions and brute-force limits come through the protocols in
-:mod:`keel.accounts.hooks` (both optional): the ``LoginGuard`` is asked
-before every password check (login and password change) and told of each
-outcome; ``SessionHooks`` starts a session in the login's transaction and
+:mod:`keel.accounts.hooks` (both optional): the ``LoginGuard`` counts every
+password check before it runs (login, password change, e-mail change and
+deletion alike) and is told of each outcome; ``SessionHooks`` starts a
+session in the login's transaction and
 revokes sessions in the transaction of a password change, a reset, a
 disable or a deletion, then (after the commit) makes their access tokens
 fail at once. Every such change also moves ``tokens_valid_after`` on, so
@@ -72,6 +73,7 @@ from keel.accounts.errors import (
 )
 from keel.accounts.hooks import LoginGuard, SessionHooks
 from keel.accounts.mail import Message, Outbox
+from keel.accounts.mailcap import MailBudget
 from keel.accounts.messages import (
     email_change_attempt,
     email_change_requested,
@@ -84,6 +86,7 @@ from keel.accounts.models import EmailVerificationToken, PasswordResetToken, Use
 from keel.accounts.names import normalise_display_name
 from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
 from keel.accounts.pacing import floored, floored_failure
+from keel.accounts.refusals import record_refusal
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import ROLE_ADMIN, ROLE_USER, format_roles
 from keel.accounts.state import UserState, whole_second
@@ -190,6 +193,7 @@ class AccountService:
         self._outbox = outbox
         self._sessions = sessions
         self._guard = guard
+        self._mail_budget: MailBudget | None = None
         self._listeners: list[UserChanged] = []
         if on_user_changed is not None:
             self._listeners.append(on_user_changed)
@@ -222,6 +226,10 @@ class AccountService:
     def set_guard(self, guard: LoginGuard | None) -> None:
         """Attach (or detach) the brute-force limits asked before every password check."""
         self._guard = guard
+
+    def set_mail_budget(self, budget: MailBudget | None) -> None:
+        """Attach (or detach) the per-recipient mail limit (``keel.accounts.mailcap``)."""
+        self._mail_budget = budget
 
     # --- registration and verification -----------------------------------------------------
 
@@ -525,7 +533,7 @@ class AccountService:
             async with self._database.unit_of_work() as uow:
                 user = await AccountRepository(uow).by_email_key(key)
         target = str(user.id) if user is not None else None
-        await self._guard_check(guard_key, origin, target_id=target, operation="login")
+        attempt = await self._guard_check(guard_key, origin, target_id=target, operation="login")
         # Exactly one verification on every path (SEC-11); no DB connection is held meanwhile.
         reason: str | None = None
         if user is None:
@@ -539,8 +547,9 @@ class AccountService:
         elif self._settings.require_verified_email and user.email_verified_at is None:
             reason = "email_unverified"
         if reason is not None and reason != "email_unverified":
+            # Counted first: whatever happens to its audit record, the failure counts.
+            await self._count_failure(guard_key, origin, attempt, target_id=target)
             await self._login_failed(user, reason, origin)
-            await self._count_failure(guard_key, origin, target_id=target)
             raise InvalidCredentials()
         assert user is not None
         # The password was right (even when the address is unverified): the count starts over,
@@ -562,19 +571,23 @@ class AccountService:
         target_id: str | None,
         operation: str,
         actor_id: str | None = None,
-    ) -> None:
-        """Ask the guard before a password check; a refusal is audited, then re-raised."""
+    ) -> int:
+        """Count the attempt with the guard before its password check; its failure number.
+
+        A refusal is audited, then re-raised.
+        """
         if self._guard is None:
-            return
+            return 0
         try:
-            await self._guard.check(guard_key, origin.source_ip)
+            return await self._guard.reserve(guard_key, origin.source_ip)
         except TooManyRequests as exc:
             action = (
                 Action.AUTHN_LOGIN_LOCK
                 if exc.limit == "account"
                 else Action.EXCESS_RATE_LIMIT_EXCEEDED
             )
-            await self._record_alone(
+            await record_refusal(
+                self._audit,
                 self._event(
                     action,
                     Result.FAILURE,
@@ -587,37 +600,39 @@ class AccountService:
                         "retry_after": exc.retry_after,
                         "operation": operation,
                     },
-                )
+                ),
             )
             raise
 
     async def _count_failure(
-        self, guard_key: str, origin: Origin, *, target_id: str | None
+        self, guard_key: str, origin: Origin, attempt: int, *, target_id: str | None
     ) -> None:
-        """Tell the guard of a wrong password; audit the failure that reaches the threshold."""
+        """Tell the guard the reserved ``attempt`` failed; audit the one reaching the threshold."""
         if self._guard is None:
             return
-        failures = await self._guard.failed(guard_key, origin.source_ip)
+        failures = await self._guard.failed(guard_key, origin.source_ip, attempt)
         if failures == self._settings.lockout_threshold:
-            await self._record_alone(
+            await record_refusal(
+                self._audit,
                 self._event(
                     Action.AUTHN_LOGIN_FAIL_MAX,
                     Result.FAILURE,
                     origin,
                     target_id=target_id,
                     details={"failures": failures},
-                )
+                ),
             )
 
     async def _login_failed(self, user: User | None, reason: str, origin: Origin) -> None:
-        await self._record_alone(
+        await record_refusal(
+            self._audit,
             self._event(
                 Action.AUTHN_LOGIN_FAIL,
                 Result.FAILURE,
                 origin,
                 target_id=str(user.id) if user is not None else None,
                 details={"reason": reason},
-            )
+            ),
         )
 
     async def _login_succeeded(
@@ -717,7 +732,9 @@ class AccountService:
         if moving:
             if current_password is None:
                 raise CurrentPasswordRequired()
-            await self._reauthenticate(current, current_password, origin, Action.USER_UPDATED)
+            await self._reauthenticate(
+                current, current_password, origin, Action.USER_UPDATED, operation="email_change"
+            )
         now = self._clock.now()
         messages: list[Message] = []
         async with self._database.unit_of_work() as uow:
@@ -782,7 +799,9 @@ class AccountService:
         transaction. Verification and reset tokens go by ``ON DELETE CASCADE``.
         """
         current = await self._existing(user_id)
-        await self._reauthenticate(current, password, origin, Action.USER_DELETED)
+        await self._reauthenticate(
+            current, password, origin, Action.USER_DELETED, operation="account_deletion"
+        )
         async with self._database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             user = await repo.by_id(user_id, for_update=True)
@@ -830,26 +849,13 @@ class AccountService:
             raise RuntimeError("AccountService was built without an access-token issuer")
         current = await self._existing(user_id)
         target = str(current.id)
-        await self._guard_check(
-            current.email_key,
+        await self._reauthenticate(
+            current,
+            current_password,
             origin,
-            target_id=target,
+            Action.AUTHN_PASSWORD_CHANGE_FAIL,
             operation="password_change",
-            actor_id=target,
         )
-        try:
-            await self._reauthenticate(
-                current, current_password, origin, Action.AUTHN_PASSWORD_CHANGE_FAIL
-            )
-        except ReauthenticationFailed:
-            await self._count_failure(current.email_key, origin, target_id=target)
-            raise
-        if self._guard is not None:
-            await self._guard.succeeded(
-                current.email_key,
-                origin.source_ip,
-                remember_source=current.email_verified_at is not None,
-            )
         address = EmailAddress(address=current.email, key=current.email_key)
         self._policy.check(new_password, context=self._context(address, current.display_name))
         new_hash = await self._hasher.hash(new_password)
@@ -915,7 +921,9 @@ class AccountService:
             repo = AccountRepository(uow)
             # Locked: an e-mail change committing meanwhile is seen (its address is gone).
             user = await repo.by_email_key(key, for_update=True) if key is not None else None
-            if user is not None and user.is_active:
+            # Over the owner's mail limit: their last link stands and nothing is sent.
+            capped = user is not None and user.is_active and not await self._mail_taken(user)
+            if user is not None and user.is_active and not capped:
                 await repo.delete_reset_tokens(user.id)
                 repo.add_reset_token(
                     PasswordResetToken(
@@ -933,7 +941,7 @@ class AccountService:
                 )
             else:
                 reason = "unknown_user" if user is None else "account_unavailable"
-                result, details = Result.FAILURE, {"reason": reason}
+                result, details = Result.FAILURE, {"reason": "mail_limit" if capped else reason}
             await self._audit.record(
                 uow,
                 self._event(
@@ -1331,20 +1339,41 @@ class AccountService:
         return current
 
     async def _reauthenticate(
-        self, user: User, password: str, origin: Origin, action: Action
+        self, user: User, password: str, origin: Origin, action: Action, *, operation: str
     ) -> None:
-        """Ask for ``password`` again before a sensitive change; refusals audited as ``action``."""
+        """Ask for ``password`` again before a sensitive change; refusals audited as ``action``.
+
+        Through the login's limits, as a login: counted before the hash
+        (``TooManyRequests`` when the account or the source must wait), a wrong
+        password counts as a failed login, a right one resets the count.
+        """
+        target = str(user.id)
+        attempt = await self._guard_check(
+            user.email_key, origin, target_id=target, operation=operation, actor_id=target
+        )
         if not await self._hasher.verify(user.password_hash, password):
-            await self._record_alone(
+            await self._count_failure(user.email_key, origin, attempt, target_id=target)
+            await record_refusal(
+                self._audit,
                 self._self_event(
                     action,
                     Result.FAILURE,
                     origin,
                     user.id,
                     details={"reason": "reauthentication_failed"},
-                )
+                ),
             )
             raise ReauthenticationFailed()
+        if self._guard is not None:
+            await self._guard.succeeded(
+                user.email_key,
+                origin.source_ip,
+                remember_source=user.email_verified_at is not None,
+            )
+
+    async def _mail_taken(self, user: User) -> bool:
+        """Count one mail to ``user``'s address; ``False`` beyond its per-recipient limit."""
+        return self._mail_budget is None or await self._mail_budget.take_mail(user.email_key)
 
     async def _record_alone(self, audit_event: AuditEvent) -> None:
         await self._audit.record_alone(audit_event)

@@ -53,11 +53,12 @@ from keel.accounts import (
     mail_settings_from,
 )
 from keel.accounts.mail import ConsoleMailer
+from keel.accounts.mailcap import CappedMailer
 from keel.api.bearer import BearerPrincipal
 from keel.api.middleware import mark_no_store, no_store
 from keel.api.origin import origin_of
 from keel.api.principal import Principal, current_principal
-from keel.api.ratelimit import rate_limited
+from keel.api.ratelimit import count_attempt, rate_limited, rate_limiter
 from keel.api.routing import add_direct_route
 from keel.api.sessions import SESSIONS_STATE_KEY, refreshed_body
 from keel.api.state import AppContext
@@ -253,7 +254,7 @@ def build_accounts_router() -> APIRouter:
         "/auth/register",
         status_code=202,
         response_model=AcceptedResponse,
-        dependencies=[Depends(no_store), Depends(rate_limited("register"))],
+        dependencies=[Depends(no_store), Depends(rate_limited("register", "register"))],
     )
     async def register(body: RegisterRequest, request: Request, accounts: Accounts) -> Any:
         """Start an account; the answer is the same whether or not the address has one."""
@@ -265,7 +266,7 @@ def build_accounts_router() -> APIRouter:
     @router.post(
         "/auth/verify-email",
         response_model=VerifiedResponse,
-        dependencies=[Depends(rate_limited("verify_email"))],
+        dependencies=[Depends(rate_limited("verify_email", "verify"))],
     )
     async def verify_email(body: VerifyEmailRequest, request: Request, accounts: Accounts) -> Any:
         """Redeem the token from a verification mail (single use, 24 hours)."""
@@ -276,10 +277,11 @@ def build_accounts_router() -> APIRouter:
         "/auth/login",
         response_model=TokenResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(no_store), Depends(rate_limited("login"))],
+        dependencies=[Depends(no_store)],
     )
     async def login(body: LoginRequest, request: Request, accounts: Accounts) -> Any:
         """Exchange an e-mail address and password for an access token."""
+        await count_attempt(request, "login", "login", account=body.email)
         result = await accounts.login(
             body.email, body.password.get_secret_value(), origin_of(request)
         )
@@ -289,7 +291,7 @@ def build_accounts_router() -> APIRouter:
         "/auth/token",
         response_model=OAuthTokenResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(no_store), Depends(rate_limited("token"))],
+        dependencies=[Depends(no_store)],
         responses={400: {"description": "RFC 6749 §5.2 error"}},
         openapi_extra={"requestBody": _TOKEN_REQUEST_BODY},
     )
@@ -411,6 +413,15 @@ async def _token_grant(request: Request, accounts: AccountService) -> Response:
     sessions = getattr(request.app.state, SESSIONS_STATE_KEY, None)
     try:
         params = _parse_form(request, await request.body())
+    except _FormError as exc:
+        await count_attempt(request, "token", "login")
+        return _oauth_error("invalid_request", str(exc))
+    # Counted in the grant's family; a known user from a known source passes a spent budget.
+    if params.get("grant_type") == "refresh_token":
+        await count_attempt(request, "token", "refresh")
+    else:
+        await count_attempt(request, "token", "login", account=params.get("username"))
+    try:
         grant_type = params.get("grant_type")
         if grant_type is None:
             raise _FormError("grant_type is required.")
@@ -539,8 +550,12 @@ def install_accounts(
             "mail_console_in_production",
             detail="account mail is only logged, never delivered: set KEEL_MAIL_BACKEND=smtp",
         )
+    budget = rate_limiter(app, context)  # mails per recipient and hour
     outbox = Outbox(
-        mailer, spawn=supervisor.spawn, audit=context.audit, backoff=tuple(mail_backoff)
+        CappedMailer(mailer, budget),
+        spawn=supervisor.spawn,
+        audit=context.audit,
+        backoff=tuple(mail_backoff),
     )
     service = AccountService(
         database=context.database,
@@ -552,6 +567,7 @@ def install_accounts(
         tokens=access_tokens,
         outbox=outbox,
     )
+    service.set_mail_budget(budget)
     listeners = [on_user_changed] if callable(on_user_changed) else list(on_user_changed)
     for listener in listeners:
         service.add_change_listener(listener)

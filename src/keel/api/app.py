@@ -31,6 +31,7 @@ from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
 from keel.api.principal import Authenticator
+from keel.api.ratelimit import LOGIN_THROTTLE_KEY, rate_limiter
 from keel.api.services import ServiceFactory, build_services
 from keel.api.sessions import install_sessions
 from keel.api.state import AppContext
@@ -215,10 +216,15 @@ def create_app(
             clock=clock,
             tokens=access_tokens,
             subject_state=subject_state,
+            refresh_limit=rate_limiter(app, context).refresh,
         )
         account_service.set_session_hooks(sessions)
         sessions.set_user_revocation_hook(end_user_links)
-        account_service.set_guard(LoginThrottle(store, settings.throttle, clock=clock))
+        # Locks and failure counts fail closed: never the per-machine fallback, whose empty
+        # counters would let a locked account's passwords be checked again (503 instead).
+        throttle = LoginThrottle(stores.shared, settings.throttle, clock=clock)
+        account_service.set_guard(throttle)
+        setattr(app.state, LOGIN_THROTTLE_KEY, throttle)
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())
         app.include_router(build_admin_users_router())

@@ -105,7 +105,7 @@ def build_passwords_router() -> APIRouter:
         "/auth/password/forgot",
         status_code=202,
         response_model=AcceptedResponse,
-        dependencies=[Depends(rate_limited("password_forgot"))],
+        dependencies=[Depends(rate_limited("password_forgot", "password"))],
     )
     async def forgot_password(
         body: ForgotPasswordRequest, request: Request, accounts: Accounts
@@ -117,7 +117,7 @@ def build_passwords_router() -> APIRouter:
     @router.post(
         "/auth/password/reset",
         response_model=ResetResponse,
-        dependencies=[Depends(rate_limited("password_reset"))],
+        dependencies=[Depends(rate_limited("password_reset", "password"))],
     )
     async def reset_password(
         body: ResetPasswordRequest, request: Request, accounts: Accounts

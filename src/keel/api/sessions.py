@@ -25,6 +25,7 @@ from keel.api.ids import SessionId, UserId
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
 from keel.api.principal import ADMIN_SCOPE, Principal, current_principal, require_scope
+from keel.api.ratelimit import rate_limited
 from keel.audit import ActorType
 from keel.auth.sessions import Refreshed, SessionInfo, SessionService
 from keel.errors import Forbidden
@@ -126,7 +127,11 @@ def build_sessions_router() -> APIRouter:
     """A fresh router with every session route (the service comes from the app state)."""
     router = APIRouter(tags=["sessions"])
 
-    @router.post("/auth/refresh", response_model=RefreshResponse, dependencies=[Depends(no_store)])
+    @router.post(
+        "/auth/refresh",
+        response_model=RefreshResponse,
+        dependencies=[Depends(no_store), Depends(rate_limited("refresh", "refresh"))],
+    )
     async def refresh(body: RefreshRequest, request: Request, sessions: Sessions) -> Any:
         """Exchange a refresh token for a new access token and the next refresh token."""
         return refreshed_body(await sessions.refresh(body.refresh_token, origin_of(request)))

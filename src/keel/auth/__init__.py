@@ -18,6 +18,7 @@ two together (a :data:`RecordLoader` over the accounts side's user row).
 from __future__ import annotations
 
 from keel.auth.authenticator import Authentication, TokenAuthenticator
+from keel.auth.ratelimit import RateLimiter
 from keel.auth.state import SESSION_REVOCATION_TTL, SecurityState, SessionLoader
 from keel.auth.subjects import (
     DEFAULT_STATE_TTL,
@@ -28,7 +29,7 @@ from keel.auth.subjects import (
     SubjectRecord,
     SubjectState,
 )
-from keel.auth.throttle import LoginThrottle, RateLimiter
+from keel.auth.throttle import LoginThrottle
 from keel.auth.verified import VerifiedTokenCache
 
 __all__ = [

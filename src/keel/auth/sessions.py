@@ -172,7 +172,10 @@ class SessionService:
         clock: Clock,
         tokens: AccessTokenIssuer,
         subject_state: StateLoader,
+        refresh_limit: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """``refresh_limit`` is called with a session's id before each refresh of it and may
+        raise ``TooManyRequests`` (a per-session refresh rate, ``RateLimiter.refresh``)."""
         if settings.idle_ttl > settings.absolute_ttl:
             raise ValueError("the idle lifetime cannot exceed the absolute lifetime")
         self._database = database
@@ -182,6 +185,7 @@ class SessionService:
         self._clock = clock
         self._tokens = tokens
         self._subject_state = subject_state
+        self._refresh_limit = refresh_limit
         self._on_revoke_user: UserRevocationHook | None = None
 
     def set_user_revocation_hook(self, hook: UserRevocationHook | None) -> None:
@@ -273,6 +277,16 @@ class SessionService:
         if not is_token_shaped(token):
             raise InvalidRefreshToken()
         wanted = frozenset(scopes) if scopes is not None else None
+        if self._refresh_limit is not None:
+            # One indexed read, no write: a session over its rate costs no row, lock or audit.
+            async with self._database.unit_of_work() as uow:
+                session_id = await uow.session.scalar(
+                    select(RefreshTokenRow.session_id).where(
+                        RefreshTokenRow.token_hash == token_hash(token)
+                    )
+                )
+            if session_id is not None:
+                await self._refresh_limit(str(session_id))
         async with self._database.unit_of_work() as uow:
             outcome = await self._refresh_in(uow, token, origin, wanted)
         if outcome.revoked is not None and outcome.user_id is not None:

@@ -1,6 +1,6 @@
-"""Brute-force and rate limits on authentication, shared through the cache store (SEC-13..16).
+"""Brute-force limits on password checks, shared through the cache store (SEC-13, SEC-15, SEC-16).
 
-:class:`LoginThrottle` guards password checks (it fits ``keel.accounts``'
+:class:`LoginThrottle` guards every password check (it fits ``keel.accounts``'
 ``LoginGuard`` protocol by shape):
 
 - per account, consecutive failures from any source. From the
@@ -14,129 +14,89 @@
   and on :meth:`LoginThrottle.clear` (a completed password reset). Only a
   verified account's login makes a source known, and a new password forgets
   them all (:meth:`LoginThrottle.forget_known_sources`);
-- per (account, IP), failures in a sliding window of ``window`` seconds; this
-  one applies to known sources too.
+- per (account, source), failures in a sliding window of ``window`` seconds;
+  this one applies to known sources too.
 
-:class:`RateLimiter` counts every attempt on an authentication endpoint per
-client IP and in all, each in a sliding window (SEC-14).
+An attempt is counted before its password is checked (:meth:`LoginThrottle.reserve`):
+both counts are incremented first, as if it failed, and a success takes them
+back (:meth:`LoginThrottle.succeeded`). An attempt that would lock the account
+if it failed also takes the lock first, with a compare-and-set on the lock's
+generation (``set_if_newer``): of any number of concurrent attempts that saw
+the same lock end, one gets its password checked and the others wait. A
+burst sent when a lock ends is one guess, not as many guesses as requests
+(its number may include concurrent attempts refused after it: its lock is then
+longer, never shorter).
+An attempt whose outcome never comes (a crash, a timeout) stays counted.
 
-A sliding window is two fixed windows, indexed by wall-clock seconds so every
-worker and instance agrees on them: the previous window's count weighted by
-the part of it still inside the sliding window, plus the current one's.
+Sources, keys and windows: :mod:`keel.auth._limits` (an IPv6 client is its
+/64, by default). The same keys are derived for an account that exists and
+one that does not, so the answers are the same for both.
 
-Keys never hold an address or an IP: ``throttle:<kind>:<sha-256 hex>`` (plus
-the window index). The same key is derived for an account that exists and one
-that does not, so the answers are the same for both.
+Store calls, each group issued concurrently:
 
-Store calls, each group issued concurrently (one network round trip of
-latency per group):
-
-- ``check``: 1 ``get_many`` (lock, both (account, IP) windows, known source and
-  when the account's known sources were last forgotten);
-- ``failed``: 2 increments; plus 1 write from the threshold on (the lock);
-- ``succeeded``: 4 deletes and 1 write; ``clear``: 2 deletes;
-  ``forget_known_sources``: 1 write;
-- ``RateLimiter.hit``: 2 increments and 1 ``get_many``; on a refusal 2 more
-  increments (a refused attempt is not counted) and, once per window and
-  bucket, 1 ``add`` from :meth:`RateLimiter.first_refusal`.
+- ``reserve``: 1 ``get_many`` (lock, both (account, source) windows,
+  known source); then 2 increments; from the threshold on (unknown sources)
+  1 ``set_if_newer``; a refusal after the increments takes them back (2 more);
+- ``failed``: 1 ``get``, plus 1 ``set_if_newer`` when a known source's failure locks;
+- ``succeeded``: 4 deletes and 1 write; ``clear``: 2 deletes.
 
 A store error (``DependencyUnavailable``) propagates: the limits neither allow
-nor deny silently when the cache cannot answer.
+nor deny silently when the store cannot answer, and the caller answers 503.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Final, TypeVar, cast
+from typing import Final
 
 from keel._clock import Clock
+from keel.auth._limits import Window, count, key, source_of, together, window_key
 from keel.cache import Store
+from keel.cache.store import split_versioned, versioned
 from keel.errors import TooManyRequests
 from keel.settings import ThrottleSettings
 
-__all__ = ["LoginThrottle", "RateLimiter"]
+__all__ = ["LoginThrottle"]
 
-_T = TypeVar("_T")
-
-_PREFIX: Final = "throttle:"
 # Exponents beyond this make the delay astronomically larger than any cap anyway.
 _MAX_EXPONENT: Final = 64
-# What a client without a usable address is counted under (all such clients together).
-_NO_IP: Final = "-"
-_KNOWN: Final = b"1"
-_EPSILON: Final = 1e-6
-
-
-def _digest(kind: str, *parts: str) -> str:
-    # NUL-separated and domain-separated, so ("a", "b\0c") and ("a\0b", "c") differ.
-    data = "\0".join((kind, *parts)).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(data).hexdigest()
-
-
-def _key(kind: str, *parts: str) -> str:
-    return f"{_PREFIX}{kind}:{_digest(kind, *parts)}"
-
-
-async def _together(*calls: Awaitable[_T]) -> list[_T]:
-    """Run ``calls`` concurrently and return their results; re-raise the first failure.
-
-    Every call finishes before this returns, so no store call is left running.
-    """
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return cast("list[_T]", results)  # no exception left: every item is a _T
-
-
-def _unwrap(result: _T | BaseException) -> _T:
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
-def _count(value: bytes | None) -> int:
-    return 0 if value is None else int(value)
+# A lock ending within this of the one a failure asks for is that lock (Retry-After is whole s).
+_LOCK_SLACK: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
-class _Window:
-    """Where ``now`` falls in fixed windows of ``length`` seconds."""
+class _Lock:
+    """The account's lock: its generation (moved by each new lock) and its end (epoch s)."""
 
-    index: int
-    elapsed: float
-    length: int
+    generation: int
+    until: float
 
     @classmethod
-    def at(cls, now: float, length: int) -> _Window:
-        index = int(now // length)
-        return cls(index, now - index * length, length)
+    def parse(cls, value: bytes | None) -> _Lock:
+        if value is None:
+            return cls(0, 0.0)
+        try:
+            generation, payload = split_versioned(value)
+        except ValueError:  # written before locks had generations: the end alone
+            return cls(0, int(value) / 1000)
+        return cls(generation, int(payload) / 1000)
 
-    def wait_for_room(self, previous: int, current: int, limit: int) -> float:
-        """Seconds until one more event fits under ``limit``; 0 when it fits now.
+    def next(self, until: float) -> bytes:
+        return versioned(self.generation + 1, b"%d" % int(until * 1000))
 
-        The sliding count is ``previous * (1 - elapsed / length) + current``; one
-        more fits while that count plus one is at most ``limit``.
-        """
-        room = limit - 1 - current
-        if room >= 0:
-            if previous <= room:
-                return 0.0
-            # previous * (1 - f) <= room  <=>  f >= (previous - room) / previous
-            wait = self.length * (previous - room) / previous - self.elapsed
-        else:
-            # Not before the next window, where this window's count is the weighted one.
-            until_next = self.length - self.elapsed
-            wait = until_next + self.length * (current - (limit - 1)) / current
-        # Float rounding must not turn "exactly now" into a refusal.
-        return wait if wait > _EPSILON else 0.0
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What the store held for one attempt, read in one round trip."""
+
+    lock: _Lock
+    current: int
+    previous: int
+    known: bool
 
 
 class LoginThrottle:
-    """Per-account and per-(account, IP) limits on password checks."""
+    """Per-account and per-(account, source) limits on password checks."""
 
     def __init__(self, store: Store, settings: ThrottleSettings, *, clock: Clock) -> None:
         self._store = store
@@ -147,53 +107,95 @@ class LoginThrottle:
         return f"LoginThrottle(enabled={self._settings.enabled}, store={self._store!r})"
 
     async def check(self, account_key: str, source_ip: str | None) -> None:
-        """Raise ``TooManyRequests`` when this attempt must wait; otherwise return."""
+        """Raise ``TooManyRequests`` when an attempt now would wait; count nothing."""
         if not self._settings.enabled:
             return
         now = self._now()
-        window = _Window.at(now, self._settings.window)
-        pair = self._pair(account_key, source_ip)
-        keys = [
-            self._lock_key(account_key),
-            _window_key(pair, window.index),
-            _window_key(pair, window.index - 1),
-        ]
-        if source_ip is not None:
-            keys += [self._known_key(account_key, source_ip), self._forgotten_key(account_key)]
-        lock, current, previous, *known = await self._store.get_many(keys)
-        waits: list[tuple[float, str]] = []
-        pair_wait = window.wait_for_room(
-            _count(previous), _count(current), self._settings.account_ip_limit
-        )
-        if pair_wait > 0:
-            waits.append((pair_wait, "account_ip"))
-        lock_wait = _count(lock) / 1000 - now
-        # A source the account logged in from lately is not held back by strangers' failures.
-        if lock_wait > 0 and not _still_known(*known):
-            waits.append((lock_wait, "account"))
-        if waits:
-            wait, limit = max(waits)
-            raise TooManyRequests(wait, limit=limit)
+        window = Window.at(now, self._settings.window)
+        self._refuse_if_waiting(await self._read(account_key, source_ip, window), window, now)
 
-    async def failed(self, account_key: str, source_ip: str | None) -> int:
-        """Count a failed attempt; return the account's consecutive failures now."""
+    async def is_known(self, account_key: str, source_ip: str | None) -> bool:
+        """Whether the account logged in from ``source_ip`` within ``known_source_ttl``
+        (and since its known sources were last forgotten)."""
+        if source_ip is None:
+            return False
+        known, forgotten = await self._store.get_many(
+            [self._known_key(account_key, source_ip), self._forgotten_key(account_key)]
+        )
+        return _still_known(known, forgotten)
+
+    async def reserve(self, account_key: str, source_ip: str | None) -> int:
+        """Count an attempt before its password is checked; its failure number if it fails.
+
+        ``TooManyRequests`` (nothing counted) when it must wait. The caller
+        reports the outcome: :meth:`failed` with the number, or :meth:`succeeded`.
+        """
+        if not self._settings.enabled:
+            return 0
+        settings = self._settings
+        now = self._now()
+        window = Window.at(now, settings.window)
+        seen = await self._read(account_key, source_ip, window)
+        self._refuse_if_waiting(seen, window, now)
+        pair_key = window_key(self._pair(account_key, source_ip), window.index)
+        failures_key = self._failures_key(account_key)
+        pair_now, attempt = await together(
+            # Alive while it is the current window and then the previous one.
+            self._store.incr(pair_key, ttl=2 * window.length),
+            self._store.incr(failures_key, ttl=settings.account_failure_window),
+        )
+        refusal: TooManyRequests | None = None
+        pair_wait = window.wait_for_room(seen.previous, pair_now - 1, settings.account_ip_limit)
+        if pair_wait > 0:
+            refusal = TooManyRequests(pair_wait, limit="account_ip")
+        elif not seen.known and (delay := self.delay_after(attempt)) > 0:
+            # This attempt locks the account if it fails: it takes the lock now, or waits.
+            lock_key = self._lock_key(account_key)
+            if not await self._store.set_if_newer(
+                lock_key, seen.lock.next(now + delay), ttl=self._lock_ttl(delay)
+            ):
+                held = _Lock.parse(await self._store.get(lock_key))
+                refusal = TooManyRequests(max(held.until - now, 1.0), limit="account")
+        if refusal is None:
+            return attempt
+        await together(
+            self._store.incr(pair_key, -1, ttl=2 * window.length),
+            self._store.incr(failures_key, -1, ttl=settings.account_failure_window),
+        )
+        raise refusal
+
+    async def failed(
+        self, account_key: str, source_ip: str | None, attempt: int | None = None
+    ) -> int:
+        """A wrong password; return the account's consecutive failures now.
+
+        ``attempt`` is the number :meth:`reserve` gave (the failure is counted
+        already); without it the failure is counted now.
+        """
         if not self._settings.enabled:
             return 0
         now = self._now()
-        window = _Window.at(now, self._settings.window)
-        pair = self._pair(account_key, source_ip)
-        failures, _ = await _together(
-            self._store.incr(
-                self._failures_key(account_key), ttl=self._settings.account_failure_window
-            ),
-            # Alive while it is the current window and then the previous one.
-            self._store.incr(_window_key(pair, window.index), ttl=2 * window.length),
-        )
-        delay = self.delay_after(failures)
+        if attempt is None:
+            window = Window.at(now, self._settings.window)
+            attempt, _ = await together(
+                self._store.incr(
+                    self._failures_key(account_key), ttl=self._settings.account_failure_window
+                ),
+                self._store.incr(
+                    window_key(self._pair(account_key, source_ip), window.index),
+                    ttl=2 * window.length,
+                ),
+            )
+        delay = self.delay_after(attempt)
         if delay > 0:
-            until_ms = int((now + delay) * 1000)
-            await self._store.set(self._lock_key(account_key), b"%d" % until_ms, ttl=delay)
-        return failures
+            lock_key = self._lock_key(account_key)
+            lock = _Lock.parse(await self._store.get(lock_key))
+            # A stranger's attempt took its lock when reserved; a known source's takes it now.
+            if lock.until < now + delay - _LOCK_SLACK:
+                await self._store.set_if_newer(
+                    lock_key, lock.next(now + delay), ttl=self._lock_ttl(delay)
+                )
+        return attempt
 
     async def succeeded(
         self, account_key: str, source_ip: str | None, *, remember_source: bool = True
@@ -206,13 +208,13 @@ class LoginThrottle:
         if not self._settings.enabled:
             return
         now = self._now()
-        index = _Window.at(now, self._settings.window).index
+        index = Window.at(now, self._settings.window).index
         pair = self._pair(account_key, source_ip)
         calls = [
             self._store.delete(self._failures_key(account_key)),
             self._store.delete(self._lock_key(account_key)),
-            self._store.delete(_window_key(pair, index)),
-            self._store.delete(_window_key(pair, index - 1)),
+            self._store.delete(window_key(pair, index)),
+            self._store.delete(window_key(pair, index - 1)),
         ]
         if source_ip is not None and remember_source:
             calls.append(
@@ -222,7 +224,7 @@ class LoginThrottle:
                     ttl=self._settings.known_source_ttl,
                 )
             )
-        await _together(*calls)
+        await together(*calls)
 
     async def forget_known_sources(self, account_key: str) -> None:
         """Every source the account logged in from so far is a stranger again (a new password).
@@ -243,7 +245,7 @@ class LoginThrottle:
         """Forget the account's failures and end its lock (a completed password reset)."""
         if not self._settings.enabled:
             return
-        await _together(
+        await together(
             self._store.delete(self._failures_key(account_key)),
             self._store.delete(self._lock_key(account_key)),
         )
@@ -257,29 +259,65 @@ class LoginThrottle:
         delay = settings.account_base_delay * 2.0 ** min(excess, _MAX_EXPONENT)
         return min(settings.account_max_delay, delay)
 
+    async def _read(self, account_key: str, source_ip: str | None, window: Window) -> _Seen:
+        pair = self._pair(account_key, source_ip)
+        keys = [
+            self._lock_key(account_key),
+            window_key(pair, window.index),
+            window_key(pair, window.index - 1),
+        ]
+        if source_ip is not None:
+            keys += [self._known_key(account_key, source_ip), self._forgotten_key(account_key)]
+        lock, current, previous, *known = await self._store.get_many(keys)
+        return _Seen(
+            lock=_Lock.parse(lock),
+            current=count(current),
+            previous=count(previous),
+            known=_still_known(*known),
+        )
+
+    def _refuse_if_waiting(self, seen: _Seen, window: Window, now: float) -> None:
+        waits: list[tuple[float, str]] = []
+        limit = self._settings.account_ip_limit
+        pair_wait = window.wait_for_room(seen.previous, seen.current, limit)
+        if pair_wait > 0:
+            waits.append((pair_wait, "account_ip"))
+        lock_wait = seen.lock.until - now
+        # A source the account logged in from lately is not held back by strangers' failures.
+        if lock_wait > 0 and not seen.known:
+            waits.append((lock_wait, "account"))
+        if waits:
+            wait, refused_by = max(waits)
+            raise TooManyRequests(wait, limit=refused_by)
+
+    def _lock_ttl(self, delay: float) -> float:
+        # The lock's generation outlives the lock, so a compare-and-set never sees it reset.
+        return max(delay, float(self._settings.account_failure_window))
+
     def _now(self) -> float:
         # Wall-clock seconds: every instance must agree on the windows and the lock's end.
         return self._clock.now().timestamp()
 
+    def _source(self, source_ip: str | None) -> str:
+        return source_of(source_ip, self._settings.ipv6_prefix_length)
+
     @staticmethod
     def _failures_key(account_key: str) -> str:
-        return _key("fail", account_key)
+        return key("fail", account_key)
 
     @staticmethod
     def _lock_key(account_key: str) -> str:
-        return _key("lock", account_key)
+        return key("lock", account_key)
 
-    @staticmethod
-    def _known_key(account_key: str, source_ip: str) -> str:
-        return _key("known", account_key, source_ip)
+    def _known_key(self, account_key: str, source_ip: str) -> str:
+        return key("known", account_key, self._source(source_ip))
+
+    def _pair(self, account_key: str, source_ip: str | None) -> str:
+        return key("acip", account_key, self._source(source_ip))
 
     @staticmethod
     def _forgotten_key(account_key: str) -> str:
-        return _key("forgotten", account_key)
-
-    @staticmethod
-    def _pair(account_key: str, source_ip: str | None) -> str:
-        return _key("acip", account_key, source_ip or _NO_IP)
+        return key("forgotten", account_key)
 
 
 def _millis(now: float) -> int:
@@ -288,86 +326,4 @@ def _millis(now: float) -> int:
 
 def _still_known(known: bytes | None = None, forgotten: bytes | None = None) -> bool:
     """A known source's login (ms; ``1`` from older versions) came after the last forgetting."""
-    return known is not None and _count(known) > _count(forgotten)
-
-
-def _window_key(bucket: str, index: int) -> str:
-    return f"{bucket}:{index}"
-
-
-class RateLimiter:
-    """Attempts on authentication endpoints: ``ip_limit`` per IP and ``global_limit`` in all.
-
-    Both per ``window`` seconds, sliding. A refused attempt is taken back out of
-    both counts, so a client that keeps knocking does not use up the global
-    budget, and ``Retry-After`` stays true.
-    """
-
-    def __init__(self, store: Store, settings: ThrottleSettings, *, clock: Clock) -> None:
-        self._store = store
-        self._settings = settings
-        self._clock = clock
-
-    def __repr__(self) -> str:
-        return f"RateLimiter(enabled={self._settings.enabled}, store={self._store!r})"
-
-    async def hit(self, source_ip: str | None) -> None:
-        """Count one attempt from ``source_ip``; raise ``TooManyRequests`` when over a limit."""
-        settings = self._settings
-        if not settings.enabled:
-            return
-        window = _Window.at(self._clock.now().timestamp(), settings.window)
-        ip_bucket = _key("ip", source_ip or _NO_IP)
-        all_bucket = f"{_PREFIX}all"
-        current_keys = (_window_key(ip_bucket, window.index), _window_key(all_bucket, window.index))
-        ttl = 2 * window.length
-        # Every call finishes before any failure is raised: no store call is left running.
-        results = await asyncio.gather(
-            self._store.incr(current_keys[0], ttl=ttl),
-            self._store.incr(current_keys[1], ttl=ttl),
-            self._store.get_many(
-                [
-                    _window_key(ip_bucket, window.index - 1),
-                    _window_key(all_bucket, window.index - 1),
-                ]
-            ),
-            return_exceptions=True,
-        )
-        ip_now, all_now = _unwrap(results[0]), _unwrap(results[1])
-        ip_before, all_before = (_count(value) for value in _unwrap(results[2]))
-        # Counts before this attempt: it fits when the sliding count plus one is within the limit.
-        ip_wait = window.wait_for_room(ip_before, ip_now - 1, settings.ip_limit)
-        all_wait = window.wait_for_room(all_before, all_now - 1, settings.global_limit)
-        if ip_wait <= 0 and all_wait <= 0:
-            return
-        await _together(*(self._store.incr(key, -1, ttl=ttl) for key in current_keys))
-        if ip_wait >= all_wait:
-            raise TooManyRequests(ip_wait, limit="ip")
-        raise TooManyRequests(all_wait, limit="global")
-
-    async def first_refusal(self, limit: str, source_ip: str | None) -> bool:
-        """``True`` once per window for a refusal by ``limit`` of ``source_ip``'s bucket.
-
-        Lets the caller record one audit event per refused bucket and window
-        instead of one per refused request, so a flood cannot turn into a flood
-        of audit writes.
-        """
-        if limit == "global":
-            bucket = f"{_PREFIX}refused:global"
-        else:
-            bucket = _key("refused", limit, source_ip or _NO_IP)
-        return await self._first_in_window(bucket)
-
-    async def first_in_window(self, kind: str, *parts: str) -> bool:
-        """``True`` once per window for the bucket ``(kind, *parts)``, then ``False``.
-
-        The same once-per-window gate as :meth:`first_refusal`, for other
-        refusals whose audit record should not repeat for every request (a
-        refused scope check: one per caller and route).
-        """
-        return await self._first_in_window(_key("refused", kind, *parts))
-
-    async def _first_in_window(self, bucket: str) -> bool:
-        window = _Window.at(self._clock.now().timestamp(), self._settings.window)
-        key = _window_key(bucket, window.index)
-        return await self._store.add(key, _KNOWN, ttl=window.length)
+    return known is not None and count(known) > count(forgotten)

@@ -60,7 +60,7 @@ def throttle(store: Store, clock: FrozenClock) -> LoginThrottle:
 def test_login_throttle_is_the_accounts_login_guard(memory_store: MemoryStore) -> None:
     # Checked by mypy: the accounts side takes a LoginThrottle without importing keel.auth.
     guard: LoginGuard = LoginThrottle(memory_store, SETTINGS, clock=FrozenClock())
-    assert callable(guard.check)
+    assert callable(guard.reserve)
 
 
 @pytest.fixture
@@ -333,13 +333,18 @@ async def test_sec_13_keys_hold_no_address_and_calls_are_few(
     assert sorted(counting.take()) == ["incr", "incr"]
     for n in range(9):
         await throttle.failed(ACCOUNT, stranger(n))
-    assert counting.take().count("set") == 1  # the 10th failure writes the lock
+    # The 10th failure (not reserved: nothing took the lock before) reads and writes the lock.
+    assert counting.take()[-2:] == ["get", "set_if_newer"]
     assert await refusal(throttle, stranger(1)) == "account"
     assert counting.take() == ["get_many"]
     await throttle.succeeded(ACCOUNT, OWNER_IP)
     assert sorted(counting.take()) == ["delete"] * 4 + ["set"]
     await throttle.clear(ACCOUNT)
     assert counting.take() == ["delete", "delete"]
+    attempt = await throttle.reserve(ACCOUNT, stranger(3))
+    assert sorted(counting.take()) == ["get_many", "incr", "incr"]
+    assert await throttle.failed(ACCOUNT, stranger(3), attempt) == 1
+    assert counting.take() == []
     limiter = RateLimiter(counting, replace(SETTINGS, ip_limit=1), clock=clock)
     await limiter.hit(OWNER_IP)
     assert sorted(counting.take()) == ["get_many", "incr", "incr"]
@@ -385,3 +390,116 @@ async def test_store_errors_propagate(clock: FrozenClock) -> None:
             await limiter.hit(OWNER_IP)
     finally:
         await dead.close()
+
+
+# IPv6: limits per source aggregate at a prefix (/64 by default); an IPv4-mapped address is IPv4.
+
+
+async def test_sec_13_account_ip_limit_counts_a_64_as_one_source(
+    store: Store, clock: FrozenClock
+) -> None:
+    throttle = LoginThrottle(store, replace(SETTINGS, account_ip_limit=5), clock=clock)
+    for n in range(5):
+        await throttle.failed(ACCOUNT, f"2001:db8:7:7::{n + 1}")
+    assert await refusal(throttle, "2001:db8:7:7:ffff:ffff:ffff:ffff") == "account_ip"
+    assert await refusal(throttle, "2001:db8:7:8::1") is None
+    wide = LoginThrottle(
+        store, replace(SETTINGS, account_ip_limit=5, ipv6_prefix_length=48), clock=clock
+    )
+    for n in range(5):
+        await wide.failed("other@example.com", f"2001:db8:7:{n}::1")
+    assert await refusal(wide, "2001:db8:7:ff::1", "other@example.com") == "account_ip"
+
+
+async def test_sec_14_ip_limit_counts_a_64_as_one_client_and_mapped_ipv4_as_ipv4(
+    store: Store, clock: FrozenClock
+) -> None:
+    limiter = RateLimiter(store, replace(SETTINGS, ip_limit=3), clock=clock)
+    for n in range(3):
+        await limiter.hit(f"2001:db8:9:9::{n + 1}")
+    with pytest.raises(TooManyRequests):
+        await limiter.hit("2001:db8:9:9:abcd::1")
+    await limiter.hit("2001:db8:9:a::1")
+    for _ in range(3):
+        await limiter.hit("192.0.2.1")
+    with pytest.raises(TooManyRequests):
+        await limiter.hit("::ffff:192.0.2.1")
+
+
+# An attempt is counted before its password is checked.
+
+
+async def test_sec_13_a_reserved_attempt_is_counted_before_its_outcome(
+    throttle: LoginThrottle,
+) -> None:
+    attempts = [await throttle.reserve(ACCOUNT, stranger(n)) for n in range(10)]
+    assert attempts == list(range(1, 11))
+    # No outcome reported (a crash, a timeout): the ten still count and the tenth locked.
+    assert await refusal(throttle, stranger(50)) == "account"
+    await throttle.succeeded(ACCOUNT, stranger(9))
+    assert await throttle.reserve(ACCOUNT, stranger(51)) == 1
+
+
+async def test_sec_13_concurrent_attempts_when_a_lock_ends_get_one_check(
+    throttle: LoginThrottle, clock: FrozenClock
+) -> None:
+    for n in range(10):
+        await throttle.failed(ACCOUNT, stranger(n))
+    clock.advance(throttle.delay_after(10))
+
+    async def attempt(n: int) -> int | str:
+        try:
+            return await throttle.reserve(ACCOUNT, f"2001:db8:5:{n}::1")
+        except TooManyRequests as exc:
+            return exc.limit
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(40)))
+    [allowed] = [o for o in outcomes if isinstance(o, int)]
+    # Its number may include concurrent attempts refused after it (a longer lock, never shorter).
+    assert 11 <= allowed <= 50
+    assert outcomes.count("account") == 39
+    # The refused ones were taken back out: the next failure after this one is the 12th.
+    await throttle.failed(ACCOUNT, "2001:db8:5:1::1", allowed)
+    clock.advance(throttle.delay_after(allowed))
+    assert await throttle.reserve(ACCOUNT, stranger(77)) == 12
+
+
+async def test_sec_13_a_known_source_past_the_threshold_is_checked_and_locks_strangers(
+    throttle: LoginThrottle,
+) -> None:
+    await throttle.succeeded(ACCOUNT, OWNER_IP)
+    for n in range(10):
+        await throttle.failed(ACCOUNT, stranger(n))
+    attempt = await throttle.reserve(ACCOUNT, OWNER_IP)
+    assert attempt == 11
+    await throttle.failed(ACCOUNT, OWNER_IP, attempt)
+    with pytest.raises(TooManyRequests) as refused:
+        await throttle.reserve(ACCOUNT, stranger(1))
+    assert refused.value.retry_after == throttle.delay_after(11)
+
+
+async def test_sec_14_each_route_family_has_its_own_budgets(
+    store: Store, clock: FrozenClock
+) -> None:
+    limiter = RateLimiter(store, replace(SETTINGS, ip_limit=2, global_limit=3), clock=clock)
+    for n in range(3):
+        await limiter.hit(stranger(n), "login")
+    with pytest.raises(TooManyRequests) as refused:
+        await limiter.hit(stranger(9), "login")
+    assert refused.value.limit == "global"
+    await limiter.hit(stranger(9), "register")
+    await limiter.hit(stranger(0), "refresh")
+
+    async def known() -> bool:
+        return True
+
+    async def unknown() -> bool:
+        return False
+
+    with pytest.raises(TooManyRequests):
+        await limiter.hit(stranger(8), "login", exempt=unknown)
+    # A spent global budget lets the exempt through; its per-client limit still holds.
+    await limiter.hit(stranger(8), "login", exempt=known)
+    await limiter.hit(stranger(8), "login", exempt=known)
+    with pytest.raises(TooManyRequests):
+        await limiter.hit(stranger(8), "login", exempt=known)
