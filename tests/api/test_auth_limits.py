@@ -309,9 +309,16 @@ async def test_sec_14_one_session_refreshes_at_most_its_rate(net: Net, endpoint:
 
 
 @pytest.mark.parametrize("overrides", [{"rate_limit_global": 20}])
-async def test_sec_14_a_spent_login_budget_spares_other_routes_and_known_users(net: Net) -> None:
+async def test_sec_14_a_spent_login_budget_spares_other_routes_and_known_users(
+    net: Net, tmp_path: Path
+) -> None:
     email = "regular@example.com"
     await register(net, email)
+    # Verified: only a verified account's logins make their source known.
+    await net.app.state.keel_accounts.outbox.drain()
+    (link,) = [m for m in mails_to(tmp_path / "mail.jsonl", email) if m["kind"] == "verify_email"]
+    verified = await net.post(OWNER_HOME, "/auth/verify-email", {"token": reset_token(link)})
+    assert verified.status_code == 200, verified.text
     assert (await net.login(OWNER_HOME, email, PASSWORD)).status_code == 200
     # A population of strangers, each under its own per-IP limit, spends the login budget.
     for n in range(19):
@@ -351,6 +358,11 @@ async def test_sec_12_a_mail_flood_sends_at_most_the_cap_and_keeps_the_last_rese
     mail_file, victim = tmp_path / "mail.jsonl", "victim@example.com"
     outbox = net.app.state.keel_accounts.outbox
     await register(net, victim)
+    # A verified victim (an unverified address's re-registration ends its links by design).
+    await outbox.drain()
+    (link,) = mails_to(mail_file, victim)
+    verified = await net.post(OWNER_HOME, "/auth/verify-email", {"token": reset_token(link)})
+    assert verified.status_code == 200, verified.text
     for n in range(8):
         forgot = await net.post(f"192.0.2.{n + 1}", "/auth/password/forgot", {"email": victim})
         assert forgot.status_code == 202
