@@ -35,13 +35,14 @@ run: install
 	exec $(BIN)/keel serve
 
 lint: install
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts examples
+	$(BIN)/ruff format --check src tests bench scripts examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -X dev -m pytest
+	cd examples/notes && $(abspath $(BIN))/python -X dev -m pytest
 
 # A CycloneDX SBOM of what the product installs, from the lock file (no dev dependencies).
 sbom: install

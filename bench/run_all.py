@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average: {load_before} at start, {h.loadavg()} at end (1/5/15 min)")
     print(
         "req/s ratio > 1 is better for keel; latency, boot and RSS ratios > 1 are worse. "
-        "Reference figures (RUNTIME-FACTS.md): bare ~10k req/s at 2w, ~6k at 1w, "
+        "Reference figures measured earlier on a 2-core machine: bare ~10k req/s at 2w, ~6k at 1w, "
         "worker ~46-48 MiB, master ~28 MiB, boot ~0.55 s."
     )
     if failed:

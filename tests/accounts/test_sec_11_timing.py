@@ -5,7 +5,7 @@ verification per attempt; this one times them. Real argon2id at keel's
 default parameters (the same ``PasswordHasher`` code path production runs):
 30 interleaved attempts for each of an unknown address, an existing account
 with a wrong password and a disabled account, then the medians must agree
-within 0.8-1.25 (SECURITY-REQUIREMENTS.md). The control proves the test has
+within 0.8-1.25 (SEC-11's band). The control proves the test has
 teeth: the same measurement with the dummy verification switched off puts
 the unknown and disabled medians far outside that band.
 """

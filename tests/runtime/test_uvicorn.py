@@ -70,7 +70,7 @@ def test_sigterm_under_uvicorn_cancels_pending_warmups_and_finishes_requests(
 
         logs = server.logs()
         assert result == {"status": 200}, logs
-        # uvicorn re-raises SIGTERM after a clean shutdown (RUNTIME-FACTS).
+        # uvicorn re-raises SIGTERM after a clean shutdown (measured).
         assert code in (0, -signal.SIGTERM), logs
         # The 30 s warm-up was still pending: the lifespan cancelled and awaited it.
         assert "test_warmup_cancelled" in logs, logs

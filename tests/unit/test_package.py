@@ -25,7 +25,7 @@ def _all_modules() -> list[str]:
 
 
 def test_layering_contracts_hold() -> None:
-    """DESIGN.md's layers, as import-linter contracts in pyproject.toml."""
+    """keel's layers, as import-linter contracts in pyproject.toml."""
     lint_imports = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert lint_imports is not None
     result = subprocess.run(

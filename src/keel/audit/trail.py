@@ -19,6 +19,7 @@ from typing import Any
 
 from keel._clock import Clock, SystemClock
 from keel.audit._coalesce import Coalescer
+from keel.audit.app_actions import AppAction
 from keel.audit.chain import AuditKeyring, ChainLink, keyring_from_settings
 from keel.audit.checkpoints import Checkpoint, take_checkpoint
 from keel.audit.event import AuditEvent
@@ -64,7 +65,7 @@ class AuditTrail:
 
     def event(
         self,
-        action: Action,
+        action: Action | AppAction,
         result: Result = Result.SUCCESS,
         *,
         actor_type: ActorType = ActorType.ANONYMOUS,

@@ -7,6 +7,7 @@ from typing import Any
 
 from keel._logging import configure_logging
 from keel.cli._output import err, out, settings_or_exit
+from keel.settings import Settings
 
 __all__ = ["register"]
 
@@ -42,10 +43,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     configure_logging(settings.log_level)
     migrate.upgrade(settings.database, args.revision)
-    out(
-        f"keel db: at {_names(migrate.current_heads(settings.database))} "
-        f"(heads {_names(migrate.heads(settings.database))})"
-    )
+    _report(settings)
     return 0
 
 
@@ -55,10 +53,7 @@ def _downgrade(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     configure_logging(settings.log_level)
     migrate.downgrade(settings.database, args.revision)
-    out(
-        f"keel db: at {_names(migrate.current_heads(settings.database))} "
-        f"(heads {_names(migrate.heads(settings.database))})"
-    )
+    _report(settings)
     return 0
 
 
@@ -72,6 +67,19 @@ def _current(_: argparse.Namespace) -> int:
     out(f"current: {_names(current) or '(empty)'}")
     out(f"heads:   {_names(heads)}")
     return 0 if schema_is_current(current, settings.database.migration_packages) else 1
+
+
+def _report(settings: Settings) -> None:
+    from keel.db import migrate
+    from keel.db.revision import schema_is_current
+
+    current = migrate.current_heads(settings.database)
+    state = (
+        "every head reached"
+        if schema_is_current(current, settings.database.migration_packages)
+        else f"heads {_names(migrate.heads(settings.database))}"
+    )
+    out(f"keel db: at {_names(current) or '(empty)'} ({state})")
 
 
 def _names(revisions: frozenset[str]) -> str:

@@ -3,7 +3,7 @@
 The master binds, supervises and never imports the app; each worker builds its
 own ``Settings()`` and calls the app factory (``preload_app`` stays off: pooled
 connections must not be shared across ``fork``). Facts this module is built
-around are in RUNTIME-FACTS.md (gunicorn 27, uvicorn 0.54, uvicorn-worker 0.4):
+around, measured on gunicorn 27, uvicorn 0.54 and uvicorn-worker 0.4:
 
 - ``KeelWorker`` pins uvicorn's ``httptools`` parser and ``uvloop`` and fails
   loudly when either is missing: uvicorn's fallback, h11, serves the request
@@ -108,7 +108,7 @@ def require_fast_stack() -> None:
     """Import ``httptools`` and ``uvloop`` or raise ``ConfigurationError``.
 
     uvicorn would otherwise fall back to h11 and asyncio, and h11 desyncs on
-    ``Content-Length`` + ``Transfer-Encoding`` (SEC-63, RUNTIME-FACTS).
+    ``Content-Length`` + ``Transfer-Encoding`` (SEC-63, measured).
     """
     missing = []
     for module in ("httptools", "uvloop"):
@@ -333,7 +333,7 @@ def worker_count(
       MiB bare; the rest is headroom for requests); no limit, no cap.
 
     ``cpu_count()`` alone sees the host's cores inside a container and
-    OOM-loops small ones (RUNTIME-FACTS).
+    OOM-loops small ones (measured).
     """
     if settings.server.workers is not None:
         return settings.server.workers

@@ -1,0 +1,1 @@
+"""The notes service's Alembic revisions (``KEEL_MIGRATIONS=notes.migrations``)."""
