@@ -15,7 +15,7 @@ from sqlalchemy import select
 from keel.audit import record_many, verify
 from keel.audit._reading import _PG_RANGE, chain_columns, read_head, read_range, snapshot_connection
 from keel.audit.models import events_table
-from keel.audit.writer import _COLUMNS, _PG_APPEND
+from keel.audit.writer import _PG_APPEND, CHAIN_FIELDS
 from keel.db import Database
 from tests.audit._support import KEYRING, event, fill, head, rows
 
@@ -26,11 +26,11 @@ def test_the_one_statement_append_names_every_column_in_order() -> None:
         _PG_APPEND,
     )
     assert match is not None
-    assert tuple(match.group(1).split(", ")) == _COLUMNS
-    assert set(_COLUMNS) == {column.name for column in events_table.columns}
+    assert tuple(match.group(1).split(", ")) == CHAIN_FIELDS
+    assert set(CHAIN_FIELDS) == {column.name for column in events_table.columns}
     arrays = match.group(2).split(", ")
     assert [array.split("::")[0] for array in arrays] == [
-        f"${i}" for i in range(1, len(_COLUMNS) + 1)
+        f"${i}" for i in range(1, len(CHAIN_FIELDS) + 1)
     ]
     assert arrays[0].endswith("::bigint[]")
     assert arrays[1].endswith("::timestamptz[]")

@@ -23,27 +23,11 @@ from keel.audit.canonical import canonical_json
 from keel.audit.chain import GENESIS, AuditKeyring, ChainLink
 from keel.audit.checkpoints import Checkpoint, CheckpointKind, load_checkpoints
 from keel.audit.verify import ChainWalker, Problem, ProblemKind
+from keel.audit.writer import CHAIN_FIELDS
 from keel.db import Database
 
 __all__ = ["ArchiveResult", "verify_archive"]
 
-_FIELDS = (
-    "seq",
-    "occurred_at",
-    "action",
-    "result",
-    "actor_type",
-    "actor_id",
-    "target_type",
-    "target_id",
-    "source_ip",
-    "user_agent",
-    "request_id",
-    "details",
-    "key_id",
-    "prev_hash",
-    "hash",
-)
 _CHUNK = 1000
 
 
@@ -84,14 +68,14 @@ def _rows(path: Path) -> Iterator[tuple[Any, ...]]:
         for number, text in enumerate(handle, start=1):
             try:
                 record = json.loads(text)
-                if not isinstance(record, dict) or set(record) != set(_FIELDS):
+                if not isinstance(record, dict) or set(record) != set(CHAIN_FIELDS):
                     raise ValueError("not an archived event")
                 if type(record["seq"]) is not int or not isinstance(record["details"], dict):
                     raise ValueError("not an archived event")
                 details = canonical_json(record["details"]).decode("utf-8")
             except (ValueError, TypeError) as exc:
                 raise _BadLine(number, str(exc)) from None
-            yield tuple(details if name == "details" else record[name] for name in _FIELDS)
+            yield tuple(details if name == "details" else record[name] for name in CHAIN_FIELDS)
 
 
 def _first_link(path: Path) -> ChainLink | None:

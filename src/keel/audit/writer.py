@@ -55,7 +55,7 @@ from keel.audit.models import chain_head_table, events_table
 from keel.db import Database, UnitOfWork
 from keel.errors import ConfigurationError
 
-__all__ = ["append_alone", "record", "record_alone", "record_many"]
+__all__ = ["CHAIN_FIELDS", "append_alone", "record", "record_alone", "record_many"]
 
 _head = chain_head_table
 _events = events_table
@@ -68,7 +68,8 @@ _ADVANCE: Final = (
     .returning(_head.c.seq, _head.c.hash)
 )
 _INSERT: Final = insert(_events)
-_COLUMNS: Final = (
+#: A chained row's fields, in the order rows are inserted, exported and archived.
+CHAIN_FIELDS: Final = (
     "seq",
     "occurred_at",
     "action",
@@ -87,7 +88,7 @@ _COLUMNS: Final = (
 )
 
 # PostgreSQL: the whole append in one statement, for a guessed head ($18, $19); $1..$15
-# are the rows' columns (``_COLUMNS`` in order, one array each; a test checks the two
+# are the rows' columns (``CHAIN_FIELDS`` in order, one array each; a test checks the two
 # agree), $16/$17 the last row's seq and hash. The UPDATE matches the head row whatever
 # it holds, so it always waits for and takes the row lock; READ COMMITTED then evaluates
 # the SET against the newest committed head: advanced when the guess is right, left as
@@ -138,7 +139,7 @@ def _prepare(event: AuditEvent) -> _Prepared:
 def _seal_rows(
     prepared: Sequence[_Prepared], first_seq: int, prev_hash: str, keyring: AuditKeyring
 ) -> list[tuple[Any, ...]]:
-    """The rows to insert, in ``_COLUMNS`` order, chained from ``prev_hash``."""
+    """The rows to insert, in ``CHAIN_FIELDS`` order, chained from ``prev_hash``."""
     key_id = keyring.current_id
     rows = []
     for seq, (values, timestamp) in enumerate(prepared, start=first_seq):
@@ -365,6 +366,6 @@ async def _append_sqlite(
         raise ConfigurationError("the audit chain head row is missing: run `keel db upgrade`")
     last_seq = int(advanced[0])
     rows = _seal_rows(prepared, last_seq - len(prepared) + 1, str(advanced[1]), keyring)
-    mapped = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+    mapped = [dict(zip(CHAIN_FIELDS, row, strict=True)) for row in rows]
     await session.execute(_INSERT, mapped if len(mapped) > 1 else mapped[0])
     return [ChainLink(row[0], row[-1]) for row in rows]
