@@ -25,14 +25,13 @@ from keel.api.accounts import Accounts, _Strict
 from keel.api.ids import UserId
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
-from keel.api.principal import ADMIN_SCOPE, Principal, require_scope
+from keel.api.principal import Admin
 
 __all__ = ["AdminUserResponse", "UpdateUserRequest", "build_admin_users_router"]
 
 _ROLES_MAX: Final = 16
 _ROLE_FIELD_MAX: Final = 64
 
-Admin = Annotated[Principal, Depends(require_scope(ADMIN_SCOPE))]
 Role = Annotated[str, Field(min_length=1, max_length=_ROLE_FIELD_MAX)]
 
 

@@ -19,15 +19,13 @@ from keel.api.deps import Context, UoW
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
 from keel.api.params import UtcTime, bigint_query, text_query
-from keel.api.principal import ADMIN_SCOPE, Principal, require_scope
+from keel.api.principal import Admin
 from keel.audit import MAX_PAGE, Action, Result, query_events
 from keel.errors import InvalidInput
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(no_store)])
-
-Admin = Annotated[Principal, Depends(require_scope(ADMIN_SCOPE))]
 
 
 @router.get("/audit")

@@ -18,6 +18,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, Request
 
 from keel._logging import event
+from keel.accounts.roles import ROLE_ADMIN
 from keel.api.origin import origin_of
 from keel.api.ratelimit import rate_limiter
 from keel.api.state import get_context
@@ -26,6 +27,7 @@ from keel.errors import Forbidden, Unauthenticated
 
 __all__ = [
     "ADMIN_SCOPE",
+    "Admin",
     "Authenticator",
     "DenyAll",
     "Principal",
@@ -33,7 +35,8 @@ __all__ = [
     "require_scope",
 ]
 
-ADMIN_SCOPE = "admin"
+#: The scope keel's administration routes require: what the ``admin`` role grants.
+ADMIN_SCOPE = ROLE_ADMIN
 
 _log = logging.getLogger("keel.api.principal")
 
@@ -96,6 +99,10 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
 
     guard.__name__ = f"require_scope_{scope}"
     return guard
+
+
+#: A route parameter: the caller, who must hold the admin scope (403 otherwise).
+Admin = Annotated[Principal, Depends(require_scope(ADMIN_SCOPE))]
 
 
 async def _first_denial(request: Request, principal: Principal, scope: str, route: str) -> bool:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from keel.api.ids import SessionId, UserId
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
-from keel.api.principal import ADMIN_SCOPE, Principal, current_principal, require_scope
+from keel.api.principal import Admin, Principal, current_principal
 from keel.api.ratelimit import rate_limited
 from keel.audit import ActorType
 from keel.auth.sessions import Refreshed, SessionInfo, SessionService
@@ -56,7 +56,6 @@ def get_sessions(request: Request) -> SessionService:
 
 Sessions = Annotated[SessionService, Depends(get_sessions)]
 Caller = Annotated[Principal, Depends(current_principal)]
-Admin = Annotated[Principal, Depends(require_scope(ADMIN_SCOPE))]
 
 
 class _Strict(BaseModel):
