@@ -168,6 +168,24 @@ def _runtime_findings(settings: Settings) -> Iterator[Finding]:
         )
 
 
+#: The most bytes one password character can take in a JSON body: an astral character
+#: written as two ``\\uXXXX`` escapes (what Python's and many clients' encoders emit).
+_JSON_BYTES_PER_CHAR = 12
+
+
+def _body_findings(settings: Settings) -> Iterator[Finding]:
+    # A password change carries two passwords of up to the maximum length, plus its keys.
+    needed = 2 * settings.password_max_length * _JSON_BYTES_PER_CHAR + 256
+    if min(settings.max_auth_body_bytes, settings.max_body_bytes) < needed:
+        yield _warning(
+            "W013",
+            "KEEL_MAX_AUTH_BODY_BYTES cannot hold a password change with two passwords of "
+            "KEEL_PASSWORD_MAX_LENGTH characters written as JSON escapes: such requests get 413",
+            f"raise KEEL_MAX_AUTH_BODY_BYTES (and KEEL_MAX_BODY_BYTES) to at least {needed}, "
+            "or lower KEEL_PASSWORD_MAX_LENGTH",
+        )
+
+
 def _database_findings(settings: Settings) -> Iterator[Finding]:
     db = settings.database
     if db.dialect == "sqlite":
@@ -327,6 +345,7 @@ def run_checks(settings: Settings) -> list[Finding]:
     findings = [
         *_secret_findings(settings),
         *_runtime_findings(settings),
+        *_body_findings(settings),
         *_database_findings(settings),
         *_edge_findings(settings),
         *_cache_findings(settings),

@@ -242,3 +242,12 @@ def test_a_drain_that_eats_the_graceful_budget_is_an_error(
     assert "keel.E040" in _ids(
         {**PRODUCTION_OK, "KEEL_DRAIN_SECONDS": "25", "KEEL_GRACEFUL_TIMEOUT": "30"}, monkeypatch
     )
+
+
+def test_an_auth_body_limit_too_small_for_the_longest_passwords_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert "keel.W013" not in _ids(PRODUCTION_OK, monkeypatch)
+    assert "keel.W013" in _ids({**PRODUCTION_OK, "KEEL_MAX_AUTH_BODY_BYTES": "8192"}, monkeypatch)
+    small = {**PRODUCTION_OK, "KEEL_MAX_AUTH_BODY_BYTES": "8192", "KEEL_PASSWORD_MAX_LENGTH": "256"}
+    assert "keel.W013" not in _ids(small, monkeypatch)
