@@ -10,6 +10,8 @@ so none can pass because one worker happened to take them all.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -82,6 +84,25 @@ def _register(server: RunningServer, email: str) -> None:
     assert response.status_code == 202, response.text
 
 
+def _verify(server: RunningServer, email: str) -> None:
+    """Redeem the link mailed to ``email`` (only verified accounts make their sources known)."""
+    mail_file = server.stdout_path.parent / "mail.jsonl"
+    deadline = time.monotonic() + 30
+    while True:
+        lines = mail_file.read_text().splitlines() if mail_file.exists() else []
+        links = [
+            m for m in map(json.loads, lines) if m["to"] == email and m["kind"] == "verify_email"
+        ]
+        if links:
+            break
+        assert time.monotonic() < deadline, f"no verification mail for {email}"
+        time.sleep(0.1)
+    line = next(x for x in links[-1]["body"].splitlines() if "#token=" in x)
+    body = {"token": line.rsplit("#token=", 1)[1]}
+    verified = _call(server, "POST", "/auth/verify-email", request_id=f"ver-{email}", json=body)
+    assert verified.status_code == 200, verified.text
+
+
 def test_sec_36_after_logout_every_worker_refuses_the_token(
     server: RunningServer, workers: int
 ) -> None:
@@ -108,6 +129,7 @@ def test_sec_13_a_stranger_cannot_lock_the_owner_out_with_failures_spread_over_w
     for attempt in range(3):
         email = f"owner{attempt}@example.com"
         _register(server, email)
+        _verify(server, email)
         home = _login(server, email, PASSWORD, source=HOME, request_id=f"home-{attempt}")
         assert home.status_code == 200, home.text  # the owner's address is now known
 
