@@ -98,5 +98,4 @@ def install_middleware(app: FastAPI, settings: HttpSettings, *, logger: logging.
         trusted=settings.trusted_proxies,
         trust_all=settings.trust_all_proxies,
         require_https=settings.require_https,
-        policy=policy,
     )

@@ -2,6 +2,8 @@
 
 Before the application sees a request:
 
+- a request the trusted proxy said came over plain HTTP, in production → 403
+  ``https_required`` (SEC-60; marked by ``keel.api.middleware.proxy``);
 - ``Transfer-Encoding`` on HTTP/1.0 → 400 (RFC 9112 §6.1);
 - ``Content-Length`` together with ``Transfer-Encoding`` → 400;
 - a malformed or self-contradicting ``Content-Length`` → 400;
@@ -47,10 +49,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keel._logging import event
 from keel.api.errors import send_problem
 from keel.api.middleware.json_budget import JsonBudget
+from keel.api.middleware.proxy import PLAINTEXT_FORWARDED_KEY
+from keel.api.middleware.security_headers import mark_no_store
 
 __all__ = ["AUTH_BODY_PATHS", "LimitsMiddleware", "RequestBodyTooComplex", "RequestBodyTooLarge"]
 
 _CLOSE: Final = (("Connection", "close"),)
+# SEC-60: what a trusted proxy forwarded from plain HTTP (keel.api.middleware.proxy).
+_HTTPS_REQUIRED: Final = "This service is only available over HTTPS."
 _MAX_DIGITS: Final = 18
 #: Paths (exact, or prefixes ending in "/") whose bodies get ``max_auth_body_bytes``.
 AUTH_BODY_PATHS: Final = ("/auth/", "/users/me")
@@ -169,6 +175,10 @@ class LimitsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope.get(PLAINTEXT_FORWARDED_KEY):
+            mark_no_store(scope)
+            await send_problem(send, scope, 403, "https_required", detail=_HTTPS_REQUIRED)
             return
         try:
             declared, _ = _content_length(scope)

@@ -20,24 +20,27 @@ A trusted peer is marked in the scope (``TRUSTED_PEER_KEY``): the request-contex
 middleware keeps an incoming ``X-Request-ID`` only then.
 
 With ``require_https`` (production), a request that a trusted proxy says came
-over plain HTTP (``X-Forwarded-Proto: http``) is refused with ``403``
-``https_required``, never redirected (SEC-60): a redirect would invite the
+over plain HTTP (``X-Forwarded-Proto: http``) is marked
+(``PLAINTEXT_FORWARDED_KEY``) and refused with ``403`` ``https_required`` by
+the limits middleware, inside the request id and security headers; never
+redirected (SEC-60): a redirect would invite the
 client to send its credentials in clear text first and follow later.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keel.security.headers import HeaderPolicy
-
-__all__ = ["TRUSTED_PEER_KEY", "TrustedProxyMiddleware", "parse_forwarded_ip"]
+__all__ = [
+    "PLAINTEXT_FORWARDED_KEY",
+    "TRUSTED_PEER_KEY",
+    "TrustedProxyMiddleware",
+    "parse_forwarded_ip",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -48,6 +51,8 @@ _XRID: Final = b"x-request-id"
 _SCHEMES: Final = frozenset({"http", "https"})
 #: Scope key set to ``True`` when the direct peer is a trusted proxy.
 TRUSTED_PEER_KEY: Final = "keel.trusted_peer"
+#: Scope key set when a trusted proxy says the request came over plain HTTP (SEC-60).
+PLAINTEXT_FORWARDED_KEY: Final = "keel.plaintext_forwarded"
 _MAX_HOPS: Final = 64
 
 
@@ -105,13 +110,11 @@ class TrustedProxyMiddleware:
         trusted: Sequence[IPNetwork],
         trust_all: bool = False,
         require_https: bool = False,
-        policy: HeaderPolicy | None = None,
     ) -> None:
         self.app = app
         self.trusted = tuple(trusted)
         self.trust_all = trust_all
         self.require_https = require_https
-        self.policy = policy or HeaderPolicy()
 
     def is_trusted(self, ip: IPAddress) -> bool:
         return any(ip in network for network in self.trusted)
@@ -155,30 +158,5 @@ class TrustedProxyMiddleware:
         if protos and protos[-1] in _SCHEMES:
             scope["scheme"] = protos[-1]
             if self.require_https and protos[-1] == "http":
-                await self._https_required(scope, send)
-                return
+                scope[PLAINTEXT_FORWARDED_KEY] = True  # refused inside, by LimitsMiddleware
         await self.app(scope, receive, send)
-
-    async def _https_required(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Forbidden",
-                "status": 403,
-                "code": "https_required",
-                "detail": "This service is only available over HTTPS.",
-            },
-            separators=(",", ":"),
-        ).encode()
-        headers = self.policy.apply(
-            [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-            path=str(scope.get("path", "")),
-            https=False,
-            no_store=True,
-        )
-        headers.append((b"x-request-id", os.urandom(16).hex().encode("ascii")))
-        await send({"type": "http.response.start", "status": 403, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
