@@ -18,7 +18,7 @@ grants nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -75,9 +75,6 @@ class RoleCatalog:
             catalog[role.name] = role
         self._roles = catalog
         self.names: frozenset[str] = frozenset(catalog)
-
-    def __iter__(self) -> Iterator[Role]:
-        return iter(self._roles.values())
 
     def scopes_for(self, roles: Iterable[str]) -> frozenset[str]:
         """Every scope ``roles`` grant (names the catalog does not know grant nothing)."""

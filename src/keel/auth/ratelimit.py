@@ -110,9 +110,7 @@ class RateLimiter:
             bucket = f"{PREFIX}refused:global:{family}"
         else:
             bucket = key("refused", limit, family, self._source(source_ip))
-        window = Window.at(self._clock.now().timestamp(), self._settings.window)
-        slot = window_key(bucket, window.index)
-        return await self._store.add(slot, KNOWN, ttl=window.length)
+        return await self._first(bucket)
 
     async def first_in_window(self, kind: str, *parts: str) -> bool:
         """``True`` once per window for the bucket ``(kind, *parts)``, then ``False``.
@@ -121,9 +119,11 @@ class RateLimiter:
         refusals whose audit record should not repeat for every request (a
         refused scope check: one per caller and route).
         """
+        return await self._first(key("refused", kind, *parts))
+
+    async def _first(self, bucket: str) -> bool:
         window = Window.at(self._clock.now().timestamp(), self._settings.window)
-        slot = window_key(key("refused", kind, *parts), window.index)
-        return await self._store.add(slot, KNOWN, ttl=window.length)
+        return await self._store.add(window_key(bucket, window.index), KNOWN, ttl=window.length)
 
     async def refresh(self, session_id: str) -> None:
         """Count one refresh of ``session_id``; ``TooManyRequests`` (limit ``session``) when over
