@@ -63,6 +63,9 @@ async def running(
     clock = FrozenClock()
     app = create_app(settings, authenticator=HeaderAuthenticator(), clock=clock)
     async with serve_in_process(app) as http:
+        # The store connected first: a gate the store cannot answer records every refusal
+        # (evidence over volume), which is not what these tests measure.
+        await app.state.keel.supervisor.wait_warmups()
         yield Running(app, http, clock)
 
 
