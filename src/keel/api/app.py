@@ -27,10 +27,10 @@ from keel.api.bearer import BearerAuthenticator
 from keel.api.errors import install_error_handlers
 from keel.api.health import install_health
 from keel.api.housekeeping import Housekeeper
+from keel.api.identity import Authenticator
 from keel.api.jwks import jwks_router
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
-from keel.api.principal import Authenticator
 from keel.api.ratelimit import LOGIN_THROTTLE_KEY, rate_limiter
 from keel.api.services import ServiceFactory, build_services
 from keel.api.sessions import install_sessions

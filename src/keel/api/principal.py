@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Annotated, Protocol
+from typing import Annotated
 
 from fastapi import Depends, Request
 
 from keel._logging import event
 from keel.accounts.roles import ROLE_ADMIN
+from keel.api.identity import Authenticator, DenyAll, Principal
 from keel.api.origin import origin_of
 from keel.api.ratelimit import rate_limiter
 from keel.api.state import get_context
-from keel.audit.vocabulary import Action, ActorType, Result
+from keel.audit.vocabulary import Action, Result
 from keel.errors import Forbidden, Unauthenticated
 
 __all__ = [
@@ -39,28 +39,6 @@ __all__ = [
 ADMIN_SCOPE = ROLE_ADMIN
 
 _log = logging.getLogger("keel.api.principal")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated caller and what it may do."""
-
-    subject: str
-    actor_type: ActorType = ActorType.USER
-    scopes: frozenset[str] = field(default_factory=frozenset)
-
-
-class Authenticator(Protocol):
-    """Finds the caller of a request; ``None`` when there are no valid credentials."""
-
-    async def authenticate(self, request: Request) -> Principal | None: ...
-
-
-class DenyAll:
-    """The default: nobody is authenticated."""
-
-    async def authenticate(self, request: Request) -> Principal | None:
-        return None
 
 
 _PRINCIPAL_KEY = "keel.principal"

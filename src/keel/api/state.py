@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from starlette.requests import HTTPConnection
 
 from keel._clock import Clock
 from keel.accounts.roles import RoleCatalog
+from keel.api.identity import Authenticator
 from keel.audit import AuditTrail
 from keel.cache import Invalidations, LocalInvalidations, Store
 from keel.db import Database
 from keel.runtime.lifecycle import Supervisor
 from keel.settings import Settings
-
-if TYPE_CHECKING:
-    from keel.api.principal import Authenticator
 
 __all__ = ["AppContext", "get_context"]
 
