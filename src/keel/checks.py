@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -21,26 +20,13 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from pydantic import ValidationError
 
+from keel._secrets import weakness
 from keel.settings import Settings
 
 __all__ = ["Finding", "errors_in", "load_settings", "run_checks"]
 
 MIN_SECRET_LENGTH = 32
 STRICT_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
-_PLACEHOLDERS = (
-    "changeme",
-    "change-me",
-    "change_me",
-    "secret",
-    "password",
-    "example",
-    "placeholder",
-    "insecure",
-    "default",
-    "your-secret",
-    "xxxx",
-    "todo",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +84,6 @@ def load_settings(environ: dict[str, str] | None = None) -> tuple[Settings | Non
         return None, findings
 
 
-def _entropy_bits_per_char(value: str) -> float:
-    counts = Counter(value)
-    total = len(value)
-    return -sum(n / total * math.log2(n / total) for n in counts.values())
-
-
 def _is_loopback(host: str | None) -> bool:
     if host is None or host in {"localhost", ""}:
         return True
@@ -137,8 +117,7 @@ def _secret_findings(settings: Settings) -> Iterator[Finding]:
             f"SECRET_KEY is shorter than {MIN_SECRET_LENGTH} characters",
             "generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
         )
-    lowered = secret.lower()
-    if any(word in lowered for word in _PLACEHOLDERS) or _entropy_bits_per_char(secret) < 3.0:
+    if weakness(secret) is not None:
         yield (_error if production else _warning)(
             "E003" if production else "W003",
             "SECRET_KEY looks like a placeholder or has too little randomness",

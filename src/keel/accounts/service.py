@@ -1282,9 +1282,7 @@ class AccountService:
             actor_id=actor_id,
             target_type="user",
             target_id=target_id,
-            source_ip=origin.source_ip,
-            user_agent=origin.user_agent,
-            request_id=origin.request_id,
+            origin=origin,
             details=details,
         )
 

@@ -80,9 +80,7 @@ async def read_audit(
             actor_type=admin.actor_type,
             actor_id=admin.subject,
             target_type="audit_trail",
-            source_ip=origin.source_ip,
-            user_agent=origin.user_agent,
-            request_id=origin.request_id,
+            origin=origin,
             details={
                 "operation": "audit_read",
                 "returned": len(page),

@@ -113,9 +113,7 @@ async def _record_denial(request: Request, principal: Principal, scope: str) -> 
                 actor_id=principal.subject,
                 target_type="route",
                 target_id=request.url.path,
-                source_ip=origin.source_ip,
-                user_agent=origin.user_agent,
-                request_id=origin.request_id,
+                origin=origin,
                 details={
                     "required_scope": scope,
                     "method": request.method,

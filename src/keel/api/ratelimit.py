@@ -124,9 +124,7 @@ async def _record_refusal(
                 actor_type=ActorType.ANONYMOUS,
                 target_type="route",
                 target_id=request.url.path,
-                source_ip=origin.source_ip,
-                user_agent=origin.user_agent,
-                request_id=origin.request_id,
+                origin=origin,
                 details={"limit": exc.limit, "endpoint": name},
             )
         )

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keel._clock import Clock, SystemClock
+from keel._types import Origin
 from keel.audit._coalesce import Coalescer
 from keel.audit.app_actions import AppAction
 from keel.audit.chain import AuditKeyring, ChainLink, keyring_from_settings
@@ -75,9 +76,17 @@ class AuditTrail:
         source_ip: str | None = None,
         user_agent: str | None = None,
         request_id: str | None = None,
+        origin: Origin | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> AuditEvent:
-        """An ``AuditEvent`` stamped with the trail's clock (scrubbed and validated)."""
+        """An ``AuditEvent`` stamped with the trail's clock (scrubbed and validated).
+
+        ``origin`` (a request's or a caller's) fills the source address, user agent and
+        request id at once; the three keywords stay for events with no origin object.
+        """
+        if origin is not None:
+            source_ip, user_agent = origin.source_ip, origin.user_agent
+            request_id = origin.request_id
         return AuditEvent(
             action=action,
             result=result,

@@ -550,9 +550,7 @@ class SessionService:
                     actor_id=admin_id,
                     target_type="user",
                     target_id=str(user),
-                    source_ip=origin.source_ip,
-                    user_agent=origin.user_agent,
-                    request_id=origin.request_id,
+                    origin=origin,
                     details={"sessions": len(ids), "via": "admin"},
                 ),
             )
@@ -609,9 +607,7 @@ class SessionService:
             actor_id=str(session.user_id) if actor_type is ActorType.USER else None,
             target_type="session",
             target_id=str(session.id),
-            source_ip=origin.source_ip,
-            user_agent=origin.user_agent,
-            request_id=origin.request_id,
+            origin=origin,
             details=details,
         )
 

@@ -14,9 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 import secrets
-from collections import Counter
 from collections.abc import Mapping
 from typing import Final, TypeAlias
 
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from keel._secrets import weakness
 from keel.settings import JwtAlgorithm
 
 __all__ = [
@@ -41,44 +40,6 @@ MIN_HMAC_SECRET_BYTES: Final = 32
 
 PrivateMaterial: TypeAlias = Ed25519PrivateKey | ec.EllipticCurvePrivateKey | bytes
 PublicMaterial: TypeAlias = Ed25519PublicKey | ec.EllipticCurvePublicKey | bytes
-
-# Values that appear in tutorials, READMEs and jwt.io; a secret equal to one of them (or
-# one of them repeated to reach 32 bytes) is public knowledge.
-_WELL_KNOWN_SECRETS: Final = frozenset(
-    {
-        "secret",
-        "secretkey",
-        "secret-key",
-        "secret_key",
-        "mysecret",
-        "supersecret",
-        "super-secret",
-        "your-256-bit-secret",
-        "your-secret-key",
-        "your_secret_key",
-        "jwt-secret",
-        "jwt_secret",
-        "jwtsecret",
-        "changeme",
-        "password",
-        "keyboard cat",
-        "default",
-        "test",
-        "keel",
-    }
-)
-_PLACEHOLDER_MARKERS: Final = (
-    "changeme",
-    "change-me",
-    "change_me",
-    "replace-me",
-    "replace_me",
-    "your-256-bit-secret",
-    "placeholder",
-    "example",
-    "insecure",
-)
-
 
 # --- JWK encoding -----------------------------------------------------------------------------
 
@@ -279,22 +240,8 @@ class SigningKey:
 # --- secrets ---------------------------------------------------------------------------------
 
 
-def _entropy_bits_per_char(value: str) -> float:
-    counts = Counter(value)
-    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
-
-
 def weak_secret_reason(secret: str) -> str | None:
     """Why ``secret`` is unfit to sign tokens, or ``None`` (SEC-34)."""
     if len(secret.encode("utf-8")) < MIN_HMAC_SECRET_BYTES:
         return f"is shorter than {MIN_HMAC_SECRET_BYTES} bytes"
-    lowered = secret.strip().lower()
-    for known in _WELL_KNOWN_SECRETS:
-        repeats, remainder = divmod(len(lowered), len(known))
-        if remainder == 0 and lowered == known * repeats:
-            return "is a well-known value"
-    if any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
-        return "looks like a placeholder"
-    if _entropy_bits_per_char(secret) < 3.0:
-        return "has too little randomness"
-    return None
+    return weakness(secret)
