@@ -1,4 +1,4 @@
-"""One rule for weak secrets: what ``keel check`` refuses as SECRET_KEY the signing key refuses too."""
+"""One weak-secret rule: what `keel check` refuses as SECRET_KEY the signing key refuses too."""
 
 from __future__ import annotations
 

@@ -47,12 +47,10 @@ from keel.auth import (
 from keel.auth.sessions import SessionService, session_is_live
 from keel.auth.throttle import LoginThrottle
 from keel.cache import Stores, build_stores
-from keel.checks import errors_in
 from keel.db import Database
 from keel.db.revision import expected_heads, schema_is_current
-from keel.errors import ConfigurationError
 from keel.runtime.lifecycle import Supervisor, Warmup
-from keel.security.checks import all_findings
+from keel.security.checks import refuse_production_errors
 from keel.security.keys import KeySet, load_key_set, retention
 from keel.security.tokens import AccessTokens
 from keel.settings import Settings
@@ -90,11 +88,7 @@ def create_app(
     and the scopes they grant (``keel.accounts.Role``). In production the app
     refuses to build while ``keel check`` reports an error.
     """
-    if settings.is_production:
-        errors = errors_in(all_findings(settings))
-        if errors:
-            ids = ", ".join(f.id for f in errors)
-            raise ConfigurationError(f"refusing to start in production: {ids} (run `keel check`)")
+    refuse_production_errors(settings)
 
     clock = clock or SystemClock()
     supervisor = Supervisor(settings.lifecycle, clock=clock)

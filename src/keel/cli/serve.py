@@ -7,9 +7,8 @@ import os
 from typing import Any
 
 from keel._logging import configure_logging
-from keel.checks import errors_in
 from keel.cli._output import err, out, settings_or_exit
-from keel.security.checks import all_findings
+from keel.security.checks import ProductionRefused, refuse_production_errors
 
 __all__ = ["register"]
 
@@ -33,12 +32,13 @@ def register(commands: Any) -> None:
 
 def _refuse_on_errors() -> Any:
     settings = settings_or_exit()
-    errors = errors_in(all_findings(settings))
-    if errors and settings.is_production:
-        for finding in errors:
+    try:
+        refuse_production_errors(settings)
+    except ProductionRefused as refused:
+        for finding in refused.findings:
             err(str(finding))
         err("keel: refusing to start in production while `keel check` reports errors")
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     return settings
 
 
