@@ -36,7 +36,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-import math
 import re
 import secrets
 import uuid
@@ -522,7 +521,7 @@ class AccountService:
             access_token=issued,
             session_id=session_id,
             scopes=chosen,
-            expires_in=self._expires_in(issued),
+            expires_in=issued.expires_in(self._clock.now()),
             refresh_token=refresh,
         )
 
@@ -687,9 +686,6 @@ class AccountService:
             await self._login_failed(user, "credentials_changed", origin)
             raise InvalidCredentials() from None
         return refresh
-
-    def _expires_in(self, issued: IssuedToken) -> int:
-        return max(0, math.ceil((issued.expires_at - self._clock.now()).total_seconds()))
 
     # --- profile ------------------------------------------------------------------------------
 
@@ -898,7 +894,7 @@ class AccountService:
             access_token=issued,
             session_id=session_id,
             scopes=chosen,
-            expires_in=self._expires_in(issued),
+            expires_in=issued.expires_in(self._clock.now()),
         )
 
     @floored()

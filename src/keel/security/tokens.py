@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -121,6 +122,10 @@ class IssuedToken:
     token: str = field(repr=False)
     jti: str
     expires_at: datetime
+
+    def expires_in(self, now: datetime) -> int:
+        """Whole seconds left at ``now`` (rounded up, never negative): OAuth's ``expires_in``."""
+        return max(0, math.ceil((self.expires_at - now).total_seconds()))
 
 
 @dataclass(frozen=True, slots=True)
