@@ -34,10 +34,7 @@ access tokens from earlier seconds die even without session hooks.
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
-import re
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -94,6 +91,7 @@ from keel.audit import Action, ActorType, AuditEvent, AuditTrail, Result
 from keel.db import Database, UnitOfWork
 from keel.errors import TooManyRequests, Unauthenticated
 from keel.security.hashing import PasswordHasher
+from keel.security.opaque import is_opaque_token, new_opaque_token, opaque_token_hash
 from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokenIssuer, IssuedToken
 
@@ -110,8 +108,6 @@ __all__ = [
 _log = logging.getLogger("keel.accounts")
 
 #: ≥ 128 bits (ASVS 11.5.1): 32 random bytes, base64url without padding.
-_TOKEN_BYTES: Final = 32
-_TOKEN_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 _CLI_ACTOR: Final = "keel-cli"
 
 UserChanged = Callable[[str], Awaitable[None]]
@@ -140,10 +136,6 @@ class LoginResult:
     scopes: frozenset[str]
     expires_in: int
     refresh_token: str | None = None
-
-
-def _token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
 def _account_keys(email: str) -> tuple[str, str | None]:
@@ -366,12 +358,12 @@ class AccountService:
     def _new_token(
         self, repo: AccountRepository, user: User, address: EmailAddress, now: datetime
     ) -> str:
-        token = secrets.token_urlsafe(_TOKEN_BYTES)
+        token = new_opaque_token()
         repo.add_token(
             EmailVerificationToken(
                 id=uuid.uuid4(),
                 user_id=user.id,
-                token_hash=_token_digest(token),
+                token_hash=opaque_token_hash(token),
                 email=address.address,
                 email_key=address.key,
                 created_at=now,
@@ -395,8 +387,8 @@ class AccountService:
             async with self._database.unit_of_work() as uow:
                 repo = AccountRepository(uow)
                 row = (
-                    await repo.token_by_hash(_token_digest(token))
-                    if _TOKEN_SHAPE.fullmatch(token)
+                    await repo.token_by_hash(opaque_token_hash(token))
+                    if is_opaque_token(token)
                     else None
                 )
                 if row is None:
@@ -909,8 +901,8 @@ class AccountService:
         token's SHA-256 is stored. A newer request makes older links fail.
         """
         _guard_key, key = _account_keys(email)
-        token = secrets.token_urlsafe(_TOKEN_BYTES)
-        digest = _token_digest(token)
+        token = new_opaque_token()
+        digest = opaque_token_hash(token)
         now = self._clock.now()
         messages: list[Message] = []
         async with self._database.unit_of_work() as uow:
@@ -967,8 +959,8 @@ class AccountService:
         user: User | None = None
         async with self._database.unit_of_work() as uow:
             repo = AccountRepository(uow)
-            if _TOKEN_SHAPE.fullmatch(token):
-                row = await repo.reset_token_by_hash(_token_digest(token))
+            if is_opaque_token(token):
+                row = await repo.reset_token_by_hash(opaque_token_hash(token))
             if row is not None:
                 user = await repo.by_id(row.user_id)
         reason = self._reset_refusal(row, user, now)

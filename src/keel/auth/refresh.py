@@ -1,7 +1,7 @@
 """Refresh-token values: making, hashing and sealing them. No I/O.
 
-A refresh token is 32 bytes from the operating system's CSPRNG (256 bits,
-SEC-37), base64url without padding: 43 characters. The database keeps only
+A refresh token is one of keel's opaque tokens (:mod:`keel.security.opaque`):
+256 random bits, base64url, 43 characters; the database keeps only
 ``token_hash`` (hex SHA-256); a token that does not have the shape is refused
 before any lookup.
 
@@ -15,15 +15,20 @@ open it, and the session id is bound in as associated data.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
-import re
 import secrets
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keel.security.opaque import (
+    OPAQUE_TOKEN_BYTES,
+    is_opaque_token,
+    new_opaque_token,
+    opaque_token_hash,
+)
 
 __all__ = [
     "TOKEN_BYTES",
@@ -34,25 +39,15 @@ __all__ = [
     "unseal_successor",
 ]
 
-TOKEN_BYTES: Final = 32
-_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+TOKEN_BYTES: Final = OPAQUE_TOKEN_BYTES
 _SEAL_DOMAIN: Final = b"keel refresh-token successor seal v1\x00"
 _NONCE_BYTES: Final = 12
 
 
-def new_refresh_token() -> str:
-    """A fresh refresh token: 256 random bits, base64url, 43 characters."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).rstrip(b"=").decode("ascii")
-
-
-def is_token_shaped(token: object) -> bool:
-    """Whether ``token`` could be a keel refresh token at all (checked before any lookup)."""
-    return isinstance(token, str) and _SHAPE.fullmatch(token) is not None
-
-
-def token_hash(token: str) -> str:
-    """The stored form of a refresh token: hex SHA-256."""
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
+#: A refresh token is one of keel's opaque tokens (``keel.security.opaque``).
+new_refresh_token = new_opaque_token
+is_token_shaped = is_opaque_token
+token_hash = opaque_token_hash
 
 
 def _seal_key(token: str) -> bytes:
