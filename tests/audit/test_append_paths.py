@@ -19,8 +19,8 @@ from keel._clock import FrozenClock
 from keel.audit import AuditTrail, ChainLink, record, record_alone, record_many, verify
 from keel.db import Database
 from keel.errors import DatabaseUnavailable
+from tests._net import closed_port
 from tests.audit._support import KEYRING, event, head, make_settings, rows
-from tests.db.test_ping import closed_port
 
 
 async def _assert_whole(database: Database, count: int) -> list[ChainLink]:

@@ -13,6 +13,7 @@ import pytest
 
 from keel.db import Database
 from keel.errors import DatabaseUnavailable
+from tests._net import closed_port
 
 from .conftest import MakeSettings
 
@@ -27,15 +28,6 @@ def black_hole() -> Iterator[int]:
         yield sock.getsockname()[1]
     finally:
         sock.close()
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 async def test_ping_answers(database: Database) -> None:

@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from keel.db import Database, UTCDateTime
 from keel.db import engine as engine_module
 from keel.errors import ConfigurationError, DatabaseUnavailable
+from tests._net import closed_port
 
 from .conftest import MakeSettings
-from .test_ping import closed_port
 
 metadata = MetaData()
 parent = Table(

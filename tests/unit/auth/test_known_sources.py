@@ -14,7 +14,7 @@ from keel.auth import LoginThrottle
 from keel.cache import MemoryStore, Store
 from tests.unit.cache._counting import CountingStore
 
-from .test_throttle import ACCOUNT, OWNER_IP, SETTINGS, refusal, stranger
+from ._throttle import ACCOUNT, OWNER_IP, SETTINGS, refusal, stranger
 
 
 @pytest.fixture
