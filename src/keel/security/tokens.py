@@ -37,8 +37,6 @@ or error messages (SEC-43, SEC-65).
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import re
 import secrets
@@ -53,6 +51,14 @@ import jwt
 from keel._clock import Clock, SystemClock
 from keel._types import JSONValue
 from keel.errors import ConfigurationError, Unauthenticated
+from keel.security._jws import (
+    MAX_CLAIM_LENGTH,
+    Rejected,
+    b64url_decode,
+    json_object,
+    numeric_date,
+    text_claim,
+)
 from keel.security.keys import KeySet, SigningKey
 from keel.settings import TokenSettings
 
@@ -76,7 +82,6 @@ MAX_ACCESS_TTL: Final = 900
 MAX_LEEWAY: Final = 60
 #: SEC-29: anything longer is refused before it is parsed.
 MAX_TOKEN_LENGTH: Final = 8 * 1024
-_MAX_CLAIM_LENGTH: Final = 256
 _MAX_KID_LENGTH: Final = 128
 
 _COMPACT_JWS: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -89,10 +94,6 @@ class InvalidToken(Unauthenticated):
     """The token is not valid."""
 
     code: ClassVar[str] = "invalid_token"
-
-
-class _Rejected(ValueError):
-    """Why a token was refused; only ever the ``__cause__`` of an ``InvalidToken``."""
 
 
 class TokenKind(StrEnum):
@@ -152,57 +153,9 @@ class AccessTokenVerifier(Protocol):
     def verify(self, token: str) -> AccessClaims: ...
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64url_decode(segment: str) -> bytes:
-    """A segment already matched against the base64url alphabet; canonical form only."""
-    if len(segment) % 4 == 1:
-        raise _Rejected("segment length")
-    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    if _b64url(data) != segment:
-        raise _Rejected("non-canonical base64url")
-    return data
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    names = [name for name, _ in pairs]
-    if len(set(names)) != len(names):
-        raise _Rejected("duplicate member")  # RFC 7515 §5.2 step 4 allows refusing them
-    return dict(pairs)
-
-
-def _no_constants(name: str) -> Any:
-    raise _Rejected("non-JSON constant")
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    value = json.loads(
-        data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-    )
-    if not isinstance(value, dict):
-        raise _Rejected("not a JSON object")
-    return value
-
-
-def _numeric_date(claims: Mapping[str, Any], name: str) -> int:
-    value = claims.get(name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _Rejected(f"{name} is not an integer")
-    return value
-
-
-def _text_claim(claims: Mapping[str, Any], name: str) -> str:
-    value = claims.get(name)
-    if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM_LENGTH:
-        raise _Rejected(f"{name} is missing or malformed")
-    return value
-
-
 def _check_text(name: str, value: str) -> None:
-    if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM_LENGTH:
-        raise ValueError(f"{name} must be a non-empty string of at most {_MAX_CLAIM_LENGTH}")
+    if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_LENGTH:
+        raise ValueError(f"{name} must be a non-empty string of at most {MAX_CLAIM_LENGTH}")
 
 
 class SignedTokens:
@@ -305,7 +258,7 @@ class SignedTokens:
             return self._decode(token)
         except (
             jwt.PyJWTError,
-            ValueError,  # includes _Rejected, JSONDecodeError, UnicodeDecodeError
+            ValueError,  # includes Rejected, JSONDecodeError, UnicodeDecodeError
             TypeError,
             OverflowError,
             RecursionError,
@@ -314,13 +267,13 @@ class SignedTokens:
 
     def _decode(self, token: object) -> dict[str, Any]:
         if not isinstance(token, str):
-            raise _Rejected("not a string")
+            raise Rejected("not a string")
         if len(token) > MAX_TOKEN_LENGTH:
-            raise _Rejected("too long")
+            raise Rejected("too long")
         if _COMPACT_JWS.fullmatch(token) is None:
-            raise _Rejected("not a compact JWS")
+            raise Rejected("not a compact JWS")
         header_segment, payload_segment, _ = token.split(".")
-        header = _json_object(_b64url_decode(header_segment))
+        header = json_object(b64url_decode(header_segment))
         key = self._key_for(header)
         self._jwt.decode(
             token,
@@ -330,7 +283,7 @@ class SignedTokens:
             audience=self._audience,
         )
         # PyJWT verified the signature over these exact bytes; parse them strictly ourselves.
-        claims = _json_object(_b64url_decode(payload_segment))
+        claims = json_object(b64url_decode(payload_segment))
         self._check_claims(claims)
         accepted = self._keys.accepts(
             key,
@@ -340,50 +293,50 @@ class SignedTokens:
             keep_for=self._lifetime + self._leeway,
         )
         if not accepted:
-            raise _Rejected("signed by a retired key after its retirement, or a dropped one")
+            raise Rejected("signed by a retired key after its retirement, or a dropped one")
         return claims
 
     def _key_for(self, header: Mapping[str, Any]) -> SigningKey:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg != self._algorithm:
-            raise _Rejected("alg")  # RFC 8725 §3.1: one algorithm, compared exactly
+            raise Rejected("alg")  # RFC 8725 §3.1: one algorithm, compared exactly
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in self._typs:
-            raise _Rejected("typ")
+            raise Rejected("typ")
         if "crit" in header or "b64" in header:
-            raise _Rejected("crit")  # RFC 7515 §4.1.11: no extension is understood
+            raise Rejected("crit")  # RFC 7515 §4.1.11: no extension is understood
         kid = header.get("kid")
         if not isinstance(kid, str) or not 0 < len(kid) <= _MAX_KID_LENGTH:
-            raise _Rejected("kid")
+            raise Rejected("kid")
         key = self._keys.find(kid)  # an in-memory mapping; a kid is never a path or query
         if key is None:
-            raise _Rejected("unknown kid")
+            raise Rejected("unknown kid")
         return key
 
     def _check_claims(self, claims: Mapping[str, Any]) -> None:
         if claims.get("iss") != self._issuer:
-            raise _Rejected("iss")
+            raise Rejected("iss")
         aud = claims.get("aud")
         if isinstance(aud, list):
             if self._audience not in aud or not all(isinstance(a, str) for a in aud):
-                raise _Rejected("aud")
+                raise Rejected("aud")
         elif aud != self._audience:
-            raise _Rejected("aud")
-        _text_claim(claims, "sub")
-        _text_claim(claims, "jti")
+            raise Rejected("aud")
+        text_claim(claims, "sub")
+        text_claim(claims, "jti")
         for name in self._required:
-            _text_claim(claims, name)
-        issued_at = _numeric_date(claims, "iat")
-        expires_at = _numeric_date(claims, "exp")
+            text_claim(claims, name)
+        issued_at = numeric_date(claims, "iat")
+        expires_at = numeric_date(claims, "exp")
         if not 0 < expires_at - issued_at <= self._max_lifetime:
-            raise _Rejected("lifetime")
+            raise Rejected("lifetime")
         now = self._clock.now().timestamp()
         if expires_at <= now - self._leeway:
-            raise _Rejected("expired")
+            raise Rejected("expired")
         if issued_at > now + self._leeway:
-            raise _Rejected("issued in the future")
-        if "nbf" in claims and _numeric_date(claims, "nbf") > now + self._leeway:
-            raise _Rejected("not yet valid")
+            raise Rejected("issued in the future")
+        if "nbf" in claims and numeric_date(claims, "nbf") > now + self._leeway:
+            raise Rejected("not yet valid")
 
 
 class AccessTokens:
@@ -430,7 +383,7 @@ class AccessTokens:
         claims = self._tokens.decode(token)
         try:
             scopes = _parse_scope(claims.get("scope", ""))
-        except _Rejected as exc:
+        except Rejected as exc:
             raise InvalidToken("invalid token") from exc
         return AccessClaims(
             subject=claims["sub"],
@@ -444,10 +397,10 @@ class AccessTokens:
 
 def _parse_scope(value: object) -> frozenset[str]:
     if not isinstance(value, str):
-        raise _Rejected("scope")
+        raise Rejected("scope")
     if not value:
         return frozenset()
     scopes = value.split(" ")
     if not all(_SCOPE_TOKEN.fullmatch(scope) for scope in scopes):
-        raise _Rejected("scope")
+        raise Rejected("scope")
     return frozenset(scopes)
