@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 
 from keel.report._wire import Response, Target, request
-from keel.report.claim import Verdict, failed, passed
+from keel.report.claim import Verdict, failed, not_checked, passed
 from keel.security.headers import API_CSP, BASE_HEADERS
 from keel.settings import Settings
 
@@ -101,8 +101,13 @@ def headers_on_5xx(target: Target, settings: Settings) -> Verdict:
         return _judge_headers(ready, target, "GET /readyz")
     fields = tuple((f"X-Keel-Report-{n}", "1") for n in range(settings.max_header_fields + 1))
     refused = request(target, "GET", "/livez", fields)
-    verdict = _judge_headers(refused, target, "a head with too many fields")
     note = f"no 5xx can be provoked from outside (GET /readyz answered {ready.status}); "
+    if refused.status != 431:
+        return not_checked(
+            f"{note}a head of KEEL_MAX_HEADER_FIELDS + 1 fields answered {refused.status}, "
+            "not 431 (does the instance run with this environment?)"
+        )
+    verdict = _judge_headers(refused, target, "a head with too many fields")
     return Verdict(verdict.outcome, note + verdict.evidence)
 
 

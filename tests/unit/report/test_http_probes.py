@@ -93,6 +93,13 @@ def test_sec_56_headers_on_an_error_outside_the_routes_fall_back_to_the_431(
     assert "answered 431" in verdict.evidence
 
 
+def test_without_a_5xx_or_a_431_the_error_headers_are_not_checked(settings: Settings) -> None:
+    with fake_server(lambda _: response(200, GOOD)) as target:  # no header limit at all
+        verdict = http_probes.headers_on_5xx(target, settings)
+    assert verdict.outcome is Outcome.NOT_CHECKED
+    assert "fields answered 200, not 431" in verdict.evidence
+
+
 def test_sec_57_https_needs_a_year_of_hsts() -> None:
     https = Target("https", "keel.example", 443)
     headers = tuple((name.lower(), value) for name, value in GOOD.items())
