@@ -4,8 +4,9 @@ The unit is checked by ``systemd-analyze verify`` (with its ``ExecStart`` pointe
 at this checkout's ``keel``) and by what it must say for keel's shutdown to be
 clean. The nginx file passes ``nginx -t``, then runs for real in front of a real
 ``keel serve``: a request over TLS reaches keel with the client's address and
-scheme as nginx saw them, and what the client wrote in ``X-Forwarded-For`` or
-``X-Request-ID`` is not believed.
+scheme as nginx saw them (SEC-16: what the client wrote in ``X-Forwarded-For``
+or ``X-Request-ID`` is not believed; SEC-57: keel sends HSTS), and plain HTTP
+redirects only a navigation without credentials (SEC-60).
 """
 
 from __future__ import annotations
@@ -97,6 +98,55 @@ def test_nginx_refuses_a_broken_copy(tmp_path: Path) -> None:
     assert nginx_test(binary, files).returncode != 0
 
 
+def _directives(text: str) -> dict[str, list[str]]:
+    """Each directive's values in the order they appear (comments dropped)."""
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        statement = line.split("#", 1)[0].strip()
+        if statement.endswith(";"):
+            name, _, value = statement[:-1].partition(" ")
+            found.setdefault(name, []).append(value.strip())
+    return found
+
+
+def _seconds(value: str) -> float:
+    number = re.fullmatch(r"(\d+)(ms|s|m)?", value)
+    assert number is not None, value
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[number.group(2)]
+    return int(number.group(1)) * scale
+
+
+def _bytes(value: str) -> int:
+    number = re.fullmatch(r"(\d+)([kKmM]?)", value)
+    assert number is not None, value
+    return int(number.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[number.group(2).lower()]
+
+
+def test_the_nginx_site_sits_inside_keels_limits_and_timeouts() -> None:
+    """nginx gives up or closes before keel does, and lets keel's own refusals through."""
+    text = (ROOT / "deploy" / "nginx" / "keel.conf").read_text(encoding="utf-8")
+    conf = _directives(text)
+    settings = Settings()
+    upstream = text.split("upstream keel {", 1)[1].split("}", 1)[0]
+    (idle,) = _directives(upstream)["keepalive_timeout"]
+    # An idle upstream connection is closed by nginx first: never reused as keel closes it.
+    assert _seconds(idle) < settings.keepalive
+    # A slow request gets keel's own 504 problem+json, not nginx's page.
+    (read,) = conf["proxy_read_timeout"]
+    assert _seconds(read) > settings.request_timeout
+    # Bodies and heads just over keel's bounds reach keel, which refuses them (413, 431).
+    (body,) = conf["client_max_body_size"]
+    assert _bytes(body) > settings.max_body_bytes
+    (buffers,) = conf["large_client_header_buffers"]
+    assert _bytes(buffers.split()[1]) >= settings.max_header_bytes
+    headers = {value.split()[0]: value.split()[1] for value in conf["proxy_set_header"]}
+    assert headers["X-Forwarded-For"] == "$proxy_add_x_forwarded_for"
+    assert headers["X-Forwarded-Proto"] == "$scheme"
+    assert headers["X-Request-ID"] == "$request_id"
+    # Only what never reached keel is retried: no request is ever sent twice.
+    assert conf["proxy_next_upstream"] == ["error"]
+
+
 def _access_lines(logs: str, path: str) -> list[dict[str, object]]:
     lines = []
     for line in logs.splitlines():
@@ -119,7 +169,7 @@ def _ready(client: httpx.Client, deadline: float = 30.0) -> httpx.Response:
 
 
 @pytest.mark.runtime
-def test_nginx_in_front_of_keel_passes_the_client_and_scheme(tmp_path: Path) -> None:
+def test_sec_16_sec_57_sec_60_keel_behind_the_shipped_nginx(tmp_path: Path) -> None:
     binary = require_nginx()
     database = Settings(database_url=f"sqlite:///{tmp_path / 'keel' / 'keel.sqlite3'}").database
     (tmp_path / "keel").mkdir()
@@ -154,10 +204,14 @@ def test_nginx_in_front_of_keel_passes_the_client_and_scheme(tmp_path: Path) -> 
             request_id = login.headers["x-request-id"]
             assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
 
-            # Plain HTTP is only redirected, by nginx.
-            redirect = httpx.get(f"http://127.0.0.1:{files.http_port}/auth/login", timeout=5)
+            # Plain HTTP: a navigation is redirected; a credential is refused, never redirected.
+            plain = f"http://127.0.0.1:{files.http_port}"
+            redirect = httpx.get(f"{plain}/readyz", timeout=5)
             assert redirect.status_code == 308
             assert redirect.headers["location"].startswith("https://")
+            assert httpx.post(f"{plain}/auth/login", json=creds, timeout=5).status_code == 403
+            bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            assert httpx.get(f"{plain}/users/me", headers=bearer, timeout=5).status_code == 403
 
         (line,) = _access_lines(keel.logs(), "/auth/login")
         assert line["client_ip"] == CLIENT, line
