@@ -131,6 +131,56 @@ def test_each_guide_has_the_sections_an_operator_looks_for(guide: str) -> None:
         assert any(h.startswith(section) for h in headings), f"{guide}.md lacks {section!r}"
 
 
+@pytest.mark.parametrize("guide", GUIDES)
+def test_each_guide_covers_health_scaling_and_proxies(guide: str) -> None:
+    text = (ROOT / "docs" / "deploy" / f"{guide}.md").read_text(encoding="utf-8")
+    for needed in (
+        "/livez",
+        "/readyz",
+        "WEB_CONCURRENCY",
+        "keel.E030",
+        "KEEL_TRUSTED_PROXIES",
+        "keel check",
+        "keel db upgrade",
+        "KEEL_AUDIT_KEY",
+    ):
+        assert needed in text, f"{guide}.md never mentions {needed}"
+
+
+@pytest.mark.parametrize(
+    ("runbook", "sections"),
+    [
+        (
+            "rotate-secrets",
+            (
+                "SECRET_KEY",
+                "Signing keys",
+                "KEEL_JWT_SECRET",
+                "KEEL_AUDIT_KEY",
+                "Database password",
+                "Redis password",
+                "KEEL_METRICS_TOKEN",
+            ),
+        ),
+        ("restore", ("Routine: checkpoints and backups", "Restore", "After the restore")),
+        (
+            "metrics",
+            (
+                "A worker was killed",
+                "A warm-up timed out",
+                "The cache degraded",
+                "Logins are throttled",
+            ),
+        ),
+    ],
+)
+def test_each_runbook_covers_its_cases(runbook: str, sections: tuple[str, ...]) -> None:
+    text = (ROOT / "docs" / "runbooks" / f"{runbook}.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", text, re.MULTILINE)
+    for section in sections:
+        assert any(h.startswith(section) for h in headings), f"{runbook}.md lacks {section!r}"
+
+
 def test_the_docs_quote_the_commands_an_operator_needs() -> None:
     quoted = {" ".join(argv[:2]) for _, argv in _all_commands()}
     for needed in (
