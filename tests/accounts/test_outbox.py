@@ -327,7 +327,25 @@ async def test_a_commit_wakes_the_sender_without_waiting_for_the_poll(
         sender.cancel()
         with pytest.raises(asyncio.CancelledError):
             await sender
-    assert box.depth == 0
+
+
+async def test_another_workers_sender_finds_the_message_on_its_next_poll(
+    settings: Settings, database: Database
+) -> None:
+    mailer = Recorder()
+    writer = outbox(settings, database, mailer)  # its own sender is not running
+    poller = outbox(settings, database, mailer, poll_interval=0.2)
+    sender = asyncio.create_task(poller.run_forever())
+    try:
+        await asyncio.sleep(0.1)
+        await stage(writer, database, message())
+        async with asyncio.timeout(5):
+            await mailer.delivered.wait()
+    finally:
+        sender.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sender
+    assert poller.sent == 1
 
 
 async def test_housekeeping_prunes_sent_mail_after_the_retention_and_keeps_the_rest(

@@ -130,6 +130,7 @@ class Outbox:
         self._rng = rng or random.Random()  # noqa: S311
         self._wakeup: asyncio.Event | None = None
         self._earliest_retry: datetime | None = None
+        self._counted_at: float | None = None
         self.sent = 0
         self.failed = 0
         self.depth: int | None = None
@@ -213,7 +214,8 @@ class Outbox:
         Needs a moving clock; callers bound it (``asyncio.timeout``) as they see fit.
         """
         while True:
-            await self.send_due()
+            if await self.send_due() >= self._settings.batch:
+                continue  # a full batch: more may be due at once
             due = await rows.next_due(self._database)
             if due is None:
                 return
@@ -228,7 +230,7 @@ class Outbox:
             claimed = 0
             try:
                 claimed = await self.send_due()
-                if claimed < self._settings.batch:
+                if claimed < self._settings.batch and self._count_due():
                     await self.count()
             except Exception as exc:  # noqa: BLE001 - a failed round is logged, the next retries
                 event(_log, logging.WARNING, "mail_outbox_failed", error=type(exc).__name__)
@@ -239,6 +241,14 @@ class Outbox:
                     await wakeup.wait()
             except TimeoutError:
                 pass
+
+    def _count_due(self) -> bool:
+        """At most one depth count per poll interval, however often commits wake the sender."""
+        now = self._clock.monotonic()
+        if self._counted_at is not None and now - self._counted_at < self._settings.poll_interval:
+            return False
+        self._counted_at = now
+        return True
 
     def _next_wait(self) -> float:
         wait = self._settings.poll_interval
