@@ -3,7 +3,8 @@
 The first server writes the outbox but does not send (``KEEL_MAIL_SENDER_ENABLED=false``
 holds its senders back); it is killed with SIGKILL right after the registration
 commits, so nothing held in memory can help. A second server on the same
-database, two workers each running a sender, delivers the message exactly once.
+database, two worker processes each running a sender, delivers the message
+exactly once, and as many more queued meanwhile, each once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from keel.accounts import OutboxMessage
+from keel.accounts import Message, Outbox, OutboxMessage
+from keel.accounts.sealing import BodySealer
 from keel.db import Database, migrate
 from keel.settings import Settings
 from tests.runtime._harness import running_server
@@ -48,6 +50,36 @@ def _outbox(database_url: str) -> list[tuple[str, str]]:
             await database.dispose()
 
     return asyncio.run(read())
+
+
+def _queue(database_url: str, count: int) -> None:
+    """Stage ``count`` more messages, as another instance would have."""
+
+    class Unused:
+        async def send(self, message: Message) -> None:
+            raise AssertionError("this process never sends")
+
+    async def stage() -> None:
+        settings = Settings(database_url=database_url)
+        database = Database(settings.database)
+        keys = settings.audit
+        outbox = Outbox(
+            Unused(),
+            database=database,
+            sealer=BodySealer(keys.keys, keys.current_key_id),
+            audit=None,
+        )
+        messages = [
+            Message(to=f"queued{n}@example.com", subject="s", body="b", kind="notice")
+            for n in range(count)
+        ]
+        try:
+            async with database.unit_of_work() as uow:
+                outbox.stage(uow, messages)
+        finally:
+            await database.dispose()
+
+    asyncio.run(stage())
 
 
 def _mail(path: Path) -> list[dict[str, str]]:
@@ -80,16 +112,21 @@ def test_a_registration_mail_is_sent_once_after_the_server_is_killed_before_send
     [(message_id, status)] = _outbox(database_url)
     assert status == "pending"
     assert _mail(mail_file) == []
+    _queue(database_url, 20)
 
     env["KEEL_MAIL_SENDER_ENABLED"] = "true"
     with running_server(tmp_path / "second", FACTORY, env=env) as second:
         deadline = time.monotonic() + 30
-        while not _mail(mail_file):
+        while len(_mail(mail_file)) < 21:
             assert time.monotonic() < deadline, f"no mail was sent:\n{second.logs()}"
             time.sleep(0.1)
         time.sleep(1.0)  # five polls by each worker's sender: none sends it again
-    [sent] = _mail(mail_file)
-    assert (sent["to"], sent["kind"]) == (EMAIL, "verify_email")
-    assert sent["idempotency_key"] == message_id
+    mail = _mail(mail_file)
+    assert len(mail) == 21
+    assert len({m["idempotency_key"] for m in mail}) == 21  # none twice
+    [sent] = [m for m in mail if m["to"] == EMAIL]
+    assert (sent["kind"], sent["idempotency_key"]) == ("verify_email", message_id)
     assert "#token=" in sent["body"]
-    assert _outbox(database_url) == [(message_id, "sent")]
+    rows = _outbox(database_url)
+    assert len(rows) == 21
+    assert {status for _, status in rows} == {"sent"}
