@@ -310,6 +310,19 @@ def _mail_findings(settings: Settings) -> Iterator[Finding]:
             "mail is not sent in production (KEEL_MAIL_BACKEND is not smtp)",
             "set KEEL_MAIL_BACKEND=smtp and KEEL_SMTP_HOST, KEEL_SMTP_USERNAME, KEEL_SMTP_PASSWORD",
         )
+    if settings.mail_retry_max < settings.mail_retry_base:
+        yield _warning(
+            "W014",
+            "KEEL_MAIL_RETRY_MAX is below KEEL_MAIL_RETRY_BASE: every retry waits the maximum",
+            "set KEEL_MAIL_RETRY_MAX above KEEL_MAIL_RETRY_BASE",
+        )
+    if settings.mail_backend == "smtp" and settings.mail_lease / 4 < settings.smtp_timeout:
+        yield _warning(
+            "W015",
+            "KEEL_MAIL_LEASE is short for KEEL_SMTP_TIMEOUT: an attempt is cut off at a quarter "
+            "of the lease, possibly before the relay answers, and the message is sent again",
+            "set KEEL_MAIL_LEASE to at least four times KEEL_SMTP_TIMEOUT",
+        )
     plain_smtp = settings.mail_backend == "smtp" and settings.smtp_security == "none"
     if settings.is_production and plain_smtp and not _is_loopback(settings.smtp_host):
         yield _error(

@@ -404,6 +404,13 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(default=10.0, gt=0, le=120)
+    # The durable mail outbox (keel.accounts.outbox).
+    mail_poll_interval: float = Field(default=5.0, gt=0, le=3600)
+    mail_max_attempts: int = Field(default=8, ge=1, le=100)
+    mail_retry_base: float = Field(default=2.0, gt=0, le=3600)
+    mail_retry_max: float = Field(default=900.0, gt=0, le=24 * 3600)
+    mail_lease: float = Field(default=120.0, ge=1, le=3600)
+    mail_sender_enabled: bool = True
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_max_length: int = Field(default=1024, ge=64, le=4096)
     argon2_memory_kib: int = Field(default=19_456, ge=19_456, le=1_048_576)
