@@ -199,7 +199,7 @@ def _is_clean_database_problem(answer: Answer, port: int) -> bool:
     return _INTERNALS.search(answer.body) is None and str(port) not in answer.body
 
 
-def test_a_postgresql_outage_under_load_degrades_to_503_and_recovers_without_a_restart(
+def test_sec_53_a_postgresql_outage_under_load_is_503_without_internals_then_recovers(
     deployment: Deployment,
 ) -> None:
     d, cluster = deployment, deployment.cluster
