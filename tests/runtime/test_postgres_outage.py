@@ -38,7 +38,8 @@ pytestmark = [pytest.mark.runtime, pytest.mark.redis]
 FACTORY = "keel.api.app:create_app"
 PASSWORD = "correct horse battery staple 42"
 WORKERS = 2
-USERS = 4
+USERS = 2
+LOAD_THREADS = 4
 #: Seconds, from ``pg_ctl start`` returning, by which every route answers 2xx again.
 RECOVERY_BOUND = 5.0
 #: Seconds between two requests of one load thread.
@@ -151,11 +152,11 @@ class Load:
         self._stop = threading.Event()
         self.answers: list[Answer] = []
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(USERS)
-        self._futures = [self._pool.submit(self._run, n) for n in range(USERS)]
+        self._pool = ThreadPoolExecutor(LOAD_THREADS)
+        self._futures = [self._pool.submit(self._run, n) for n in range(LOAD_THREADS)]
 
     def _run(self, n: int) -> None:
-        token, i = self._d.tokens[n], 0
+        token, i = self._d.tokens[n % USERS], 0
         while not self._stop.is_set():
             route = self.ROUTES[i % len(self.ROUTES)]
             method, path = route.split(" ")
@@ -231,16 +232,16 @@ def test_sec_53_a_postgresql_outage_under_load_is_503_without_internals_then_rec
 
         started_at = time.monotonic()
         cluster.start()
-        recovered = _until(
-            lambda: (
-                all(a.status == 200 for a in load.since(time.monotonic() - 0.3))
-                and len(load.since(time.monotonic() - 0.3)) >= USERS
-            ),
-            RECOVERY_BOUND + 5,
-        )
-        time.sleep(0.5)
-        after_recovery = time.monotonic()
-        time.sleep(1.0)
+
+        def answering() -> bool:  # every route's last two answers are 200
+            recent = load.since(started_at)
+            return all(
+                [a.status for a in recent if a.route == route][-2:] == [200, 200]
+                for route in Load.ROUTES
+            )
+
+        _until(answering, RECOVERY_BOUND + 5)
+        time.sleep(1.0)  # and they stay 200
     finally:
         load.stop()
 
@@ -261,11 +262,13 @@ def test_sec_53_a_postgresql_outage_under_load_is_503_without_internals_then_rec
     for route in ("GET /sessions", "PATCH /users/me"):
         assert {a.status for a in deep if a.route == route} == {503}, route
 
-    assert recovered is not None, "no recovery"
-    assert recovered <= RECOVERY_BOUND, recovered
-    tail = load.since(after_recovery)
-    assert {a.status for a in tail} == {200}, tail[:3]
-    assert {a.route for a in tail} == set(Load.ROUTES)
+    # Recovered: the last answer other than 200 came within the bound, none since.
+    since_start = load.since(started_at)
+    failed = [a.at for a in since_start if a.status != 200]
+    recovered_at = max(failed, default=started_at)
+    assert recovered_at - started_at <= RECOVERY_BOUND, recovered_at - started_at
+    tail = [a for a in since_start if a.at > recovered_at]
+    assert {a.route for a in tail if a.status == 200} == set(Load.ROUTES), since_start[-5:]
     assert d.readiness() == 200
 
     # The same workers throughout: none crashed or was replaced.
