@@ -178,7 +178,12 @@ async def _read_back(url: str) -> tuple[list[str], dict[str, Any]]:
     }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    ]
+)
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
     """A migrated database for a server and its environment: SQLite and the state file (the
     embedded default), then PostgreSQL and Redis."""
@@ -243,6 +248,8 @@ def _kill_mid_write(server: RunningServer, writers: Writers, probe: WriteProbe) 
 def test_sigkill_of_a_worker_mid_request_leaves_no_half_written_change(
     served: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
+    if not Path("/proc/locks").exists():
+        pytest.skip("catching a worker inside a transaction reads Linux's /proc")
     url, env = served
     created = _keel(url, "users", "create-admin", "--email", ADMIN_EMAIL, stdin=PASSWORD + "\n")
     assert created.returncode == 0, created.stderr
