@@ -1,8 +1,9 @@
 """Clients that write through a real keel server as fast as it answers, and what it acknowledged.
 
-``Writers`` runs account threads (register, log in, change the password; half
-of the accounts are left to the admins instead) and admin threads (disable an
-account, change its roles, end its sessions, in turn). Each request goes on a
+``Writers`` runs account threads (register, log in, change the password and
+log out; half of the accounts refresh their session a few times instead and
+are left to the admins) and admin threads (disable an account, change its
+roles, end its sessions, in turn). Each request goes on a
 fresh connection; one whose worker dies under it counts as ``cut``. The
 ``Ledger`` keeps every acknowledged write, to be found in the database later.
 """
@@ -29,6 +30,7 @@ ACCOUNT_WRITERS = 4
 ADMINS = 2
 PASSWORD = "correct horse battery staple 42"
 NEW_PASSWORD = "another horse battery staple 43"
+REFRESHES = 3
 
 
 def _claims(access_token: str) -> dict[str, Any]:
@@ -44,6 +46,9 @@ class Ledger:
     sessions: set[uuid.UUID] = field(default_factory=set)
     changed: set[uuid.UUID] = field(default_factory=set)
     disabled: set[uuid.UUID] = field(default_factory=set)
+    logged_out: set[uuid.UUID] = field(default_factory=set)
+    # Per session, how many refreshes were acknowledged (its generation is at least that).
+    renewed: Counter[uuid.UUID] = field(default_factory=Counter)
     victims: list[str] = field(default_factory=list)  # accounts the admins act on
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     cut: int = 0
@@ -51,8 +56,8 @@ class Ledger:
 
 
 class Writers:
-    """Threads that register, log in and change passwords, and admins who disable, change
-    roles and end sessions, all as fast as the server answers, until stopped."""
+    """Threads that register, log in, refresh, change passwords and log out, and admins who
+    disable, change roles and end sessions, all as fast as the server answers, until stopped."""
 
     def __init__(self, server: RunningServer, admin_token: str) -> None:
         self._server = server
@@ -92,7 +97,7 @@ class Writers:
         if response is None or response.status_code != 200:
             return None
         token = str(response.json()["access_token"])
-        claims = {**_claims(token), "token": token}
+        claims = {**_claims(token), "token": token, "refresh": response.json()["refresh_token"]}
         with self.ledger.lock:
             self.ledger.sessions.add(uuid.UUID(claims["sid"]))
         return claims
@@ -114,13 +119,32 @@ class Writers:
             if n % 2:  # half the accounts are the admins' to disable, demote and revoke
                 with self.ledger.lock:
                     self.ledger.victims.append(login["sub"])
+                self._refresh(uuid.UUID(login["sid"]), str(login["refresh"]))
                 continue
             change = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
             path = "/auth/password/change"
             changed = self._call(f"POST {path}", path, login["token"], change)
-            if changed is not None and changed.status_code == 200:
+            if changed is None or changed.status_code != 200:
+                continue
+            with self.ledger.lock:
+                self.ledger.changed.add(uuid.UUID(login["sub"]))
+            # The session the change kept goes on with the new token; then it ends.
+            token = str(changed.json()["access_token"])
+            logout = self._call("POST /auth/logout", "/auth/logout", token)
+            if logout is not None and logout.status_code == 204:
                 with self.ledger.lock:
-                    self.ledger.changed.add(uuid.UUID(login["sub"]))
+                    self.ledger.logged_out.add(uuid.UUID(login["sid"]))
+
+    def _refresh(self, session: uuid.UUID, token: str) -> None:
+        """Rotate the session's refresh token ``REFRESHES`` times, while it is answered."""
+        for _ in range(REFRESHES):
+            body = {"refresh_token": token}
+            answer = self._call("POST /auth/refresh", "/auth/refresh", body=body)
+            if answer is None or answer.status_code != 200:
+                return  # cut short (its rotation may or may not have committed), or ended
+            token = str(answer.json()["refresh_token"])
+            with self.ledger.lock:
+                self.ledger.renewed[session] += 1
 
     def _admin(self, n: int) -> None:
         chance = random.Random(n)
