@@ -225,9 +225,9 @@ def _kill_mid_write(server: RunningServer, writers: Writers, probe: WriteProbe) 
     for _ in range(KILLS):
         time.sleep(random.uniform(0.2, 0.8))
         deadline = time.monotonic() + CATCH_DEADLINE
+        live = sorted(worker_pids(server) - killed)
+        assert len(live) == WORKERS, server.logs()
         while True:
-            live = sorted(worker_pids(server) - killed)
-            assert len(live) == WORKERS, server.logs()
             victim = random.choice(live)
             os.kill(victim, signal.SIGSTOP)
             inside = probe.writing(victim)
