@@ -22,6 +22,7 @@ import sys
 import textwrap
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,69 @@ async def test_sigkill_mid_append_leaves_a_sound_chain(database: Database) -> No
     assert set(committed) <= business  # every acknowledged commit survived
     assert business == set(range(1, len(business) + 1))
     assert result.count == len(events)
+
+
+async def _half_write(database: Database) -> tuple[uuid.UUID, uuid.UUID]:
+    """An account and an ended session written without any of their events."""
+    now = datetime.now(UTC)
+    user, session = uuid.uuid4(), uuid.uuid4()
+    async with database.unit_of_work() as uow:
+        uow.session.add(
+            User(
+                id=user,
+                email="half@example.com",
+                email_key="half@example.com",
+                email_verified_at=None,
+                display_name=None,
+                password_hash="x",
+                roles="user",
+                is_active=False,
+                tokens_valid_after=now.replace(microsecond=0),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await uow.flush()
+        uow.session.add(
+            AuthSession(
+                id=session,
+                user_id=user,
+                scopes="user",
+                generation=1,
+                created_at=now,
+                last_used_at=now,
+                idle_expires_at=now,
+                absolute_expires_at=now,
+                revoked_at=now,
+                revoked_reason="disabled",
+            )
+        )
+    return user, session
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def own_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database of this test's own (the shared one keeps only an empty chain)."""
+    name = "migrated_sqlite_url" if request.param == "sqlite" else "migrated_postgres_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+async def test_the_integrity_check_finds_rows_without_their_events(own_url: str) -> None:
+    """What the HTTP kill test relies on: a half-written change does not go unnoticed."""
+    database = Database(make_settings(own_url))
+    try:
+        assert await problems(database) == []
+        user, session = await _half_write(database)
+        found = await problems(database)
+    finally:
+        await database.dispose()
+    assert f"account {user} has 0 user_created events" in found
+    assert f"session {session} has 0 login events" in found
+    assert f"session {session} at 1: refresh tokens []" in found
+    assert f"session {session} at 1: renewals []" in found
+    assert f"({user!r}, 'disabled'): 1 sessions ended, 0 in the events" in found
+    assert f"account {user}: active=False, a disable event: False" in found
 
 
 # -- the same on the HTTP path: a real ``keel serve`` whose workers are SIGKILLed mid-request ---
