@@ -287,7 +287,7 @@ def _kill_mid_write(server: RunningServer, writers: Writers, probe: WriteProbe) 
         assert time.monotonic() < warm, f"not every kind of write was answered: {ledger}"
         time.sleep(0.05)
     for _ in range(KILLS):
-        time.sleep(random.uniform(0.2, 0.8))
+        time.sleep(random.uniform(0.1, 0.5))
         deadline = time.monotonic() + CATCH_DEADLINE
         live = sorted(worker_pids(server) - killed)
         assert len(live) == WORKERS, server.logs()
