@@ -52,9 +52,12 @@ from keel.accounts import (
     build_mailer,
     mail_settings_from,
 )
+from keel.accounts.email import EMAIL_MAX_LENGTH
 from keel.accounts.mail import ConsoleMailer
 from keel.accounts.mailcap import CappedMailer
+from keel.accounts.models import DISPLAY_NAME_MAX
 from keel.api.bearer import BearerPrincipal
+from keel.api.contract import LIMIT_KEY, NEW_PASSWORD, PASSWORD, authenticated, problems
 from keel.api.middleware import mark_no_store, no_store
 from keel.api.origin import origin_of
 from keel.api.principal import Principal, current_principal
@@ -103,16 +106,30 @@ _INVALID_GRANT: Final = "The e-mail address or password is wrong, or the account
 # Large enough that the password policy, not the schema, refuses long passwords with its
 # own reason code (KEEL_PASSWORD_MAX_LENGTH ≤ 4096, and NFKC may shrink the input).
 _PASSWORD_FIELD_MAX: Final = 16 * 1024
-_EMAIL_FIELD_MAX: Final = 320
-_NAME_FIELD_MAX: Final = 400
 _TOKEN_FIELD_MAX: Final = 128
 _REFRESH_FIELD_MAX: Final = 128
 
 _log = logging.getLogger("keel.api.accounts")
 
-Password = Annotated[SecretStr, Field(min_length=1, max_length=_PASSWORD_FIELD_MAX)]
-Email = Annotated[str, Field(min_length=1, max_length=_EMAIL_FIELD_MAX)]
-DisplayName = Annotated[str, Field(min_length=1, max_length=_NAME_FIELD_MAX)]
+#: A password the caller already has (login, re-authentication): any the policy once allowed.
+Password = Annotated[
+    SecretStr,
+    Field(min_length=1, max_length=_PASSWORD_FIELD_MAX, json_schema_extra={LIMIT_KEY: PASSWORD}),
+]
+#: A password being set: its schema carries the policy's lengths (``keel.api.contract``).
+NewPassword = Annotated[
+    SecretStr,
+    Field(
+        min_length=1, max_length=_PASSWORD_FIELD_MAX, json_schema_extra={LIMIT_KEY: NEW_PASSWORD}
+    ),
+]
+Email = Annotated[
+    str,
+    Field(min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"format": "email"}),
+]
+DisplayName = Annotated[str, Field(min_length=1, max_length=DISPLAY_NAME_MAX)]
+#: An address only looked up, never stored (a malformed one gets the same answer as any).
+LookupEmail = Annotated[str, Field(min_length=1, max_length=EMAIL_MAX_LENGTH)]
 
 
 class _Strict(BaseModel):
@@ -122,7 +139,7 @@ class _Strict(BaseModel):
 
 class RegisterRequest(_Strict):
     email: Email
-    password: Password
+    password: NewPassword
     display_name: DisplayName | None = None
 
 
@@ -135,8 +152,23 @@ class LoginRequest(_Strict):
     password: Password
 
 
+def _update_me_schema(schema: dict[str, Any]) -> None:
+    # What the validator and the service require: a change, and the password with a new address.
+    properties = schema["properties"]
+    properties["email"] = next(s for s in properties["email"]["anyOf"] if s.get("type") != "null")
+    schema["anyOf"] = [
+        {"required": ["display_name"], "not": {"required": ["email"]}},
+        {"required": ["email", "current_password"], "properties": {"current_password": _STRING}},
+    ]
+
+
+_STRING: Final = {"type": "string"}
+
+
 class UpdateMeRequest(_Strict):
     """Only these fields; roles, activity, verification and the hash are never settable."""
+
+    model_config = ConfigDict(json_schema_extra=_update_me_schema)
 
     display_name: DisplayName | None = None
     email: Email | None = None
@@ -255,6 +287,7 @@ def build_accounts_router() -> APIRouter:
         status_code=202,
         response_model=AcceptedResponse,
         dependencies=[Depends(no_store), Depends(rate_limited("register", "register"))],
+        responses=problems(415, 422, 429),
     )
     async def register(body: RegisterRequest, request: Request, accounts: Accounts) -> Any:
         """Start an account; the answer is the same whether or not the address has one."""
@@ -267,6 +300,7 @@ def build_accounts_router() -> APIRouter:
         "/auth/verify-email",
         response_model=VerifiedResponse,
         dependencies=[Depends(rate_limited("verify_email", "verify"))],
+        responses=problems(415, 422, 429),
     )
     async def verify_email(body: VerifyEmailRequest, request: Request, accounts: Accounts) -> Any:
         """Redeem the token from a verification mail (single use, 24 hours)."""
@@ -278,6 +312,7 @@ def build_accounts_router() -> APIRouter:
         response_model=TokenResponse,
         response_model_exclude_none=True,
         dependencies=[Depends(no_store)],
+        responses=problems(401, 403, 415, 422, 429),
     )
     async def login(body: LoginRequest, request: Request, accounts: Accounts) -> Any:
         """Exchange an e-mail address and password for an access token."""
@@ -292,7 +327,7 @@ def build_accounts_router() -> APIRouter:
         response_model=OAuthTokenResponse,
         response_model_exclude_none=True,
         dependencies=[Depends(no_store)],
-        responses={400: {"description": "RFC 6749 §5.2 error"}},
+        responses=_token_responses(),
         openapi_extra={"requestBody": _TOKEN_REQUEST_BODY},
     )
     async def token(request: Request, accounts: Accounts) -> Response:
@@ -300,7 +335,12 @@ def build_accounts_router() -> APIRouter:
         e-mail) and, with sessions installed, the ``refresh_token`` grant (§6)."""
         return await _token_grant(request, accounts)
 
-    @router.patch("/users/me", response_model=UserResponse, dependencies=[Depends(no_store)])
+    @router.patch(
+        "/users/me",
+        response_model=UserResponse,
+        dependencies=[Depends(no_store)],
+        **authenticated(409, 415, 422, 429),
+    )
     async def update_me(
         body: UpdateMeRequest, request: Request, principal: Caller, accounts: Accounts
     ) -> Any:
@@ -317,7 +357,12 @@ def build_accounts_router() -> APIRouter:
         )
         return UserResponse.of(view)
 
-    @router.delete("/users/me", status_code=204, dependencies=[Depends(no_store)])
+    @router.delete(
+        "/users/me",
+        status_code=204,
+        dependencies=[Depends(no_store)],
+        **authenticated(415, 422, 429),
+    )
     async def delete_me(
         body: DeleteMeRequest, request: Request, principal: Caller, accounts: Accounts
     ) -> Response:
@@ -341,7 +386,7 @@ _TOKEN_REQUEST_BODY: Final[dict[str, Any]] = {
                 "required": ["grant_type"],
                 "properties": {
                     "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
-                    "username": {"type": "string", "maxLength": _EMAIL_FIELD_MAX},
+                    "username": {"type": "string", "maxLength": EMAIL_MAX_LENGTH},
                     "password": {
                         "type": "string",
                         "format": "password",
@@ -353,6 +398,27 @@ _TOKEN_REQUEST_BODY: Final[dict[str, Any]] = {
                 },
             }
         }
+    },
+}
+
+
+def _token_responses() -> dict[int | str, dict[str, Any]]:
+    """Problems at the edge, and RFC 6749 §5.2 errors as ``application/json`` on 400."""
+    responses = problems(429)
+    responses[400]["content"]["application/json"] = {"schema": _OAUTH_ERROR}
+    responses[400]["description"] = "RFC 6749 §5.2 error, or a malformed request (problem)"
+    return responses
+
+
+_OAUTH_ERROR: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["error", "error_description"],
+    "properties": {
+        "error": {
+            "type": "string",
+            "enum": ["invalid_request", "invalid_grant", "invalid_scope", "unsupported_grant_type"],
+        },
+        "error_description": {"type": "string"},
     },
 }
 
@@ -445,7 +511,7 @@ async def _password_grant(
     username, password = params.get("username"), params.get("password")
     if not username or not password:
         raise _FormError("username and password are required.")
-    if len(username) > _EMAIL_FIELD_MAX or len(password) > _PASSWORD_FIELD_MAX:
+    if len(username) > EMAIL_MAX_LENGTH or len(password) > _PASSWORD_FIELD_MAX:
         raise _FormError("A parameter is too long.")
     try:
         result = await accounts.login(username, password, origin_of(request), scopes=scopes)
@@ -579,8 +645,8 @@ def install_accounts(
         read_me,
         methods=["GET"],
         response_model=UserResponse,
-        responses={401: {"description": "No valid access token"}},
         tags=["accounts"],
+        **authenticated(),
     )
     app.include_router(build_accounts_router())
     return service
