@@ -40,6 +40,7 @@ __all__ = [
     "LIMIT_KEY",
     "NEW_PASSWORD",
     "PASSWORD",
+    "PASSWORD_FIELD_MAX",
     "PROBLEM_CODES",
     "ROLE",
     "authenticated",
@@ -102,6 +103,10 @@ PROBLEM_CODES: Final[frozenset[str]] = frozenset(
     | set(STATUS_CODES.values())
 )
 
+#: The longest password field read (JSON or form): large enough that the password policy,
+#: not the schema, refuses long passwords with its own reason code (KEEL_PASSWORD_MAX_LENGTH
+#: is at most 4096, and NFKC may shrink the input).
+PASSWORD_FIELD_MAX: Final = 16 * 1024
 #: What any request can be answered, whatever its operation.
 EDGE_STATUSES: Final = (400, 403, 413, 500, 503, 504)
 #: The security scheme of operations that need an access token (RFC 6750, from ``/auth/token``).

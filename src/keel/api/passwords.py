@@ -34,13 +34,13 @@ from keel.api.accounts import (
     TokenResponse,
     _account_holder,
     _Strict,
-    _token_body,
 )
 from keel.api.bearer import BearerPrincipal
 from keel.api.contract import authenticated, problems
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
 from keel.api.ratelimit import rate_limited
+from keel.api.token import token_body
 
 __all__ = [
     "FORGOT_ACCEPTED",
@@ -104,7 +104,7 @@ def build_passwords_router() -> APIRouter:
             keep_session=keep,
             scopes=principal.scopes,
         )
-        return _token_body(result)
+        return token_body(result)
 
     @router.post(
         "/auth/password/forgot",
