@@ -1,7 +1,10 @@
 """schemathesis against a live keel: every check, every phase, no failure.
 
-A real ``keel serve`` (two workers, SQLite, the machine's state file) on a free
-loopback port, with an admin made by ``keel users create-admin``: schemathesis
+A real ``keel serve`` (two workers) on a free loopback port, on the embedded
+default (SQLite and the machine's state file) and on PostgreSQL + Redis (fewer
+examples: what it adds is what only PostgreSQL refuses, such as NUL in text,
+which must never come back as a 500), with an admin made by
+``keel users create-admin``: schemathesis
 logs in through ``/auth/login`` (``schemathesis.toml``) and logs in again
 whenever the run itself ends the session (logout, ``DELETE /sessions/...``,
 revoking its own sessions), so every operation, the admin ones included, is
@@ -21,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,10 +37,29 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 EMAIL = "contract-admin@keel.example"
 PASSWORD = "lantern quietly under the orchard 7"
 SEED = 20261207
-MAX_EXAMPLES = 150
 OPERATIONS = 19
 
 pytestmark = pytest.mark.runtime
+
+
+@dataclass(frozen=True)
+class Backend:
+    database_url: str
+    env: dict[str, str]
+    max_examples: int
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.redis])]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend(f"sqlite:///{tmp_path / 'keel.sqlite3'}", {}, max_examples=100)
+    url: str = request.getfixturevalue("postgres_url")
+    redis_url: str = request.getfixturevalue("redis_url")
+    namespace: str = request.getfixturevalue("redis_namespace")
+    env = {"DATABASE_URL": url, "REDIS_URL": redis_url, "KEEL_CACHE_NAMESPACE": namespace}
+    return Backend(url, env, max_examples=30)
 
 
 def _server_env(tmp_path: Path) -> dict[str, str]:
@@ -51,12 +74,13 @@ def _server_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _create_admin(tmp_path: Path, database_url: str) -> None:
+def _create_admin(tmp_path: Path, backend: Backend) -> None:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(REPO_ROOT),
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": backend.database_url,
         "KEEL_STATE_FILE": str(tmp_path / "keel.sqlite3-state"),
+        **backend.env,
     }
     created = subprocess.run(
         [sys.executable, "-m", "keel", "users", "create-admin", "--email", EMAIL],
@@ -71,16 +95,19 @@ def _create_admin(tmp_path: Path, database_url: str) -> None:
     assert created.returncode == 0, created.stderr
 
 
-def test_schemathesis_finds_no_failure_against_a_live_server(tmp_path: Path) -> None:
-    database_url = f"sqlite:///{tmp_path / 'keel.sqlite3'}"
-    asyncio.run(asyncio.to_thread(migrate.upgrade, Settings(database_url=database_url).database))
-    _create_admin(tmp_path, database_url)
+def test_schemathesis_finds_no_failure_against_a_live_server(
+    tmp_path: Path, backend: Backend
+) -> None:
+    database = Settings(database_url=backend.database_url).database
+    asyncio.run(asyncio.to_thread(migrate.upgrade, database))
+    _create_admin(tmp_path, backend)
 
     def serve(port: int) -> list[str]:
         # The plain `keel serve` a deployment runs (no test factory, no -X dev: fuzzing speed).
         return [sys.executable, "-m", "keel", "serve"]
 
-    with running_server(tmp_path, env=_server_env(tmp_path), command=serve) as server:
+    env = {**_server_env(tmp_path), **backend.env}
+    with running_server(tmp_path, env=env, command=serve) as server:
         run = subprocess.run(
             [
                 str(Path(sys.executable).with_name("st")),
@@ -96,7 +123,7 @@ def test_schemathesis_finds_no_failure_against_a_live_server(tmp_path: Path) -> 
                 "--seed",
                 str(SEED),
                 "--max-examples",
-                str(MAX_EXAMPLES),
+                str(backend.max_examples),
                 "--generation-database",
                 "none",
                 "--workers",

@@ -45,6 +45,13 @@ SESSIONS_STATE_KEY: Final = "keel_sessions"
 #: The routes here that need no access token (for the SEC-46 route walker).
 PUBLIC_SESSION_OPERATIONS: Final = frozenset({("POST", "/auth/refresh")})
 _REFRESH_TOKEN_MAX: Final = 128
+# OpenAPI links: a listed session's id is what DELETE /sessions/{session_id} takes.
+_SESSION_LINKS: Final = {
+    "EndSession": {
+        "operationRef": "#/paths/~1sessions~1{session_id}/delete",
+        "parameters": {"session_id": "$response.body#/sessions/0/id"},
+    }
+}
 
 
 def get_sessions(request: Request) -> SessionService:
@@ -152,7 +159,7 @@ def build_sessions_router() -> APIRouter:
         "/sessions",
         response_model=SessionsResponse,
         dependencies=[Depends(no_store)],
-        **authenticated(),
+        **authenticated(extra={"responses": {"200": {"links": _SESSION_LINKS}}}),
     )
     async def list_sessions(principal: Caller, sessions: Sessions) -> Any:
         """The caller's live sessions; ``current`` marks the one this token belongs to."""
