@@ -11,13 +11,17 @@
   ``application/problem+json`` body and the headers that go with it.
 - :func:`authenticated` adds the bearer security requirement and 401/403.
 - :func:`install_contract` makes ``/openapi.json`` carry the ``Problem``
-  component, the bearer scheme, and the request limits that come from the
-  settings (the password lengths the policy enforces), read from the same
-  values the server uses.
+  component, the bearer scheme (OAuth 2.0, its token URL ``/auth/token``),
+  and the limits a request schema marks with ``x-keel-limit``, filled from
+  the values the server checks: the password policy's lengths, the roles and
+  audit actions this application knows.
+
+Statuses answered before the app sees the request (431 for an oversized head)
+are the server's, not an operation's, and are not listed.
 
 Plain ``OPTIONS`` is not an operation: it is answered 405 with the ``Allow``
-of the path like any other method the path does not have; a CORS preflight
-from an allowed origin is answered by the CORS middleware before routing.
+of the path like any other method the path does not have; with CORS origins
+configured, a preflight is answered by the CORS middleware before routing.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ __all__ = [
     "PROBLEM_CODES",
     "ROLE",
     "authenticated",
+    "build_openapi",
     "install_contract",
+    "operations",
     "problems",
 ]
 
