@@ -1,7 +1,9 @@
 """The CPU quota and memory limit this process runs under, read from cgroup v2 or v1.
 
 Pure file reading under ``/sys/fs/cgroup`` and ``/proc/self/cgroup``; nothing
-happens at import. ``keel.runtime.server`` sizes the worker count from it.
+happens at import. ``keel.runtime.server`` sizes the worker count from it, and
+the master tells an out-of-memory kill from another SIGKILL by the
+``oom_kill`` count (``keel.runtime.metrics_hooks``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
-__all__ = ["CGROUP_ROOT", "PROC_SELF_CGROUP", "CgroupLimits", "read_cgroup_limits"]
+__all__ = [
+    "CGROUP_ROOT",
+    "PROC_SELF_CGROUP",
+    "CgroupLimits",
+    "read_cgroup_limits",
+    "read_oom_kills",
+]
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP: Final = Path("/proc/self/cgroup")
@@ -137,3 +145,25 @@ def read_cgroup_limits(
             ]
         ),
     )
+
+
+def read_oom_kills(
+    root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP
+) -> int | None:
+    """How many processes the OOM killer ended in this process's cgroup; None when unknown.
+
+    v2: the ``oom_kill`` line of ``memory.events``; v1: of ``memory.oom_control``
+    (Linux ≥ 4.13). Workers share the master's cgroup, so a rise between two
+    looks means one of them was killed for memory.
+    """
+    own = _own_paths(proc_self_cgroup)
+    if (root / "cgroup.controllers").exists():
+        text = _read(_levels(root, own.get(""))[0] / "memory.events")
+    else:
+        mount = root / "memory" if (root / "memory").is_dir() else root
+        text = _read(_levels(mount, own.get("memory"))[0] / "memory.oom_control")
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None

@@ -57,6 +57,7 @@ from keel.runtime.cgroup import (
 from keel.runtime.deferred import DeferredApp
 from keel.runtime.drain import DrainingServer
 from keel.runtime.http_head import HEAD_LIMITED_PROTOCOL, HeadLimits, configure_head_limits
+from keel.runtime.metrics_hooks import MetricsHooks, mark_clean_stop
 from keel.security.devkeys import development_key_file, has_configured_key
 from keel.security.headers import HeaderPolicy
 from keel.settings import Settings
@@ -178,7 +179,10 @@ class KeelWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker is unty
         self.config.app = self.wsgi
         begin_drain = getattr(self.wsgi, "begin_drain", lambda: None)
         server = DrainingServer(
-            self.config, drain_seconds=self.drain_seconds, begin_drain=begin_drain
+            self.config,
+            drain_seconds=self.drain_seconds,
+            begin_drain=begin_drain,
+            stopped=mark_clean_stop,
         )
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
@@ -337,6 +341,12 @@ def gunicorn_options(settings: Settings) -> dict[str, object]:
         "when_ready": _when_ready,
         "post_worker_init": _post_worker_init,
         "worker_abort": _worker_abort,
+        # Prometheus multiprocess mode: the directory, boots, exits by cause.
+        **(
+            MetricsHooks(settings.metrics.directory).options(_on_starting, _post_worker_init)
+            if settings.metrics.enabled
+            else {}
+        ),
     }
 
 
