@@ -49,6 +49,7 @@ from keel._clock import Clock, SystemClock
 from keel._logging import event
 from keel.audit import Action, ActorType, AuditTrail, Result
 from keel.errors import ConfigurationError
+from keel.metrics import record_mail_failure
 from keel.settings import Settings
 
 __all__ = [
@@ -377,6 +378,7 @@ class Outbox:
 
     def _dropped(self, message: Message, reason: str) -> None:
         self.failed += 1
+        record_mail_failure()
         event(
             _log,
             logging.ERROR,
@@ -414,6 +416,7 @@ class Outbox:
 
     async def _give_up(self, message: Message, *, attempts: int, error: str) -> None:
         self.failed += 1
+        record_mail_failure()
         event(
             _log,
             logging.ERROR,

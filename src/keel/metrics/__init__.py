@@ -139,9 +139,10 @@ def record_rate_limit_refusal(family: str) -> None:
         _active.rate_limit_refusals.labels(family).inc()
 
 
-def record_audit_append(lock_wait: float) -> None:
+def record_audit_append(events: int, lock_wait: float) -> None:
+    """``events`` appended after waiting ``lock_wait`` seconds for the chain's head."""
     if _active is not None:
-        _active.audit_appends.inc()
+        _active.audit_appends.inc(events)
         _active.audit_lock_wait.observe(lock_wait)
 
 

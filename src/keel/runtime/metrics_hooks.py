@@ -16,7 +16,8 @@ gunicorn gives ``child_exit`` no wait status, so the cause is read from what
 the master can see: ``worker.aborted`` (the master's own SIGABRT for a missed
 heartbeat: ``timeout``), the marker (exit code 0: ``normal``, else
 ``crash``), and, for a worker that left no marker (killed by a signal), the
-cgroup's OOM-kill count (risen: ``oom``, else ``crash``).
+cgroup's OOM-kill count (risen: ``oom``), else ``crash`` — or ``normal`` while
+the master itself is stopping, as a worker still booting dies of its SIGTERM.
 """
 
 from __future__ import annotations
@@ -40,13 +41,21 @@ from keel.runtime.cgroup import read_oom_kills
 __all__ = ["MetricsHooks", "exit_cause", "mark_clean_stop"]
 
 
-def exit_cause(*, aborted: bool, exit_code: int | None, oom_kills_rose: bool) -> str:
-    """``timeout``, ``normal``, ``crash`` or ``oom``; ``exit_code`` None = no marker left."""
+def exit_cause(
+    *, aborted: bool, exit_code: int | None, oom_kills_rose: bool, stopping: bool = False
+) -> str:
+    """``timeout``, ``normal``, ``crash`` or ``oom``; ``exit_code`` None = no marker left.
+
+    ``stopping``: the master is shutting down and sent every worker SIGTERM; one
+    still booting (uvicorn's handlers not yet installed) dies of it at once.
+    """
     if aborted:
         return "timeout"
     if exit_code is not None:
         return "normal" if exit_code == 0 else "crash"
-    return "oom" if oom_kills_rose else "crash"
+    if oom_kills_rose:
+        return "oom"
+    return "normal" if stopping else "crash"
 
 
 def _marker(directory: Path, pid: int) -> Path:
@@ -100,7 +109,7 @@ class MetricsHooks:
     def on_exit(self, _arbiter: Any) -> None:
         close_files()
 
-    def child_exit(self, _arbiter: Any, worker: Any) -> None:
+    def child_exit(self, arbiter: Any, worker: Any) -> None:
         marker = _marker(self.directory, worker.pid)
         try:
             exit_code: int | None = int(marker.read_text(encoding="ascii"))
@@ -119,6 +128,8 @@ class MetricsHooks:
             aborted=bool(getattr(worker, "aborted", False)),
             exit_code=exit_code,
             oom_kills_rose=rose,
+            # Arbiter.stop() closes the listeners before it signals the workers.
+            stopping=not getattr(arbiter, "LISTENERS", True),
         )
         metrics.record_worker_exit(cause)
         forget_process(worker.pid)
