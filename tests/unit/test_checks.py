@@ -251,3 +251,42 @@ def test_an_auth_body_limit_too_small_for_the_longest_passwords_is_a_warning(
     assert "keel.W013" in _ids({**PRODUCTION_OK, "KEEL_MAX_AUTH_BODY_BYTES": "8192"}, monkeypatch)
     small = {**PRODUCTION_OK, "KEEL_MAX_AUTH_BODY_BYTES": "8192", "KEEL_PASSWORD_MAX_LENGTH": "256"}
     assert "keel.W013" not in _ids(small, monkeypatch)
+
+
+def test_metrics_are_collected_by_default_and_served_nowhere_without_a_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings()
+    assert settings.metrics.enabled
+    assert settings.metrics.token is None
+    assert settings.metrics.directory == f"var/metrics-{settings.port}"
+    monkeypatch.setenv("KEEL_METRICS", "false")
+    monkeypatch.setenv("KEEL_METRICS_DIR", "/run/keel/metrics")
+    monkeypatch.setenv("KEEL_METRICS_TOKEN", "  ")
+    settings = Settings()
+    assert not settings.metrics.enabled
+    assert settings.metrics.token is None  # blank is unset
+    assert settings.metrics.directory == "/run/keel/metrics"
+
+
+@pytest.mark.parametrize(
+    ("token", "finding"),
+    [
+        ("Mt-4vQ9zX2kLw7Rp3Yn8Bc1Hd6Fs0GaUeJi", None),
+        ("Mt-4vQ9zX2kLw7Rp3Yn8Bc1Hd6Fs0G", "keel.E050"),
+        ("changeme-changeme-changeme-changeme", "keel.E051"),
+        ("a" * 40, "keel.E051"),
+    ],
+)
+def test_a_short_or_guessable_metrics_token_is_an_error_everywhere(
+    monkeypatch: pytest.MonkeyPatch, token: str, finding: str | None
+) -> None:
+    ids = {"keel.E050", "keel.E051"}
+    assert _ids(PRODUCTION_OK, monkeypatch) & ids == set()
+    assert _ids({**PRODUCTION_OK, "KEEL_METRICS_TOKEN": token}, monkeypatch) & ids == (
+        {finding} if finding else set()
+    )
+    monkeypatch.setenv("KEEL_ENV", "development")
+    findings = [f for f in run_checks(Settings()) if f.id in ids]
+    assert [f.id for f in findings] == ([finding] if finding else [])
+    assert all(f.is_error and token not in str(f) for f in findings)
