@@ -312,8 +312,9 @@ class MetricsSettings:
 
     enabled: bool
     token: SecretStr | None
-    #: gunicorn's multiprocess directory, emptied when the master starts.
-    directory: str
+    #: gunicorn's multiprocess directory, emptied when the master starts; None: the
+    #: runtime's default for this deployment (``keel.runtime.metrics_hooks``).
+    directory: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,7 +494,7 @@ class Settings(BaseSettings):
         default=True, validation_alias=AliasChoices("KEEL_METRICS", "metrics_enabled")
     )
     metrics_token: SecretStr | None = None
-    # None: var/metrics-<PORT>, one directory per deployment on this machine.
+    # None: one directory per deployment (keel.runtime.metrics_hooks.deployment_directory).
     metrics_dir: str | None = Field(default=None, min_length=1, max_length=4096)
 
     @field_validator("web_concurrency", mode="before")
@@ -772,7 +773,7 @@ class Settings(BaseSettings):
         return MetricsSettings(
             enabled=self.metrics_enabled,
             token=self.metrics_token,
-            directory=self.metrics_dir or f"var/metrics-{self.port}",
+            directory=self.metrics_dir,
         )
 
     @property

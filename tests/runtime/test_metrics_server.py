@@ -2,8 +2,8 @@
 
 One server for the whole module, driven in order: warm-ups that time out, traffic
 spread over both workers, a worker killed with SIGKILL, a worker whose loop
-blocks past the heartbeat timeout, then a graceful stop whose exits are read
-straight from the metrics directory.
+blocks past the heartbeat timeout, a worker stopped with SIGTERM, then the
+server's own graceful stop.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.runtime._harness import RunningServer, running_server
@@ -54,6 +53,12 @@ def scrape(server: RunningServer) -> str:
     return response.text
 
 
+def replaced(samples: Samples) -> bool:
+    """Every worker that ended has been replaced (and its replacement counted its boot)."""
+    exits = total(samples, "keel_worker_exits_total")
+    return total(samples, "keel_worker_boots_total") == WORKERS + exits
+
+
 def eventually(server: RunningServer, check: Callable[[Samples], bool], deadline: float) -> Samples:
     end = time.monotonic() + deadline
     while True:
@@ -74,13 +79,6 @@ class Deployment:
         self.directory = directory
 
 
-def left_behind(directory: Path) -> Samples:
-    """What every process wrote to the metrics directory, read as a scrape would."""
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, str(directory))  # type: ignore[no-untyped-call]
-    return parse(generate_latest(registry).decode())
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     workdir = tmp_path_factory.mktemp("metrics")
@@ -90,9 +88,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         # The test warm-up sleeps 30 s: a 0.5 s budget makes it time out in every worker.
         "KEEL_WARMUP_BUDGET": "0.5",
         "KEEL_TIMEOUT": "2",
+        "KEEL_METRICS_DIR": str(workdir / "metrics"),
     }
     with running_server(workdir, "tests.runtime.factories:slow_warmup", env=env) as server:
-        yield Deployment(server, workdir / "var" / f"metrics-{server.port}")
+        yield Deployment(server, workdir / "metrics")
 
 
 def test_metrics_are_kept_per_worker_in_the_deployment_directory(deployment: Deployment) -> None:
@@ -161,10 +160,7 @@ def test_a_killed_worker_counts_as_a_crash_and_leaves_no_live_series(
     os.kill(victim, signal.SIGKILL)
     samples = eventually(
         server,
-        lambda s: (
-            total(s, "keel_worker_exits_total", cause="crash") == 1
-            and total(s, "keel_worker_boots_total") == total(before, "keel_worker_boots_total") + 1
-        ),
+        lambda s: total(s, "keel_worker_exits_total", cause="crash") == 1 and replaced(s),
         deadline=15,
     )
     assert total(samples, "keel_worker_exits_total", cause="normal") == 0
@@ -175,8 +171,9 @@ def test_a_killed_worker_counts_as_a_crash_and_leaves_no_live_series(
     }
     assert str(victim) not in live
     assert len(live) == WORKERS
-    # Only the scrape itself is in flight: nothing the dead worker held lingers.
-    assert total(samples, "keel_http_requests_in_flight") == 1
+    # Only the scrape itself is in flight (workers publish theirs every second): nothing
+    # the dead worker held lingers.
+    eventually(server, lambda s: total(s, "keel_http_requests_in_flight") == 1, deadline=5)
     # Its requests still count in the totals.
     assert total(samples, "keel_http_requests_total", route="/livez") >= total(
         before, "keel_http_requests_total", route="/livez"
@@ -190,19 +187,33 @@ def test_a_worker_killed_for_a_missed_heartbeat_counts_as_a_timeout(
     with pytest.raises(httpx.HTTPError):  # the worker dies mid-request: empty reply
         server.get("/_test/block", timeout=BLOCK_SECONDS + 5)
     samples = eventually(
-        server, lambda s: total(s, "keel_worker_exits_total", cause="timeout") == 1, deadline=15
+        server,
+        lambda s: total(s, "keel_worker_exits_total", cause="timeout") == 1 and replaced(s),
+        deadline=15,
     )
     assert total(samples, "keel_worker_exits_total", cause="crash") == 1
 
 
-def test_a_graceful_stop_counts_normal_exits(deployment: Deployment) -> None:
-    # Runs last in the module: ends the server, then reads what it left behind.
+def test_a_worker_stopped_with_sigterm_exits_normally(deployment: Deployment) -> None:
+    server = deployment.server
+    worker = int(server.get("/_test/pid").json()["pid"])
+    os.kill(worker, signal.SIGTERM)
+    samples = eventually(
+        server,
+        lambda s: total(s, "keel_worker_exits_total", cause="normal") == 1 and replaced(s),
+        deadline=15,
+    )
+    assert total(samples, "keel_worker_exits_total", cause="crash") == 1
+    assert total(samples, "keel_worker_exits_total", cause="timeout") == 1
+
+
+def test_the_servers_own_stop_is_clean_and_leaves_no_values(deployment: Deployment) -> None:
+    # Runs last in the module: ends the server.
     server = deployment.server
     server.process.send_signal(signal.SIGTERM)
     assert server.wait_exit() == 0
-    samples = left_behind(deployment.directory)
-    assert total(samples, "keel_worker_exits_total", cause="normal") == WORKERS
-    assert total(samples, "keel_worker_exits_total", cause="crash") == 1
-    assert total(samples, "keel_worker_exits_total", cause="timeout") == 1
-    assert "ResourceWarning" not in server.logs()
-    assert "Traceback" not in server.logs()
+    logs = server.logs()
+    assert logs.count("was sent SIGTERM") >= WORKERS
+    assert not deployment.directory.exists()
+    assert "ResourceWarning" not in logs
+    assert "Traceback" not in logs

@@ -31,8 +31,8 @@ from keel.settings import MetricsSettings
 __all__ = ["METRICS_PATH", "SAMPLE_INTERVAL", "install_metrics", "sampler"]
 
 METRICS_PATH: Final = "/metrics"
-#: Seconds between two samples of a worker's memory and pool.
-SAMPLE_INTERVAL: Final = 5.0
+#: Seconds between two samples of a worker's requests in flight, memory and pool.
+SAMPLE_INTERVAL: Final = 1.0
 _BEARER: Final = "bearer "
 
 
@@ -66,7 +66,7 @@ def install_metrics(app: FastAPI, settings: MetricsSettings, database: Database)
 
 
 def sampler(database: Database) -> Callable[[], Coroutine[Any, Any, None]]:
-    """A service that samples this worker's memory and database pool every few seconds."""
+    """A service that samples this worker's in-flight requests, memory and pool every second."""
 
     async def run() -> None:
         while True:

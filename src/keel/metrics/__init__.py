@@ -179,9 +179,11 @@ def hash_slot_wait() -> _HashSlotWait:
 
 
 def sample_process(pool: tuple[int, int] | None = None) -> None:
-    """Set this worker's resident memory, and the pool gauges from ``(in_use, overflow)``."""
+    """Publish this worker's requests in flight and resident memory, and the pool gauges
+    from ``(in_use, overflow)``: every second (``keel.api.metrics``) and at each scrape."""
     if _active is None:
         return
+    _active.http_in_flight.set(_active.requests_in_flight)
     rss = _resident_bytes()
     if rss is not None:
         _active.resident_memory.set(rss)

@@ -51,6 +51,9 @@ class Instruments:
         self.http_in_flight = gauge(
             "keel_http_requests_in_flight", "HTTP requests being served", "livesum"
         )
+        #: Kept by the request middleware in memory, published by ``sample_process``: two
+        #: value-file writes per request less (each takes a lock and an mmap write).
+        self.requests_in_flight = 0
         self.worker_boots = counter("keel_worker_boots", "Worker processes booted")
         self.warmups = counter("keel_warmup", "Warm-up outcomes", ("name", "outcome"))
         self.warmup_duration = histogram(

@@ -11,15 +11,19 @@ and histograms sum over every worker that ever ran, gauges combine as their
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Final
 
+from keel.errors import ConfigurationError
 from keel.metrics import registry
 
 __all__ = [
     "MULTIPROC_ENV",
+    "clear_directory",
     "close_files",
     "forget_process",
     "multiprocess_directory",
@@ -38,17 +42,34 @@ def prepare_directory(directory: Path) -> Path:
 
     Must run before ``prometheus_client`` is first imported in this process (it
     picks its value store at import), i.e. in the gunicorn master before fork.
+    A directory that is a symbolic link, belongs to another user or that others
+    may write to is refused: whoever can write there can forge every value.
     """
     values = sys.modules.get("prometheus_client.values")
     if values is not None and os.environ.get(MULTIPROC_ENV) is None:
         raise RuntimeError("prometheus_client was imported before its directory was set")
-    directory = directory.resolve()
+    directory = Path(os.path.abspath(directory))
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    found = directory.lstat()
+    if stat.S_ISLNK(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o022:
+        raise ConfigurationError(
+            f"the metrics directory {directory} must be a directory of this user's own "
+            "that no one else may write to: set KEEL_METRICS_DIR to one"
+        )
+    clear_directory(directory)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
+
+
+def clear_directory(directory: Path, *, remove: bool = False) -> None:
+    """Delete the value and marker files in ``directory`` (then the directory, if asked
+    and empty); nothing else is touched."""
     for pattern in _OWN_FILES:
         for stale in directory.glob(pattern):
             stale.unlink(missing_ok=True)
-    os.environ[MULTIPROC_ENV] = str(directory)
-    return directory
+    if remove:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def multiprocess_directory() -> Path | None:

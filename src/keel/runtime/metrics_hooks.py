@@ -23,14 +23,16 @@ the master itself is stopping, as a worker still booting dies of its SIGTERM.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from keel import metrics
 from keel.metrics.exposition import (
+    clear_directory,
     close_files,
     forget_process,
     multiprocess_directory,
@@ -38,7 +40,27 @@ from keel.metrics.exposition import (
 )
 from keel.runtime.cgroup import read_oom_kills
 
-__all__ = ["MetricsHooks", "exit_cause", "mark_clean_stop"]
+__all__ = ["SHARED_MEMORY", "MetricsHooks", "deployment_directory", "exit_cause", "mark_clean_stop"]
+
+SHARED_MEMORY: Final = Path("/dev/shm")  # noqa: S108 - checked: ours, 0700 (prepare_directory)
+
+
+def deployment_directory(
+    configured: str | None, port: int, *, shared_memory: Path = SHARED_MEMORY
+) -> Path:
+    """``KEEL_METRICS_DIR``, else one directory per deployment (working directory and port).
+
+    In memory (``/dev/shm``) when it is usable: every metric write is a write to
+    a memory-mapped file, and on a disk-backed file the request metrics cost
+    about twice as much (measured on ext4: +27 µs against +12 µs of worker CPU per
+    ``/users/me``). Else ``var/metrics-<port>`` under the working directory.
+    """
+    if configured:
+        return Path(configured)
+    if shared_memory.is_dir() and os.access(shared_memory, os.W_OK | os.X_OK):
+        digest = hashlib.sha256(os.fsencode(Path.cwd().resolve())).hexdigest()[:12]
+        return shared_memory / f"keel-metrics-{port}-{digest}"
+    return Path("var") / f"metrics-{port}"
 
 
 def exit_cause(
@@ -107,7 +129,9 @@ class MetricsHooks:
         close_files()
 
     def on_exit(self, _arbiter: Any) -> None:
+        # Values live as long as the master: the next start would empty them anyway.
         close_files()
+        clear_directory(self.directory, remove=True)
 
     def child_exit(self, arbiter: Any, worker: Any) -> None:
         marker = _marker(self.directory, worker.pid)

@@ -57,7 +57,7 @@ from keel.runtime.cgroup import (
 from keel.runtime.deferred import DeferredApp
 from keel.runtime.drain import DrainingServer
 from keel.runtime.http_head import HEAD_LIMITED_PROTOCOL, HeadLimits, configure_head_limits
-from keel.runtime.metrics_hooks import MetricsHooks, mark_clean_stop
+from keel.runtime.metrics_hooks import MetricsHooks, deployment_directory, mark_clean_stop
 from keel.security.devkeys import development_key_file, has_configured_key
 from keel.security.headers import HeaderPolicy
 from keel.settings import Settings
@@ -343,7 +343,9 @@ def gunicorn_options(settings: Settings) -> dict[str, object]:
         "worker_abort": _worker_abort,
         # Prometheus multiprocess mode: the directory, boots, exits by cause.
         **(
-            MetricsHooks(settings.metrics.directory).options(_on_starting, _post_worker_init)
+            MetricsHooks(deployment_directory(settings.metrics.directory, server.port)).options(
+                _on_starting, _post_worker_init
+            )
             if settings.metrics.enabled
             else {}
         ),

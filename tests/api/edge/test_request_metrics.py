@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from prometheus_client import CollectorRegistry, generate_latest
 
+from keel import metrics
 from keel.api.middleware.metrics import UNMATCHED, RequestMetricsMiddleware
 from keel.metrics import Instruments
 
@@ -113,6 +114,24 @@ async def test_an_exception_counts_as_a_500(http: httpx.AsyncClient, probe: Prob
     assert (await http.get("/boom")).status_code == 500
     labels = {"route": "/boom", "method": "GET", "status": "500"}
     assert probe.value("keel_http_requests_total", **labels) == 1
+    assert probe.instruments.requests_in_flight == 0
+
+
+async def test_in_flight_is_counted_in_memory_and_published_by_a_sample(
+    app: FastAPI, http: httpx.AsyncClient, probe: Probe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "_active", probe.instruments)
+    pending = asyncio.create_task(http.get("/wait"))
+    for _ in range(100):
+        if probe.instruments.requests_in_flight == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert probe.value("keel_http_requests_in_flight") == 0  # nothing written per request
+    metrics.sample_process()
+    assert probe.value("keel_http_requests_in_flight") == 1
+    app.state.gate.set()
+    assert (await pending).status_code == 200
+    metrics.sample_process()
     assert probe.value("keel_http_requests_in_flight") == 0
 
 
@@ -121,13 +140,13 @@ async def test_in_flight_rises_during_a_request_and_falls_after(
 ) -> None:
     pending = asyncio.create_task(http.get("/wait"))
     for _ in range(100):
-        if probe.value("keel_http_requests_in_flight") == 1:
+        if probe.instruments.requests_in_flight == 1:
             break
         await asyncio.sleep(0.01)
-    assert probe.value("keel_http_requests_in_flight") == 1
+    assert probe.instruments.requests_in_flight == 1
     app.state.gate.set()
     assert (await pending).status_code == 200
-    assert probe.value("keel_http_requests_in_flight") == 0
+    assert probe.instruments.requests_in_flight == 0
 
 
 async def test_lifespan_and_websocket_scopes_pass_through(probe: Probe) -> None:
@@ -140,4 +159,4 @@ async def test_lifespan_and_websocket_scopes_pass_through(probe: Probe) -> None:
     for kind in ("lifespan", "websocket"):
         await middleware({"type": kind}, None, None)  # type: ignore[arg-type]
     assert seen == ["lifespan", "websocket"]
-    assert probe.value("keel_http_requests_in_flight") == 0
+    assert probe.instruments.requests_in_flight == 0

@@ -10,9 +10,15 @@ from types import SimpleNamespace
 import pytest
 
 from keel import metrics
+from keel.errors import ConfigurationError
 from keel.metrics.exposition import MULTIPROC_ENV, prepare_directory
 from keel.runtime.cgroup import read_oom_kills
-from keel.runtime.metrics_hooks import MetricsHooks, exit_cause, mark_clean_stop
+from keel.runtime.metrics_hooks import (
+    MetricsHooks,
+    deployment_directory,
+    exit_cause,
+    mark_clean_stop,
+)
 
 
 @pytest.mark.parametrize(
@@ -115,6 +121,58 @@ def test_prepare_directory_empties_only_its_own_files(
     assert prepare_directory(directory) == directory.resolve()
     assert sorted(p.name for p in directory.iterdir()) == ["notes.txt"]
     assert os.environ[MULTIPROC_ENV] == str(directory.resolve())
+
+
+@pytest.mark.parametrize("how", ["open to others", "symbolic link"])
+def test_prepare_directory_refuses_a_directory_others_could_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "old"))
+    target = tmp_path / "target"
+    target.mkdir(mode=0o700)
+    directory = tmp_path / "metrics"
+    if how == "symbolic link":
+        directory.symlink_to(target)
+    else:
+        directory.mkdir()
+        directory.chmod(0o777)
+    (target / "counter_1.db").write_text("x")
+    with pytest.raises(ConfigurationError, match="KEEL_METRICS_DIR"):
+        prepare_directory(directory)
+    assert (target / "counter_1.db").exists()
+
+
+def test_the_default_directory_is_one_per_deployment_in_memory_when_it_can_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert deployment_directory("/srv/metrics", 8000) == Path("/srv/metrics")
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.chdir(tmp_path)
+    here = deployment_directory(None, 8000, shared_memory=shm)
+    assert here.parent == shm
+    assert here.name.startswith("keel-metrics-8000-")
+    assert deployment_directory(None, 8001, shared_memory=shm) != here
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    assert deployment_directory(None, 8000, shared_memory=shm) != here
+    missing = tmp_path / "no-shm"
+    assert deployment_directory(None, 8000, shared_memory=missing) == Path("var/metrics-8000")
+
+
+def test_the_masters_exit_removes_the_values_and_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir(mode=0o700)
+    (directory / "counter_1.db").write_text("x")
+    MetricsHooks(directory).on_exit(None)
+    assert not directory.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("x")
+    MetricsHooks(kept).on_exit(None)
+    assert (kept / "notes.txt").exists()
 
 
 def test_prepare_directory_refuses_once_values_live_in_memory(

@@ -1,8 +1,11 @@
 """Request count, latency and in-flight gauge, labelled by route template, never by path.
 
-Pure ASGI and small: one clock read on each side of the request, the in-flight
-gauge up and down, one counter and one histogram observation, through label
-children cached per (route, method, status). The route is the template
+Pure ASGI and small: one clock read on each side of the request, one counter
+and one histogram observation, through label children cached per (route,
+method, status). Requests in flight are counted in memory and published with
+the worker's other samples (``keel.metrics.sample_process``): under gunicorn
+every metric write is a locked write to the worker's value file, and two of
+them per request cost more than the rest of this middleware. The route is the template
 Starlette's router leaves in ``scope["route"]`` (``/admin/users/{user_id}``);
 a request no route matched is ``unmatched``, and a method outside the standard
 ones is ``other``, so no caller can grow the label sets.
@@ -35,7 +38,7 @@ class RequestMetricsMiddleware:
 
     def __init__(self, app: ASGIApp, *, instruments: Instruments) -> None:
         self.app = app
-        self._in_flight = instruments.http_in_flight
+        self._instruments = instruments
         self._requests = instruments.http_requests
         self._duration = instruments.http_duration
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -52,13 +55,14 @@ class RequestMetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        self._in_flight.inc()
+        instruments = self._instruments
+        instruments.requests_in_flight += 1
         started = perf_counter()
         try:
             await self.app(scope, receive, send_status)
         finally:
             elapsed = perf_counter() - started
-            self._in_flight.dec()
+            instruments.requests_in_flight -= 1
             method = scope["method"]
             key = (route_label(scope), method if method in _METHODS else "other", status)
             children = self._children.get(key)
