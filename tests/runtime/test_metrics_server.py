@@ -19,6 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from keel.api.metrics import SAMPLE_INTERVAL
 from tests.runtime._harness import RunningServer, running_server
 from tests.runtime._workers import served_by, spread, worker_pids
 from tests.runtime.factories import BLOCK_SECONDS
@@ -109,7 +110,9 @@ def test_metrics_are_kept_per_worker_in_the_deployment_directory(deployment: Dep
 
 def test_requests_from_both_workers_add_up(deployment: Deployment) -> None:
     server = deployment.server
-    before = total(parse(scrape(server)), "keel_http_requests_total", route="/livez")
+    time.sleep(SAMPLE_INTERVAL + 0.2)  # every earlier /livez (the boot probes) is written
+    earlier = parse(scrape(server))
+    before = total(earlier, "keel_http_requests_total", route="/livez")
 
     def live(request_id: str) -> int:
         headers = {"X-Request-ID": request_id, "Connection": "close"}
@@ -118,9 +121,17 @@ def test_requests_from_both_workers_add_up(deployment: Deployment) -> None:
     statuses = spread(server, live, "livez", workers=WORKERS, per_round=50)
     assert set(statuses) == {200}
     assert len(set(served_by(server, "livez-").values())) == WORKERS
-    after = parse(scrape(server))
+    # Each worker writes its counts every second: the sum reaches exactly what was sent.
+    after = eventually(
+        server,
+        lambda s: total(s, "keel_http_requests_total", route="/livez") - before >= len(statuses),
+        deadline=5,
+    )
     assert total(after, "keel_http_requests_total", route="/livez") - before == len(statuses)
-    assert total(after, "keel_http_requests_total", route="/livez", status="200") >= len(statuses)
+    timed = total(after, "keel_http_request_duration_seconds_count", route="/livez")
+    assert timed - total(
+        earlier, "keel_http_request_duration_seconds_count", route="/livez"
+    ) == len(statuses)
 
 
 def test_labels_hold_route_templates_never_paths_or_ids(deployment: Deployment) -> None:
@@ -130,13 +141,18 @@ def test_labels_hold_route_templates_never_paths_or_ids(deployment: Deployment) 
         assert server.get(f"/users/{user_id}").status_code == 404
         assert server.get(f"/admin/users/{user_id}").status_code == 401
         assert server.get(f"/_hits/{user_id}").status_code == 200
+    samples = eventually(
+        server,
+        lambda s: (
+            total(s, "keel_http_requests_total", route="/_hits/{name}") >= len(ids)
+            and total(s, "keel_http_requests_total", route="/admin/users/{user_id}") >= len(ids)
+            and total(s, "keel_http_requests_total", route="unmatched", status="404") >= len(ids)
+        ),
+        deadline=5,
+    )
     text = scrape(server)
-    samples = parse(text)
     for user_id in ids:
         assert user_id not in text
-    assert total(samples, "keel_http_requests_total", route="/_hits/{name}") >= len(ids)
-    assert total(samples, "keel_http_requests_total", route="/admin/users/{user_id}") >= len(ids)
-    assert total(samples, "keel_http_requests_total", route="unmatched", status="404") >= len(ids)
     routes = {dict(labels).get("route") for (name, labels) in samples} - {None}
     assert not any(any(c.isdigit() for c in str(route)) for route in routes), routes
 

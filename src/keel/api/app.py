@@ -214,7 +214,6 @@ def create_app(
     # Routes are matched in order: the health probes and GET /users/me come first, straight
     # in the app's own table (keel.api.routing), the included routers after them.
     install_health(app)
-    install_metrics(app, settings.metrics, database)
     if accounts:
         account_service = install_accounts(
             app, context, access_tokens=access_tokens, on_user_changed=security.subject_changed
@@ -239,6 +238,8 @@ def create_app(
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())
         app.include_router(build_admin_users_router())
+    # After keel's busiest routes (matched in order), before the application's own.
+    install_metrics(app, settings.metrics, database)
     app.include_router(jwks_router(keys, keep_for=retention(settings.tokens), clock=clock))
     app.include_router(audit_router)
     for router in routers:

@@ -69,8 +69,12 @@ def sampler(database: Database) -> Callable[[], Coroutine[Any, Any, None]]:
     """A service that samples this worker's in-flight requests, memory and pool every second."""
 
     async def run() -> None:
-        while True:
-            metrics.sample_process(database.pool_status())
-            await asyncio.sleep(SAMPLE_INTERVAL)
+        try:
+            while True:
+                metrics.sample_process(database.pool_status())
+                await asyncio.sleep(SAMPLE_INTERVAL)
+        finally:
+            # Cancelled at shutdown, once requests have ended: write the last counts.
+            metrics.sample_process()
 
     return run

@@ -179,11 +179,12 @@ def hash_slot_wait() -> _HashSlotWait:
 
 
 def sample_process(pool: tuple[int, int] | None = None) -> None:
-    """Publish this worker's requests in flight and resident memory, and the pool gauges
-    from ``(in_use, overflow)``: every second (``keel.api.metrics``) and at each scrape."""
+    """Publish this worker's request counts, requests in flight and resident memory, and the
+    pool gauges from ``(in_use, overflow)``: every second (``keel.api.metrics``), at each
+    scrape and at shutdown."""
     if _active is None:
         return
-    _active.http_in_flight.set(_active.requests_in_flight)
+    _active.publish()
     rss = _resident_bytes()
     if rss is not None:
         _active.resident_memory.set(rss)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
+from keel.metrics._tally import RequestTally
+
 __all__ = ["HTTP_BUCKETS", "Instruments"]
 
 # How each worker's value of a gauge combines; ``live*`` forgets dead workers.
@@ -51,9 +53,10 @@ class Instruments:
         self.http_in_flight = gauge(
             "keel_http_requests_in_flight", "HTTP requests being served", "livesum"
         )
-        #: Kept by the request middleware in memory, published by ``sample_process``: two
-        #: value-file writes per request less (each takes a lock and an mmap write).
+        #: Kept by the request middleware in memory, written by ``publish``: under gunicorn
+        #: every metric write is a locked write to the worker's value file.
         self.requests_in_flight = 0
+        self.requests = RequestTally(self.http_requests, self.http_duration, HTTP_BUCKETS)
         self.worker_boots = counter("keel_worker_boots", "Worker processes booted")
         self.warmups = counter("keel_warmup", "Warm-up outcomes", ("name", "outcome"))
         self.warmup_duration = histogram(
@@ -101,3 +104,8 @@ class Instruments:
         self.resident_memory = gauge(
             "keel_process_resident_memory_bytes", "Resident memory of each live worker", "liveall"
         )
+
+    def publish(self) -> None:
+        """Write the requests counted in memory since the last call, and those in flight."""
+        self.requests.flush()
+        self.http_in_flight.set(self.requests_in_flight)

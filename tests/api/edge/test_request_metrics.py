@@ -22,6 +22,11 @@ class Probe:
         self.instruments = Instruments(self.registry)
 
     def value(self, name: str, **labels: str) -> float:
+        """The value once the worker's tally is written (as every second and at a scrape)."""
+        self.instruments.publish()
+        return self.written(name, **labels)
+
+    def written(self, name: str, **labels: str) -> float:
         found = self.registry.get_sample_value(name, labels)
         return 0.0 if found is None else found
 
@@ -126,13 +131,16 @@ async def test_in_flight_is_counted_in_memory_and_published_by_a_sample(
         if probe.instruments.requests_in_flight == 1:
             break
         await asyncio.sleep(0.01)
-    assert probe.value("keel_http_requests_in_flight") == 0  # nothing written per request
+    assert probe.written("keel_http_requests_in_flight") == 0  # nothing written per request
     metrics.sample_process()
-    assert probe.value("keel_http_requests_in_flight") == 1
+    assert probe.written("keel_http_requests_in_flight") == 1
     app.state.gate.set()
     assert (await pending).status_code == 200
+    labels = {"route": "/wait", "method": "GET", "status": "200"}
+    assert probe.written("keel_http_requests_total", **labels) == 0
     metrics.sample_process()
-    assert probe.value("keel_http_requests_in_flight") == 0
+    assert probe.written("keel_http_requests_in_flight") == 0
+    assert probe.written("keel_http_requests_total", **labels) == 1
 
 
 async def test_in_flight_rises_during_a_request_and_falls_after(
