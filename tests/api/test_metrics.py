@@ -6,6 +6,7 @@ tests compare values before and after what they do.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from keel import metrics
 from keel._clock import FrozenClock
 from keel.api.app import create_app
+from keel.db import migrate
 from keel.settings import Settings
 
 from ._accounts_app import STRONG, AccountsApp, audit_rows, build_accounts_app, running
@@ -151,3 +153,42 @@ async def test_logins_and_audit_appends_are_counted_and_a_scrape_is_never_audite
     assert value(after, "keel_process_resident_memory_bytes") > 10 * 1024 * 1024
     assert "keel_db_pool_in_use " in after
     assert "keel_db_pool_overflow " in after
+
+
+async def test_lockouts_and_rate_limit_refusals_are_counted(
+    settings_factory: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = settings_factory(
+        metrics_token=TOKEN,
+        mail_backend="file",
+        mail_file=str(tmp_path / "mail.jsonl"),
+        require_verified_email=False,
+        lockout_threshold=3,
+        rate_limit_ip=6,
+    )
+    await asyncio.to_thread(migrate.upgrade, settings.database)
+    app = create_app(settings, clock=FrozenClock())
+    wrong = {"email": "bob@keel.example", "password": STRONG + "?"}
+    async with serve_in_process(app, client=("203.0.113.9", 40000)) as http:
+        registered = await http.post(
+            "/auth/register", json={"email": "bob@keel.example", "password": STRONG}
+        )
+        assert registered.status_code == 202
+        before = await scrape(http)
+        statuses = [(await http.post("/auth/login", json=wrong)).status_code for _ in range(8)]
+        after = await scrape(http)
+        await app.state.keel_accounts.outbox.drain()
+    assert statuses[:3] == [401, 401, 401]
+    assert statuses[-1] == 429
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("keel_lockouts_total") == 1
+    assert delta("keel_logins_total", outcome="bad_credentials") == 3
+    # Refused before any password check: the account's lock, then the address's limit.
+    assert delta("keel_logins_total", outcome="locked") >= 1
+    assert delta("keel_rate_limit_refusals_total", family="login") >= 1
+    assert delta("keel_logins_total", outcome="locked") + delta(
+        "keel_rate_limit_refusals_total", family="login"
+    ) == statuses.count(429)
