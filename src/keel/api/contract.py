@@ -89,6 +89,7 @@ PROBLEM_CODES: Final[frozenset[str]] = frozenset(
         "key_is_current",
         "key_not_published_long_enough",
         "key_rotation_refused",
+        "metrics_unauthorized",
         "no_staged_key",
         "nothing_to_prune",
         "own_admin_access",
