@@ -150,14 +150,14 @@ def create_app(
     if stores.shared is not store:
         supervisor.add_closer("security_cache", stores.shared.close)
     supervisor.add_service("cache_invalidations", stores.channel.run)
-    if settings.housekeeping_interval:
+    if settings.housekeeping.interval:
         housekeeper = Housekeeper(
             database,
             store,
             clock,
-            retention=settings.ended_retention,
-            budget=settings.housekeeping_budget,
-            interval=settings.housekeeping_interval,
+            retention=settings.housekeeping.ended_retention,
+            budget=settings.housekeeping.budget,
+            interval=settings.housekeeping.interval,
         )
         supervisor.add_service("housekeeping", housekeeper.run_forever)
     supervisor.add_warmup(Warmup("cache_connect", store.ping))
