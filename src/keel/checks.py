@@ -312,8 +312,22 @@ def _mail_findings(settings: Settings) -> Iterator[Finding]:
             "mail is not sent in production (KEEL_MAIL_BACKEND is not smtp)",
             "set KEEL_MAIL_BACKEND=smtp and KEEL_SMTP_HOST, KEEL_SMTP_USERNAME, KEEL_SMTP_PASSWORD",
         )
-    plain_smtp = settings.mail.backend == "smtp" and settings.mail.smtp_security == "none"
-    if settings.is_production and plain_smtp and not _is_loopback(settings.mail.smtp_host):
+    mail = settings.mail
+    if mail.retry_max < mail.retry_base:
+        yield _warning(
+            "W014",
+            "KEEL_MAIL_RETRY_MAX is below KEEL_MAIL_RETRY_BASE: every retry waits the maximum",
+            "set KEEL_MAIL_RETRY_MAX above KEEL_MAIL_RETRY_BASE",
+        )
+    if mail.backend == "smtp" and mail.lease / 4 < mail.smtp_timeout:
+        yield _warning(
+            "W015",
+            "KEEL_MAIL_LEASE is short for KEEL_SMTP_TIMEOUT: an attempt is cut off at a quarter "
+            "of the lease, possibly before the relay answers, and the message is sent again",
+            "set KEEL_MAIL_LEASE to at least four times KEEL_SMTP_TIMEOUT",
+        )
+    plain_smtp = mail.backend == "smtp" and mail.smtp_security == "none"
+    if settings.is_production and plain_smtp and not _is_loopback(mail.smtp_host):
         yield _error(
             "E021",
             "KEEL_SMTP_SECURITY is none for a non-loopback SMTP host",

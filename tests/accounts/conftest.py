@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from keel._clock import FrozenClock
-from keel.accounts import AccountService, AccountSettings, FileMailer, Outbox
+from keel.accounts import AccountService, AccountSettings, FileMailer, Outbox, OutboxSettings
+from keel.accounts.sealing import BodySealer
 from keel.audit import AuditTrail
 from keel.db import Database, migrate
 from keel.security.hashing import PasswordHasher
@@ -54,19 +55,6 @@ async def hasher(settings: Settings) -> AsyncIterator[PasswordHasher]:
         owned.close()
 
 
-class Tasks:
-    """A ``spawn`` for tests: plain tasks, awaited at teardown."""
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-
 ServiceFactory = Callable[..., AccountService]
 
 
@@ -79,10 +67,16 @@ async def service_factory(
     tmp_path: Path,
 ) -> AsyncIterator[ServiceFactory]:
     """Services sharing one database, hasher, mailbox and cache; ``AccountSettings`` overridable."""
-    tasks = Tasks()
     audit = AuditTrail.from_settings(database, settings.audit, clock)
     mailer = FileMailer(tmp_path / "mail.jsonl", sender="keel <no-reply@keel.example>")
-    outbox = Outbox(mailer, spawn=tasks.spawn, audit=audit, backoff=(0.01,))
+    keys = settings.audit
+    outbox = Outbox(
+        mailer,
+        database=database,
+        sealer=BodySealer(keys.keys, keys.current_key_id),
+        audit=audit,
+        settings=OutboxSettings(max_attempts=2, retry_base=0.01, retry_max=0.02),
+    )
     tokens = AccessTokens(KeySet.generate("EdDSA"), settings.tokens, clock=clock)
 
     def make(**overrides: Any) -> AccountService:

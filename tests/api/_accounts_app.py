@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from sqlalchemy import select, text
 
 from keel._clock import FrozenClock
-from keel.accounts import AccountService, FileMailer, User, load_user_state
+from keel.accounts import AccountService, FileMailer, OutboxSettings, User, load_user_state
 from keel.api.accounts import install_accounts
 from keel.api.app import create_app
 from keel.api.principal import Authenticator, Principal
@@ -158,7 +158,7 @@ def build_accounts_app(
         mailer=mailer,
         hasher=hasher,
         on_user_changed=on_user_changed or (),
-        mail_backoff=(0.01, 0.01),
+        outbox_settings=OutboxSettings(max_attempts=3, retry_base=0.01, retry_max=0.02),
     )
     return AccountsApp(app, settings, service, mailer, tokens, hasher, clock)
 

@@ -164,6 +164,7 @@ def test_db_prune_runs_one_round_and_reports_each_table(tmp_path: Path) -> None:
         "sessions: 0 deleted",
         "email_verification_tokens: 0 deleted",
         "password_reset_tokens: 0 deleted",
+        "mail_outbox: 0 deleted",
     ]
     refused = keel("db", "prune", "--budget", "0", env=env)
     assert refused.returncode == 2

@@ -251,3 +251,13 @@ def test_an_auth_body_limit_too_small_for_the_longest_passwords_is_a_warning(
     assert "keel.W013" in _ids({**PRODUCTION_OK, "KEEL_MAX_AUTH_BODY_BYTES": "8192"}, monkeypatch)
     small = {**PRODUCTION_OK, "KEEL_MAX_AUTH_BODY_BYTES": "8192", "KEEL_PASSWORD_MAX_LENGTH": "256"}
     assert "keel.W013" not in _ids(small, monkeypatch)
+
+
+def test_mail_retry_and_lease_settings_that_defeat_themselves_are_warnings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert {"keel.W014", "keel.W015"}.isdisjoint(_ids(PRODUCTION_OK, monkeypatch))
+    inverted = {**PRODUCTION_OK, "KEEL_MAIL_RETRY_BASE": "60", "KEEL_MAIL_RETRY_MAX": "30"}
+    assert "keel.W014" in _ids(inverted, monkeypatch)
+    short = {**PRODUCTION_OK, "KEEL_MAIL_LEASE": "20", "KEEL_SMTP_TIMEOUT": "10"}
+    assert "keel.W015" in _ids(short, monkeypatch)

@@ -3,8 +3,9 @@
 ``AccountService`` holds the rules (register, verify, login, profile, delete,
 password change, forgot and reset, admin changes to activity and roles,
 create an admin); ``AccountRepository`` the queries; ``models`` the tables
-(revisions ``0003`` and ``0004``). Sessions and brute-force limits plug in
-through the ``SessionHooks`` and ``LoginGuard`` protocols (``hooks``).
+(revisions ``0003``, ``0004`` and ``0007``); ``outbox`` the durable mail
+outbox. Sessions and brute-force limits plug in through the ``SessionHooks``
+and ``LoginGuard`` protocols (``hooks``).
 ``keel.auth`` reads a user's token-relevant state through
 :func:`load_user_state` and is told of changes through ``on_user_changed``;
 the two packages never import each other (they are wired in ``keel.api``).
@@ -38,13 +39,13 @@ from keel.accounts.mail import (
     Mailer,
     MailSettings,
     Message,
-    Outbox,
     SmtpMailer,
     build_mailer,
     mail_settings_from,
 )
-from keel.accounts.models import EmailVerificationToken, PasswordResetToken, User
+from keel.accounts.models import EmailVerificationToken, OutboxMessage, PasswordResetToken, User
 from keel.accounts.names import normalise_display_name
+from keel.accounts.outbox import Outbox, OutboxObserver, OutboxSettings, outbox_settings_from
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER, Role, RoleCatalog
 from keel.accounts.service import (
@@ -87,6 +88,9 @@ __all__ = [
     "Message",
     "Origin",
     "Outbox",
+    "OutboxMessage",
+    "OutboxObserver",
+    "OutboxSettings",
     "OwnAdminAccess",
     "PasswordResetToken",
     "ReauthenticationFailed",
@@ -111,5 +115,6 @@ __all__ = [
     "mail_settings_from",
     "normalise_display_name",
     "normalise_email",
+    "outbox_settings_from",
     "profile_json",
 ]

@@ -1,4 +1,4 @@
-"""Outgoing mail: the ``Mailer`` protocol, three backends, and the ``Outbox`` that never blocks.
+"""Outgoing mail: the ``Message``, the ``Mailer`` protocol and its three backends.
 
 Backends (``KEEL_MAIL_BACKEND``):
 
@@ -12,25 +12,14 @@ Backends (``KEEL_MAIL_BACKEND``):
 - ``smtp``: :mod:`smtplib` in a worker thread, STARTTLS (or implicit TLS) with
   certificate verification, optional login.
 
-Delivery (:class:`Outbox`): services hand messages over *after* their
-transaction commits, and the request returns at once; each message is sent
-by a background task started through the app supervisor's ``spawn`` (so
-shutdown cancels and awaits it). A failed send is retried (``attempts``,
-with backoff); the last failure is logged and audited as ``mail_send_fail``.
-A message refused because the backlog is full is logged and audited the same
-way; one cancelled by shutdown (or refused while stopping) is logged as
-``mail_dropped`` (nothing can be awaited then). Nothing is dropped silently.
-
-Known gap: the outbox lives in memory, so a crash (or a shutdown that cancels
-a pending retry) between the commit and the send loses the message, with a
-log line but no retry later. The next step is a durable outbox table written
-in the business transaction; it must not store link tokens in clear.
+Delivery is the durable outbox's (:mod:`keel.accounts.outbox`): messages are
+written in the transaction of the change that causes them and sent from
+there, at least once; ``Message.idempotency_key`` tells a resend apart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
@@ -38,7 +27,6 @@ import smtplib
 import ssl
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -46,7 +34,6 @@ from typing import Any, Final, Literal, Protocol, TextIO
 
 from keel._clock import Clock, SystemClock
 from keel._logging import event
-from keel.audit import Action, ActorType, AuditTrail, Result
 from keel.errors import ConfigurationError
 from keel.settings import Settings
 
@@ -57,9 +44,7 @@ __all__ = [
     "MailSettings",
     "Mailer",
     "Message",
-    "Outbox",
     "SmtpMailer",
-    "Spawn",
     "build_mailer",
     "mail_settings_from",
 ]
@@ -68,21 +53,24 @@ _log = logging.getLogger("keel.accounts.mail")
 
 MailBackend = Literal["console", "file", "smtp"]
 SmtpSecurity = Literal["starttls", "tls", "none"]
-Spawn = Callable[[str, Coroutine[Any, Any, Any]], asyncio.Task[Any]]
-"""``Supervisor.spawn``: start a coroutine as a task the app owns until shutdown."""
 
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One plain-text message. ``body`` is kept out of ``repr``: it may carry a link token."""
+    """One plain-text message. ``body`` is kept out of ``repr``: it may carry a link token.
+
+    ``idempotency_key`` is set by the outbox (the row's id) and is the same on
+    every attempt, so a resend after a crash is recognisably the same message.
+    """
 
     to: str
     subject: str
     body: str = field(repr=False)
     kind: str
     user_id: str | None = None
+    idempotency_key: str | None = None
 
 
 class Mailer(Protocol):
@@ -141,6 +129,7 @@ class FileMailer:
             "body": message.body,
             "kind": message.kind,
             "user_id": message.user_id,
+            "idempotency_key": message.idempotency_key,
             "sent_at": self._clock.now().isoformat(),
         }
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
@@ -202,7 +191,12 @@ class SmtpMailer:
         mail["To"] = message.to
         mail["Subject"] = message.subject
         mail["Date"] = format_datetime(self._clock.now())
-        mail["Message-ID"] = make_msgid(domain=self._sender.rpartition("@")[2].strip("> ") or None)
+        domain = self._sender.rpartition("@")[2].strip("> ") or None
+        key = message.idempotency_key
+        # The same Message-ID on every attempt: a resend after a crash is a duplicate, not news.
+        mail["Message-ID"] = (
+            f"<{key}@{domain or 'localhost'}>" if key else make_msgid(domain=domain)
+        )
         mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
         mail.set_content(message.body)
         return mail
@@ -285,153 +279,3 @@ def build_mailer(
             clock=clock,
         )
     raise ConfigurationError("KEEL_MAIL_BACKEND must be console, file or smtp")
-
-
-class Outbox:
-    """Delivers messages in the background, with retries; failures are logged and audited.
-
-    ``spawn`` starts each delivery as a supervised task. ``backoff`` holds the
-    delays before the second, third... attempt (its length + 1 is the number
-    of attempts). ``concurrency`` bounds simultaneous sends (SMTP connections),
-    ``max_pending`` the messages waiting; beyond it a message fails at once.
-    """
-
-    def __init__(
-        self,
-        mailer: Mailer,
-        *,
-        spawn: Spawn,
-        audit: AuditTrail | None,
-        backoff: Sequence[float] = (1.0, 5.0),
-        timeout: float = 30.0,
-        concurrency: int = 4,
-        max_pending: int = 1000,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        if concurrency < 1 or max_pending < 1:
-            raise ValueError("concurrency and max_pending must be at least 1")
-        self._mailer = mailer
-        self._spawn = spawn
-        self._audit = audit
-        self._backoff = tuple(backoff)
-        self._timeout = timeout
-        self._slots = asyncio.Semaphore(concurrency)
-        self._max_pending = max_pending
-        self._sleep = sleep
-        self._pending: set[asyncio.Task[Any]] = set()
-        self.sent = 0
-        self.failed = 0
-
-    @property
-    def mailer(self) -> Mailer:
-        return self._mailer
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def post(self, *messages: Message) -> None:
-        """Queue ``messages`` for delivery and return at once. Call after the commit."""
-        for message in messages:
-            if len(self._pending) >= self._max_pending:
-                self._start(message, self._give_up, attempts=0, error="backlog_full")
-            else:
-                self._start(message, self._deliver)
-
-    async def drain(self) -> None:
-        """Wait until every message posted so far is sent or given up (tests, tools)."""
-        while self._pending:
-            await asyncio.wait(set(self._pending))
-
-    def _start(
-        self, message: Message, work: Callable[..., Coroutine[Any, Any, None]], **kwargs: Any
-    ) -> None:
-        # The coroutine is created inside the task, so a task cancelled before its
-        # first step leaves no never-awaited coroutine behind.
-        async def run() -> None:
-            await work(message, **kwargs)
-
-        try:
-            task = self._spawn("keel.mail", run())
-        except RuntimeError:
-            # The app is stopping: the supervisor refused (and closed) the task.
-            self._dropped(message, "shutting_down")
-            return
-        self._pending.add(task)
-        task.add_done_callback(functools.partial(self._finished, message))
-
-    def _finished(self, message: Message, task: asyncio.Task[Any]) -> None:
-        self._pending.discard(task)
-        if task.cancelled():
-            self._dropped(message, "cancelled")
-
-    def _dropped(self, message: Message, reason: str) -> None:
-        self.failed += 1
-        event(
-            _log,
-            logging.ERROR,
-            "mail_dropped",
-            reason=reason,
-            kind=message.kind,
-            user_id=message.user_id,
-        )
-
-    async def _deliver(self, message: Message) -> None:
-        attempts = 0
-        error = "unknown"
-        for delay in (0.0, *self._backoff):
-            if delay:
-                await self._sleep(delay)
-            attempts += 1
-            try:
-                async with self._slots:
-                    async with asyncio.timeout(self._timeout):
-                        await self._mailer.send(message)
-            except Exception as exc:  # noqa: BLE001 - any backend failure is retried, then reported
-                error = type(exc).__name__
-                event(
-                    _log,
-                    logging.WARNING,
-                    "mail_send_error",
-                    kind=message.kind,
-                    attempt=attempts,
-                    error=error,
-                )
-            else:
-                self.sent += 1
-                return
-        await self._give_up(message, attempts=attempts, error=error)
-
-    async def _give_up(self, message: Message, *, attempts: int, error: str) -> None:
-        self.failed += 1
-        event(
-            _log,
-            logging.ERROR,
-            "mail_send_failed",
-            kind=message.kind,
-            user_id=message.user_id,
-            attempts=attempts,
-            error=error,
-        )
-        if self._audit is None:
-            return
-        trail = self._audit
-        try:
-            await trail.record_alone(
-                trail.event(
-                    Action.MAIL_SEND_FAIL,
-                    Result.FAILURE,
-                    actor_type=ActorType.SYSTEM,
-                    target_type="user" if message.user_id else None,
-                    target_id=message.user_id,
-                    details={"kind": message.kind, "attempts": attempts, "error": error},
-                )
-            )
-        except Exception as exc:  # noqa: BLE001 - the log line above already tells the story
-            event(
-                _log,
-                logging.ERROR,
-                "audit_write_failed",
-                action=Action.MAIL_SEND_FAIL.value,
-                error=type(exc).__name__,
-            )

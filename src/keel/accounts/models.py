@@ -19,6 +19,12 @@
   disable, an e-mail change and an admin's "end every session" delete the
   user's unused ones, and one created before the user's ``tokens_valid_after``
   is refused (:mod:`keel.accounts.credentials`). Rows go with their user.
+- ``mail_outbox`` (``0007``): account mail accepted for sending, written in
+  the transaction of the change that causes it (:mod:`keel.accounts.outbox`).
+  The body is sealed (AES-256-GCM, ``key_id`` names the key) because it may
+  carry a single-use link, and is emptied once the message is sent or given
+  up. ``id`` is the message's idempotency key (its ``Message-ID``). No
+  foreign key: a notice outlives the account it was about.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keel.accounts.roles import parse_roles
@@ -37,6 +43,7 @@ __all__ = [
     "EMAIL_MAX",
     "TOKEN_HASH_LENGTH",
     "EmailVerificationToken",
+    "OutboxMessage",
     "PasswordResetToken",
     "User",
 ]
@@ -111,3 +118,31 @@ class PasswordResetToken(Base):
 
     def __repr__(self) -> str:
         return f"PasswordResetToken(id={self.id!s}, user_id={self.user_id!s})"
+
+
+class OutboxMessage(Base):
+    """One message in the durable mail outbox: ``pending``, then ``sent`` or ``failed``."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (Index("ix_mail_outbox_status_available_at", "status", "available_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(EMAIL_MAX))
+    subject: Mapped[str] = mapped_column(String(998))  # RFC 5322 §2.1.1 line limit
+    body_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    available_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    claim: Mapped[str | None] = mapped_column(String(32))
+    sent_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        # Never the address or the body: reprs end up in logs and tracebacks.
+        return f"OutboxMessage(id={self.id!s}, kind={self.kind!r}, status={self.status!r})"

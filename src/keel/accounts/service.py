@@ -2,8 +2,9 @@
 
 Every write is audited in the unit of work that makes it (``trail.record``);
 a refusal that changes nothing is audited in a transaction of its own
-(``trail.record_alone``). Mail is handed to the ``Outbox`` only after the
-commit, and the change listeners (``on_user_changed``) run after it too.
+(``trail.record_alone``). Mail is staged in the durable ``Outbox`` in the
+same unit of work (it commits or rolls back with the change); the change
+listeners (``on_user_changed``) run after the commit.
 
 Enumeration and timing (SEC-10..12):
 
@@ -68,7 +69,7 @@ from keel.accounts.errors import (
     VerificationFailed,
 )
 from keel.accounts.hooks import LoginGuard, SessionHooks
-from keel.accounts.mail import Message, Outbox
+from keel.accounts.mail import Message
 from keel.accounts.mailcap import MailBudget
 from keel.accounts.messages import (
     email_change_attempt,
@@ -81,6 +82,7 @@ from keel.accounts.messages import (
 from keel.accounts.models import EmailVerificationToken, PasswordResetToken, User
 from keel.accounts.names import normalise_display_name
 from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
+from keel.accounts.outbox import Outbox
 from keel.accounts.pacing import floored, floored_failure
 from keel.accounts.refusals import record_refusal
 from keel.accounts.repository import AccountRepository
@@ -252,6 +254,7 @@ class AccountService:
                     messages, replaced = await self._register_taken(
                         uow, repo, existing, (address, name, password_hash), now, origin
                     )
+                self._stage(uow, messages)
         except IntegrityError:
             # Another registration took the address between our read and our insert.
             async with self._database.unit_of_work() as uow:
@@ -262,12 +265,12 @@ class AccountService:
                 messages, replaced = await self._register_taken(
                     uow, repo, existing, (address, name, password_hash), now, origin
                 )
+                self._stage(uow, messages)
         if replaced is not None and existing is not None:
             # The unverified account's earlier credentials are gone: so are their sessions.
             await self._sessions_revoked(str(existing.id), replaced)
             await self._forget_known_sources(address.key)
             await self._changed(str(existing.id), None)
-        self._post(messages)
 
     async def _create(
         self,
@@ -757,8 +760,8 @@ class AccountService:
                     details={"fields": changed},
                 ),
             )
+            self._stage(uow, messages)
             view = UserView.of(user)
-        self._post(messages)
         await self._changed(view.id, view)
         return view
 
@@ -874,10 +877,12 @@ class AccountService:
                 ),
             )
             state, view = UserState.of(user), UserView.of(user)
+            self._stage(
+                uow, [password_changed(self._settings, to=view.email, user_id=view.id, reset=False)]
+            )
         await self._sessions_revoked(view.id, revoked)
         await self._forget_known_sources(current.email_key)
         await self._changed(view.id, view)
-        self._post([password_changed(self._settings, to=view.email, user_id=view.id, reset=False)])
         chosen = state.scopes if scopes is None else state.scopes & frozenset(scopes)
         session_id = keep_session if keep_session is not None else str(uuid.uuid4())
         issued = self._tokens.issue(subject=target, session_id=session_id, scopes=sorted(chosen))
@@ -940,7 +945,7 @@ class AccountService:
                     details=details,
                 ),
             )
-        self._post(messages)
+            self._stage(uow, messages)
 
     async def reset_password(self, token: str, new_password: str, origin: Origin) -> None:
         """Set a new password with a reset token (SEC-25/27, SEC-15); never logs in.
@@ -1003,6 +1008,10 @@ class AccountService:
                     ),
                 )
                 view, guard_key = UserView.of(user), user.email_key
+                self._stage(
+                    uow,
+                    [password_changed(self._settings, to=view.email, user_id=view.id, reset=True)],
+                )
         if reason is not None:
             await self._reset_failed(reason, row, origin)
         await self._sessions_revoked(view.id, revoked)
@@ -1010,7 +1019,6 @@ class AccountService:
             await self._after_commit("login_guard_clear", self._guard.clear(guard_key))
         await self._forget_known_sources(guard_key)
         await self._changed(view.id, view)
-        self._post([password_changed(self._settings, to=view.email, user_id=view.id, reset=True)])
 
     @staticmethod
     def _reset_refusal(
@@ -1397,12 +1405,13 @@ class AccountService:
         except Exception as exc:  # noqa: BLE001 - the change is committed; report, go on
             event(_log, logging.ERROR, "after_commit_failed", step=step, error=type(exc).__name__)
 
-    def _post(self, messages: Sequence[Message]) -> None:
+    def _stage(self, uow: UnitOfWork, messages: Sequence[Message]) -> None:
+        """Write ``messages`` to the outbox in ``uow``: sent if (and only if) it commits."""
         if not messages:
             return
         if self._outbox is None:
             raise RuntimeError("AccountService was built without an outbox")
-        self._outbox.post(*messages)
+        self._outbox.stage(uow, messages)
 
     async def _changed(self, user_id: str, view: UserView | None) -> None:
         """After a commit: tell every listener (``keel.auth`` writes the new record through)."""

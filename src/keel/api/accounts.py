@@ -45,15 +45,19 @@ from keel.accounts import (
     LoginResult,
     Mailer,
     Outbox,
+    OutboxObserver,
+    OutboxSettings,
     ScopeNotGranted,
     UserChanged,
     UserView,
     account_settings_from,
     build_mailer,
     mail_settings_from,
+    outbox_settings_from,
 )
 from keel.accounts.mail import ConsoleMailer
 from keel.accounts.mailcap import CappedMailer
+from keel.accounts.sealing import BodySealer
 from keel.api.bearer import BearerPrincipal
 from keel.api.middleware import mark_no_store, no_store
 from keel.api.origin import origin_of
@@ -494,7 +498,8 @@ def install_accounts(
     mailer: Mailer | None = None,
     hasher: PasswordHasher | None = None,
     on_user_changed: UserChanged | Sequence[UserChanged] = (),
-    mail_backoff: Sequence[float] = (1.0, 5.0),
+    outbox_settings: OutboxSettings | None = None,
+    outbox_observer: OutboxObserver | None = None,
 ) -> AccountService:
     """Build the ``AccountService`` for ``context``, mount the routes, return the service.
 
@@ -503,7 +508,10 @@ def install_accounts(
       loaded from the settings here, which in development without a key file
       is a throwaway key no other component shares.
     - ``mailer``: default from the settings (``KEEL_MAIL_BACKEND``, console).
-      Delivery runs on supervised background tasks (``context.supervisor``).
+      Messages go through the durable outbox (``keel.accounts.outbox``); its
+      sender runs as a supervised service in every worker unless
+      ``KEEL_MAIL_SENDER_ENABLED`` is false. ``outbox_settings`` defaults to
+      the ``KEEL_MAIL_*`` settings; ``outbox_observer`` is where metrics attach.
     - ``hasher``: default one per app, pre-warmed by a warm-up and closed at
       shutdown; the password blocklist is loaded by a warm-up too.
     - ``on_user_changed``: called with a user id after every committed change
@@ -551,12 +559,17 @@ def install_accounts(
             detail="account mail is only logged, never delivered: set KEEL_MAIL_BACKEND=smtp",
         )
     budget = rate_limiter(app, context)  # mails per recipient and hour
+    audit_keys = settings.audit
     outbox = Outbox(
         CappedMailer(mailer, budget),
-        spawn=supervisor.spawn,
+        database=context.database,
+        sealer=BodySealer(audit_keys.keys, audit_keys.current_key_id),
         audit=context.audit,
-        backoff=tuple(mail_backoff),
+        settings=outbox_settings or outbox_settings_from(settings),
+        observer=outbox_observer,
     )
+    if outbox.settings.sender_enabled:
+        supervisor.add_service("mail_sender", outbox.run_forever)
     service = AccountService(
         database=context.database,
         audit=context.audit,

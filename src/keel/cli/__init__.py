@@ -1,4 +1,4 @@
-"""The ``keel`` command: check, serve, dev, db.
+"""The ``keel`` command: check, serve, dev, db, audit, keys, users, security-report.
 
 Each subcommand lives in its own module and registers itself on the parser.
 Exit status: 0 success, 1 a finding or failed operation, 2 usage error.
@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from keel import __version__
-from keel.cli import audit, check, db, keys, serve, users
+from keel.cli import audit, check, db, keys, security_report, serve, users
 from keel.cli._output import err
 from keel.errors import KeelError
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keel", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"keel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (check, serve, db, audit, keys, users):
+    for module in (check, serve, db, audit, keys, users, security_report):
         module.register(commands)
     return parser
 

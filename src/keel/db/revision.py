@@ -37,7 +37,7 @@ __all__ = [
     "version_directories",
 ]
 
-HEAD_REVISION: Final = "0006"
+HEAD_REVISION: Final = "0007"
 KEEL_BRANCH: Final = "keel"
 VERSION_TABLE: Final = "keel_alembic_version"
 #: Where keel recorded its revision before the version table was named (adopted at upgrade).

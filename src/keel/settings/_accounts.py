@@ -30,6 +30,14 @@ class MailSettings:
     smtp_username: Annotated[str | None, env("KEEL_SMTP_USERNAME")] = None
     smtp_password: Annotated[SecretStr | None, env("KEEL_SMTP_PASSWORD")] = None
     smtp_timeout: Annotated[float, env("KEEL_SMTP_TIMEOUT", gt=0, le=120)] = 10.0
+    # The durable outbox (keel.accounts.outbox): polling, retries with backoff, the claim lease.
+    poll_interval: Annotated[float, env("KEEL_MAIL_POLL_INTERVAL", gt=0, le=3600)] = 5.0
+    max_attempts: Annotated[int, env("KEEL_MAIL_MAX_ATTEMPTS", ge=1, le=100)] = 8
+    retry_base: Annotated[float, env("KEEL_MAIL_RETRY_BASE", gt=0, le=3600)] = 2.0
+    retry_max: Annotated[float, env("KEEL_MAIL_RETRY_MAX", gt=0, le=_DAY)] = 900.0
+    lease: Annotated[float, env("KEEL_MAIL_LEASE", ge=1, le=3600)] = 120.0
+    #: False: this instance writes mail to the outbox but leaves sending to the others.
+    sender_enabled: Annotated[bool, env("KEEL_MAIL_SENDER_ENABLED")] = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,14 @@
-"""keel.accounts.mail: backends that never log a body, and an outbox that never loses silently."""
+"""keel.accounts.mail: backends that never log a body; one Message-ID per idempotency key."""
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import io
 import json
 import logging
 import os
 import stat
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,7 +17,6 @@ from keel.accounts.mail import (
     FileMailer,
     MailSettings,
     Message,
-    Outbox,
     SmtpMailer,
     build_mailer,
     mail_settings_from,
@@ -35,34 +32,6 @@ MESSAGE = Message(
     kind="verify_email",
     user_id="u-1",
 )
-
-
-def spawn(name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    return asyncio.get_running_loop().create_task(coro, name=name)
-
-
-class Flaky:
-    """Fails ``failures`` times, then delivers."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.calls = 0
-        self.delivered: list[Message] = []
-
-    async def send(self, message: Message) -> None:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise ConnectionRefusedError("relay down")
-        self.delivered.append(message)
-
-
-class Stuck:
-    def __init__(self) -> None:
-        self.started = asyncio.Event()
-
-    async def send(self, message: Message) -> None:
-        self.started.set()
-        await asyncio.sleep(3600)
 
 
 def test_message_repr_hides_the_body() -> None:
@@ -129,6 +98,10 @@ def test_smtp_builds_a_plain_message_and_hides_credentials() -> None:
     assert mail["Auto-Submitted"] == "auto-generated"
     assert mail["Message-ID"].endswith("@keel.example>")
     assert SECRET_LINK in mail.get_content()
+    # A resend of one outbox message carries the same Message-ID (at-least-once, recognisable).
+    keyed = dataclasses.replace(MESSAGE, idempotency_key="0f1e2d3c")
+    assert mailer.build(keyed)["Message-ID"] == "<0f1e2d3c@keel.example>"
+    assert mailer.build(keyed)["Message-ID"] == mailer.build(keyed)["Message-ID"]
 
 
 def test_settings_and_backends(tmp_path: Path) -> None:
@@ -148,73 +121,3 @@ def test_settings_and_backends(tmp_path: Path) -> None:
         MailSettings(backend="smtp", smtp_host="smtp.example.com"), development=True
     )
     assert isinstance(smtp, SmtpMailer)
-
-
-async def test_outbox_retries_then_delivers() -> None:
-    mailer = Flaky(failures=2)
-    outbox = Outbox(mailer, spawn=spawn, audit=None, backoff=(0.001, 0.001))
-    outbox.post(MESSAGE)
-    assert outbox.pending == 1
-    await outbox.drain()
-    assert mailer.calls == 3
-    assert mailer.delivered == [MESSAGE]
-    assert (outbox.sent, outbox.failed) == (1, 0)
-
-
-async def test_outbox_gives_up_loudly(caplog: pytest.LogCaptureFixture) -> None:
-    mailer = Flaky(failures=10)
-    outbox = Outbox(mailer, spawn=spawn, audit=None, backoff=(0.001, 0.001))
-    with caplog.at_level(logging.WARNING, logger="keel.accounts.mail"):
-        outbox.post(MESSAGE)
-        await outbox.drain()
-    assert mailer.calls == 3
-    assert (outbox.sent, outbox.failed) == (0, 1)
-    [failed] = [r for r in caplog.records if r.getMessage() == "mail_send_failed"]
-    assert failed.levelno == logging.ERROR
-    assert failed.__dict__["fields"]["attempts"] == 3
-    assert failed.__dict__["fields"]["error"] == "ConnectionRefusedError"
-    assert "SECRET" not in caplog.text
-
-
-async def test_outbox_backlog_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
-    mailer = Stuck()
-    outbox = Outbox(mailer, spawn=spawn, audit=None, concurrency=1, max_pending=2)
-    with caplog.at_level(logging.ERROR, logger="keel.accounts.mail"):
-        outbox.post(MESSAGE, MESSAGE, MESSAGE)
-        await asyncio.sleep(0.01)
-    assert outbox.failed == 1
-    assert any(
-        r.getMessage() == "mail_send_failed" and r.__dict__["fields"]["error"] == "backlog_full"
-        for r in caplog.records
-    )
-    for task in [t for t in asyncio.all_tasks() if t.get_name() == "keel.mail"]:
-        task.cancel()
-    await outbox.drain()
-
-
-async def test_outbox_reports_cancelled_and_refused_messages(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    mailer = Stuck()
-    tasks: list[asyncio.Task[Any]] = []
-
-    def tracking(name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        tasks.append(spawn(name, coro))
-        return tasks[-1]
-
-    outbox = Outbox(mailer, spawn=tracking, audit=None)
-    with caplog.at_level(logging.ERROR, logger="keel.accounts.mail"):
-        outbox.post(MESSAGE)
-        await mailer.started.wait()
-        tasks[0].cancel()  # what shutdown does
-        await outbox.drain()
-
-        def refusing(name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-            coro.close()
-            raise RuntimeError("the app is shutting down; no new tasks")
-
-        Outbox(mailer, spawn=refusing, audit=None).post(MESSAGE)
-    reasons = [
-        r.__dict__["fields"]["reason"] for r in caplog.records if r.getMessage() == "mail_dropped"
-    ]
-    assert reasons == ["cancelled", "shutting_down"]
