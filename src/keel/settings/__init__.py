@@ -12,6 +12,7 @@ receives the one section it needs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -216,18 +217,16 @@ def _audit_keys(audit: AuditSettings, secret_key: SecretStr | None) -> AuditSett
     return dataclasses.replace(audit, keys=keys, is_development_key=development)
 
 
-_ROUTES: dict[str, tuple[str, ...]] = {}
-_FLAT: dict[str, str] = {}
-
-
+@functools.cache
 def variables() -> dict[str, tuple[str, ...]]:
-    """Every variable ``Settings`` reads → the attribute path its value lands on."""
-    if not _ROUTES:
-        _ROUTES.update(declared(Settings))
-    return _ROUTES
+    """Every variable ``Settings`` reads → the attribute path its value lands on.
+
+    Worked out from the sections on first use (not at import); ``TypeError`` if
+    a variable is declared twice or a field declares none.
+    """
+    return declared(Settings)
 
 
+@functools.cache
 def _flat_names() -> dict[str, str]:
-    if not _FLAT:
-        _FLAT.update({flat_name(variable): variable for variable in variables()})
-    return _FLAT
+    return {flat_name(variable): variable for variable in variables()}
