@@ -17,7 +17,7 @@ from typing import Annotated
 import pytest
 
 from keel.checks import load_settings
-from keel.settings import Settings, variables
+from keel.settings import SessionSettings, Settings, variables
 from keel.settings._declare import env, flat_name, is_section, walk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,8 +93,10 @@ def test_a_flat_keyword_and_its_variable_land_on_the_same_field(
         assert settings.sessions.idle_ttl == 120
         assert settings.throttle.ip_limit == 7
         assert settings.http.cors.max_age == 5
-    # A keyword wins over the environment.
+    # A keyword wins over the environment, and so does a whole section.
     assert Settings(session_idle_ttl=300).sessions.idle_ttl == 300
+    whole = SessionSettings(idle_ttl=90, absolute_ttl=600, refresh_grace=1.0)
+    assert Settings(sessions=whole).sessions == whole
     assert flat_name("KEEL_SESSION_IDLE_TTL") == "session_idle_ttl"
     assert flat_name("DATABASE_URL") == "database_url"
 

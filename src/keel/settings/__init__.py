@@ -93,7 +93,8 @@ class Settings(BaseSettings):
 
     Built from the environment (each section's variables) and from keyword
     arguments, by flat name (``Settings(session_idle_ttl=60)``) or variable
-    (``Settings(KEEL_SESSION_IDLE_TTL=60)``); a keyword wins over the environment.
+    (``Settings(KEEL_SESSION_IDLE_TTL=60)``), or a whole section
+    (``Settings(cache=CacheSettings(...))``); a keyword wins over the environment.
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
@@ -161,7 +162,10 @@ class Settings(BaseSettings):
             target = routed
             for part in path:
                 target = target.setdefault(part, {})
-            target[leaf] = value
+                if not isinstance(target, dict):
+                    break  # the section was given whole (Settings(cache=...)): taken as it is
+            else:
+                target[leaf] = value
         return routed
 
     @model_validator(mode="after")

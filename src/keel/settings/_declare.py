@@ -30,6 +30,7 @@ __all__ = [
     "derived",
     "env",
     "flat_name",
+    "is_section",
     "split_csv",
     "walk",
 ]
@@ -60,6 +61,7 @@ def split_csv(value: object) -> object:
 
 
 def is_section(annotation: object) -> bool:
+    """A section is a dataclass (its fields are settings, derived values or sections)."""
     return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
 
 
