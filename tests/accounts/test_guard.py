@@ -21,9 +21,9 @@ from keel.security.hashing import PasswordHasher
 from keel.security.passwords import PasswordPolicy
 from keel.settings import Settings
 
+from ._accounts import PASSWORD, _verified
 from ._hooks import FakeGuard, FakeSessions
 from .conftest import ServiceFactory
-from .test_service import PASSWORD, _verified
 
 FROM = CallerOrigin(source_ip="192.0.2.10", user_agent="pytest", request_id="req-1")
 

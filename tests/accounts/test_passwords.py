@@ -38,9 +38,9 @@ from keel.db import Database
 from keel.errors import TooManyRequests
 from keel.security.passwords import PasswordRejected
 
+from ._accounts import PASSWORD, _verified
 from ._hooks import FakeGuard, FakeSessions
 from .conftest import ServiceFactory
-from .test_service import PASSWORD, _verified
 
 NEW = "another long passphrase 9 ways"
 FROM = CallerOrigin(source_ip="192.0.2.20", user_agent="pytest", request_id="req-2")

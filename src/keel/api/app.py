@@ -24,6 +24,7 @@ from keel.api.accounts import install_accounts
 from keel.api.admin_users import build_admin_users_router
 from keel.api.audit import router as audit_router
 from keel.api.bearer import BearerAuthenticator
+from keel.api.contract import install_contract
 from keel.api.errors import install_error_handlers
 from keel.api.health import install_health
 from keel.api.housekeeping import Housekeeper
@@ -194,6 +195,7 @@ def create_app(
     )
     app.state.keel = context
     install_error_handlers(app)
+    install_contract(app, settings)
     install_middleware(app, http, logger=logging.getLogger("keel.access"))
     # Routes are matched in order: the health probes and GET /users/me come first, straight
     # in the app's own table (keel.api.routing), the included routers after them.

@@ -98,6 +98,10 @@ _UNAVAILABLE_SQLSTATE_PREFIXES: Final[tuple[str, ...]] = (
     "3D",  # invalid catalog name (no such database)
     "53",  # insufficient resources (too many connections, disk full)
     "57P",  # operator intervention (admin/crash shutdown, cannot connect now)
+    # Transient transaction failures: PostgreSQL ended this transaction so that another could
+    # go on. Retrying the request succeeds; to the caller it is a 503 with Retry-After.
+    "40P01",  # deadlock_detected
+    "40001",  # serialization_failure
 )
 _UNAVAILABLE_SQLITE_MESSAGES: Final[tuple[str, ...]] = (
     "database is locked",
