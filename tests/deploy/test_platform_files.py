@@ -10,6 +10,7 @@ files set) gives no ``keel check`` error.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -132,6 +133,39 @@ def test_compose_environment_passes_production_checks(monkeypatch: pytest.Monkey
     for key, value in keel["environment"].items():
         env[key] = value.replace("${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}", "pw")
     assert _errors_for(env, monkeypatch) == []
+
+
+def test_the_proxy_overlay_puts_the_shipped_nginx_site_on_keels_loopback() -> None:
+    """compose.proxy.yaml: nginx with deploy/nginx/keel.conf (tested for real in
+    tests/deploy/test_vm_files.py) in keel's network namespace, so the site's upstream
+    127.0.0.1:8000 is keel and keel's default trusted proxies (loopback) are nginx."""
+    overlay = _load_yaml("compose.proxy.yaml")["services"]
+    base = _load_yaml("compose.yaml")["services"]
+    assert set(overlay) == {"keel", "proxy"}
+    proxy = overlay["proxy"]
+    assert proxy["network_mode"] == "service:keel"
+    assert proxy["depends_on"] == {"keel": {"condition": "service_healthy"}}
+    sources = {v.split(":", 1)[0]: v.split(":")[-2] for v in proxy["volumes"]}
+    site = next(src for src, dst in sources.items() if dst == "/etc/nginx/conf.d/default.conf")
+    shipped = (ROOT / site).read_text()
+    assert "server 127.0.0.1:8000;" in shipped
+    certificates = next(dst for dst in sources.values() if dst.startswith("/etc/letsencrypt/"))
+    assert f"ssl_certificate     {certificates}/fullchain.pem;" in shipped
+    assert f"ssl_certificate_key {certificates}/privkey.pem;" in shipped
+    # nginx's ports are published by the service whose network it shares.
+    assert [p.rsplit(":", 1)[1] for p in overlay["keel"]["ports"]] == ["80", "443"]
+    assert "KEEL_BIND" not in base["keel"]["environment"]  # the image binds 0.0.0.0:8000
+    # keel believes nginx's X-Forwarded-* only because nginx connects from loopback.
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    trusted = Settings(trusted_proxies=example["KEEL_TRUSTED_PROXIES"]).http.trusted_proxies
+    assert any(ipaddress.ip_address("127.0.0.1") in network for network in trusted)
+    raw = (ROOT / "compose.proxy.yaml").read_text()
+    for secret in ("SECRET_KEY", "KEEL_AUDIT_KEY", "KEEL_JWT_SECRET", "PASSWORD"):
+        assert secret not in raw
 
 
 # --- Render ------------------------------------------------------------------------------

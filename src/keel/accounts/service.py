@@ -92,6 +92,7 @@ from keel.accounts.views import UserView
 from keel.audit import Action, ActorType, AuditEvent, AuditTrail, Result
 from keel.db import Database, UnitOfWork
 from keel.errors import TooManyRequests, Unauthenticated
+from keel.metrics import record_lockout, record_login, record_rate_limit_refusal
 from keel.security.hashing import PasswordHasher
 from keel.security.opaque import is_opaque_token, new_opaque_token, opaque_token_hash
 from keel.security.passwords import PasswordPolicy
@@ -575,11 +576,12 @@ class AccountService:
         try:
             return await self._guard.reserve(guard_key, origin.source_ip)
         except TooManyRequests as exc:
-            action = (
-                Action.AUTHN_LOGIN_LOCK
-                if exc.limit == "account"
-                else Action.EXCESS_RATE_LIMIT_EXCEEDED
-            )
+            locked = exc.limit == "account"
+            action = Action.AUTHN_LOGIN_LOCK if locked else Action.EXCESS_RATE_LIMIT_EXCEEDED
+            if not locked:
+                record_rate_limit_refusal(operation)
+            if operation == "login":
+                record_login("locked" if locked else "throttled")
             await record_refusal(
                 self._audit,
                 self._event(
@@ -606,6 +608,7 @@ class AccountService:
             return
         failures = await self._guard.failed(guard_key, origin.source_ip, attempt)
         if failures == self._settings.lockout_threshold:
+            record_lockout()
             await record_refusal(
                 self._audit,
                 self._event(
@@ -618,6 +621,8 @@ class AccountService:
             )
 
     async def _login_failed(self, user: User | None, reason: str, origin: Origin) -> None:
+        # One outcome for every credential failure, as the answer gives (SEC-10).
+        record_login("unverified" if reason == "email_unverified" else "bad_credentials")
         await record_refusal(
             self._audit,
             self._event(
@@ -677,6 +682,7 @@ class AccountService:
                         details={**details, "rehashed": upgraded is not None},
                     ),
                 )
+            record_login("success")
         except CredentialsChanged:
             await self._login_failed(user, "credentials_changed", origin)
             raise InvalidCredentials() from None

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from keel import __version__
+from keel import __version__, metrics
 from keel._clock import Clock, SystemClock
 from keel._logging import event
 from keel.accounts import load_user_snapshot, load_user_state
@@ -30,6 +30,8 @@ from keel.api.health import install_health
 from keel.api.housekeeping import Housekeeper
 from keel.api.identity import Authenticator
 from keel.api.jwks import jwks_router
+from keel.api.metrics import install_metrics
+from keel.api.metrics import sampler as metrics_sampler
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
 from keel.api.ratelimit import LOGIN_THROTTLE_KEY, rate_limiter
@@ -151,6 +153,12 @@ def create_app(
     if stores.shared is not store:
         supervisor.add_closer("security_cache", stores.shared.close)
     supervisor.add_service("cache_invalidations", stores.channel.run)
+    if settings.metrics.enabled:
+        # One set of instruments per process (prometheus_client's model), not per app.
+        metrics.enable()
+        supervisor.add_service("metrics_sampler", metrics_sampler(database))
+    else:
+        metrics.disable()
     if settings.housekeeping.interval:
         housekeeper = Housekeeper(
             database,
@@ -196,13 +204,19 @@ def create_app(
     app.state.keel = context
     install_error_handlers(app)
     install_contract(app, settings)
-    install_middleware(app, http, logger=logging.getLogger("keel.access"))
+    install_middleware(
+        app, http, logger=logging.getLogger("keel.access"), instruments=metrics.active()
+    )
     # Routes are matched in order: the health probes and GET /users/me come first, straight
     # in the app's own table (keel.api.routing), the included routers after them.
     install_health(app)
     if accounts:
         account_service = install_accounts(
-            app, context, access_tokens=access_tokens, on_user_changed=security.subject_changed
+            app,
+            context,
+            access_tokens=access_tokens,
+            on_user_changed=security.subject_changed,
+            outbox_observer=metrics.MailOutboxMetrics(),
         )
         sessions = SessionService(
             database=database,
@@ -224,6 +238,8 @@ def create_app(
         install_sessions(app, sessions)
         app.include_router(build_passwords_router())
         app.include_router(build_admin_users_router())
+    # After keel's busiest routes (matched in order), before the application's own.
+    install_metrics(app, settings.metrics, database)
     app.include_router(jwks_router(keys, keep_for=retention(settings.tokens), clock=clock))
     app.include_router(audit_router)
     for router in routers:

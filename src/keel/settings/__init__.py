@@ -23,7 +23,7 @@ from pydantic import AfterValidator, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from keel.settings._accounts import AccountPolicySettings, HousekeepingSettings, MailSettings
-from keel.settings._declare import EnvSource, declared, flat_name
+from keel.settings._declare import EnvSource, declared, flat_name, is_section
 from keel.settings._declare import env as _env
 from keel.settings._edge import (
     DEFAULT_PRODUCTION_DRAIN,
@@ -32,6 +32,7 @@ from keel.settings._edge import (
     LifecycleSettings,
     ServerSettings,
 )
+from keel.settings._metrics import MetricsSettings
 from keel.settings._security import (
     DEVELOPMENT_AUDIT_KEY,
     AuditSettings,
@@ -62,6 +63,7 @@ __all__ = [
     "JwtAlgorithm",
     "LifecycleSettings",
     "MailSettings",
+    "MetricsSettings",
     "PasswordSettings",
     "ServerSettings",
     "SessionSettings",
@@ -122,6 +124,7 @@ class Settings(BaseSettings):
     mail: MailSettings = MailSettings()
     accounts: AccountPolicySettings = AccountPolicySettings()
     housekeeping: HousekeepingSettings = HousekeepingSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -145,7 +148,7 @@ class Settings(BaseSettings):
         given: dict[str, Any] = {}
         routed: dict[str, Any] = {}
         for key, value in data.items():
-            if key in cls.model_fields and key not in by_flat:
+            if key in cls.model_fields and (key not in by_flat or is_section(type(value))):
                 routed[key] = value  # a whole section
                 continue
             variable = key.upper() if key.upper() in routes else by_flat.get(key.lower())

@@ -14,6 +14,7 @@ __all__ = [
     "AuditSettings",
     "JwtAlgorithm",
     "PasswordSettings",
+    "Secret",
     "SessionSettings",
     "ThrottleSettings",
     "TokenSettings",
