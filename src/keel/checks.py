@@ -73,7 +73,8 @@ def load_settings(environ: dict[str, str] | None = None) -> tuple[Settings | Non
                 hint = str(err.get("ctx", {}).get("hint", ""))
                 findings.append(Finding(err["type"], "error", err["msg"], hint))
                 continue
-            where = ".".join(str(part) for part in err["loc"]) or "settings"
+            # The last part of the location is the variable (the section's field alias).
+            where = str(err["loc"][-1]) if err["loc"] else "settings"
             findings.append(
                 _error(
                     "E000",
@@ -128,16 +129,17 @@ def _secret_findings(settings: Settings) -> Iterator[Finding]:
 def _runtime_findings(settings: Settings) -> Iterator[Finding]:
     if settings.is_production and settings.debug:
         yield _error("E004", "debug is on in production", "unset KEEL_DEBUG")
-    if settings.is_production and settings.reload:
+    if settings.is_production and settings.server.reload:
         yield _error("E005", "reload is on in production", "unset KEEL_RELOAD; use `keel serve`")
-    if settings.graceful_timeout <= 3:
+    if settings.server.graceful_timeout <= 3:
         yield _warning(
             "W004",
             "KEEL_GRACEFUL_TIMEOUT is 3 s or less: in-flight requests get no time at shutdown",
             "set KEEL_GRACEFUL_TIMEOUT to a few seconds more than your slowest request",
         )
-    drain = settings.effective_drain_seconds
-    if drain and drain + math.ceil(settings.shutdown_timeout) + 1 >= settings.graceful_timeout:
+    drain = settings.server.drain_seconds
+    shutdown = math.ceil(settings.lifecycle.shutdown_timeout)
+    if drain and drain + shutdown + 1 >= settings.server.graceful_timeout:
         yield _error(
             "E040",
             "KEEL_DRAIN_SECONDS leaves no time in KEEL_GRACEFUL_TIMEOUT for in-flight requests "
@@ -154,8 +156,8 @@ _JSON_BYTES_PER_CHAR = 12
 
 def _body_findings(settings: Settings) -> Iterator[Finding]:
     # A password change carries two passwords of up to the maximum length, plus its keys.
-    needed = 2 * settings.password_max_length * _JSON_BYTES_PER_CHAR + 256
-    if min(settings.max_auth_body_bytes, settings.max_body_bytes) < needed:
+    needed = 2 * settings.passwords.max_length * _JSON_BYTES_PER_CHAR + 256
+    if settings.http.max_auth_body_bytes < needed:
         yield _warning(
             "W013",
             "KEEL_MAX_AUTH_BODY_BYTES cannot hold a password change with two passwords of "
@@ -187,31 +189,31 @@ def _database_findings(settings: Settings) -> Iterator[Finding]:
 
 def _edge_findings(settings: Settings) -> Iterator[Finding]:
     production = settings.is_production
-    if "*" in settings.cors_origins and settings.cors_allow_credentials:
+    if "*" in settings.http.cors.origins and settings.http.cors.allow_credentials:
         yield _error(
             "E008",
             "KEEL_CORS_ORIGINS is '*' while KEEL_CORS_ALLOW_CREDENTIALS is on",
             "list the exact origins (https://app.example.com) instead of '*'",
         )
-    elif "*" in settings.cors_origins:
+    elif "*" in settings.http.cors.origins:
         yield _warning(
             "W005",
             "KEEL_CORS_ORIGINS is '*': every site may read responses",
             "list the exact origins that need access",
         )
-    if production and any(o.startswith("http://") for o in settings.cors_origins):
+    if production and any(o.startswith("http://") for o in settings.http.cors.origins):
         yield _error(
             "E009",
             "KEEL_CORS_ORIGINS contains a plain http:// origin in production",
             "allow only https:// origins",
         )
-    if "*" in settings.trusted_proxies:
+    if "*" in settings.server.trusted_proxies:
         yield _error(
             "E010",
             "KEEL_TRUSTED_PROXIES is '*': any client could forge its address",
             "list your proxies' addresses or CIDRs (default: loopback only)",
         )
-    if production and settings.docs and not settings.docs_in_production:
+    if production and settings.http.docs and not settings.http.docs_in_production:
         yield _error(
             "E011",
             "KEEL_DOCS exposes /docs and /openapi.json in production without an explicit opt-in",
@@ -229,17 +231,17 @@ def _edge_findings(settings: Settings) -> Iterator[Finding]:
 
 
 def _cache_findings(settings: Settings) -> Iterator[Finding]:
-    if settings.redis_cluster and settings.redis_url is None:
+    if settings.cache.cluster and settings.cache.redis_url is None:
         yield _error(
             "E025",
             "KEEL_REDIS_CLUSTER is on but REDIS_URL is not set",
             "set REDIS_URL to redis:// or rediss:// and any one node of the cluster, "
             "or unset KEEL_REDIS_CLUSTER",
         )
-    if settings.redis_url is None:
+    if settings.cache.redis_url is None:
         if not settings.is_production:
             return
-        if settings.database.dialect == "postgresql" and not settings.single_instance:
+        if settings.database.dialect == "postgresql" and not settings.cache.single_instance:
             # Workers of one machine share the state file; other instances would not see it.
             yield _error(
                 "E030",
@@ -255,8 +257,8 @@ def _cache_findings(settings: Settings) -> Iterator[Finding]:
                 "fine for one instance; set REDIS_URL before running a second one",
             )
         return
-    parts = urlsplit(settings.redis_url.get_secret_value())
-    if settings.redis_cluster and (parts.scheme == "unix" or _redis_database(parts) != "0"):
+    parts = urlsplit(settings.cache.redis_url.get_secret_value())
+    if settings.cache.cluster and (parts.scheme == "unix" or _redis_database(parts) != "0"):
         yield _error(
             "E026",
             "REDIS_URL is a unix socket or selects a database other than 0, "
@@ -269,7 +271,7 @@ def _cache_findings(settings: Settings) -> Iterator[Finding]:
             "REDIS_URL reaches a non-loopback Redis without TLS",
             "use a rediss:// URL",
         )
-    if settings.is_production and parts.scheme == "rediss" and not settings.redis_tls_verify:
+    if settings.is_production and parts.scheme == "rediss" and not settings.cache.tls_verify:
         yield _warning(
             "W012",
             "KEEL_REDIS_TLS_VERIFY is false: Redis's TLS certificate is not verified",
@@ -285,7 +287,7 @@ def _redis_database(parts: SplitResult) -> str:
 
 
 def _audit_findings(settings: Settings) -> Iterator[Finding]:
-    if settings.audit_key is None:
+    if settings.audit.key is None:
         if settings.is_production:
             yield _error(
                 "E013",
@@ -293,7 +295,7 @@ def _audit_findings(settings: Settings) -> Iterator[Finding]:
                 "set KEEL_AUDIT_KEY to 32+ random characters kept outside the database",
             )
         return
-    if len(settings.audit_key.get_secret_value()) < MIN_SECRET_LENGTH:
+    if len(settings.audit.key.get_secret_value()) < MIN_SECRET_LENGTH:
         yield _error(
             "E014",
             f"KEEL_AUDIT_KEY is shorter than {MIN_SECRET_LENGTH} characters",
@@ -302,29 +304,30 @@ def _audit_findings(settings: Settings) -> Iterator[Finding]:
 
 
 def _mail_findings(settings: Settings) -> Iterator[Finding]:
-    if settings.mail_backend == "file" and not settings.mail_file:
+    if settings.mail.backend == "file" and not settings.mail.file:
         yield _error("E020", "KEEL_MAIL_BACKEND is file but KEEL_MAIL_FILE is not set", "set it")
-    if settings.is_production and settings.mail_backend != "smtp":
+    if settings.is_production and settings.mail.backend != "smtp":
         yield _warning(
             "W011",
             "mail is not sent in production (KEEL_MAIL_BACKEND is not smtp)",
             "set KEEL_MAIL_BACKEND=smtp and KEEL_SMTP_HOST, KEEL_SMTP_USERNAME, KEEL_SMTP_PASSWORD",
         )
-    if settings.mail_retry_max < settings.mail_retry_base:
+    mail = settings.mail
+    if mail.retry_max < mail.retry_base:
         yield _warning(
             "W014",
             "KEEL_MAIL_RETRY_MAX is below KEEL_MAIL_RETRY_BASE: every retry waits the maximum",
             "set KEEL_MAIL_RETRY_MAX above KEEL_MAIL_RETRY_BASE",
         )
-    if settings.mail_backend == "smtp" and settings.mail_lease / 4 < settings.smtp_timeout:
+    if mail.backend == "smtp" and mail.lease / 4 < mail.smtp_timeout:
         yield _warning(
             "W015",
             "KEEL_MAIL_LEASE is short for KEEL_SMTP_TIMEOUT: an attempt is cut off at a quarter "
             "of the lease, possibly before the relay answers, and the message is sent again",
             "set KEEL_MAIL_LEASE to at least four times KEEL_SMTP_TIMEOUT",
         )
-    plain_smtp = settings.mail_backend == "smtp" and settings.smtp_security == "none"
-    if settings.is_production and plain_smtp and not _is_loopback(settings.smtp_host):
+    plain_smtp = mail.backend == "smtp" and mail.smtp_security == "none"
+    if settings.is_production and plain_smtp and not _is_loopback(mail.smtp_host):
         yield _error(
             "E021",
             "KEEL_SMTP_SECURITY is none for a non-loopback SMTP host",

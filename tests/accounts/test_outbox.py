@@ -384,7 +384,7 @@ async def test_a_body_sealed_under_an_unknown_key_is_given_up(
     box = outbox(settings, database, mailer)
     await stage(box, database, message())
     rotated = Settings(
-        database_url=settings.database_url.get_secret_value(),
+        database_url=settings.database.url.get_secret_value(),
         audit_key="x" * 40,
         audit_key_id="k9",
     )

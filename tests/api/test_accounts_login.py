@@ -235,7 +235,7 @@ async def test_login_issues_a_bearer_access_token(
     body = (await _login(http, "tokens@keel.example", STRONG)).json()
     assert set(body) == {"access_token", "token_type", "expires_in"}
     assert body["token_type"] == "bearer"
-    assert body["expires_in"] == settings.access_token_ttl
+    assert body["expires_in"] == settings.tokens.access_ttl
     claims = accounts.tokens.verify(body["access_token"])
     row = await user_row(accounts.database, "tokens@keel.example")
     assert row is not None

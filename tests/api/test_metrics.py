@@ -77,7 +77,7 @@ async def test_metrics_is_a_404_without_a_token(settings_factory: SettingsFactor
 
 
 async def test_metrics_is_a_404_when_collection_is_off(settings_factory: SettingsFactory) -> None:
-    app = create_app(settings_factory(metrics_enabled=False, metrics_token=TOKEN))
+    app = create_app(settings_factory(metrics=False, metrics_token=TOKEN))
     try:
         assert metrics.active() is None
         async with serve_in_process(app) as http:

@@ -25,7 +25,7 @@ import yaml
 
 from keel.cli import build_parser
 from keel.security.checks import all_findings
-from keel.settings import Settings
+from keel.settings import Settings, variables
 
 ROOT = Path(__file__).resolve().parents[2]
 KEEL = Path(sys.executable).parent / "keel"
@@ -54,9 +54,7 @@ def _assert_keel_command(command: str | list[str], help_text: str) -> None:
 
 
 def _known_variables() -> set[str]:
-    names = set(PLATFORM_NAMES)
-    names |= {f"KEEL_{name.upper()}" for name in Settings.model_fields}
-    return names
+    return set(PLATFORM_NAMES) | set(variables())
 
 
 @pytest.fixture(autouse=True)

@@ -75,7 +75,7 @@ def test_the_systemd_unit_serves_keel_and_lets_it_drain() -> None:
     assert service["KillMode"] == "mixed"
     assert service["KillSignal"] == "SIGTERM"
     # systemd must not SIGKILL before keel's own graceful timeout (30 s, the drain included).
-    assert int(service["TimeoutStopSec"]) > Settings().graceful_timeout
+    assert int(service["TimeoutStopSec"]) > Settings().server.graceful_timeout
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["WorkingDirectory"] in service["ReadWritePaths"].split()
     assert service["User"] != "root"
@@ -130,15 +130,15 @@ def test_the_nginx_site_sits_inside_keels_limits_and_timeouts() -> None:
     upstream = text.split("upstream keel {", 1)[1].split("}", 1)[0]
     (idle,) = _directives(upstream)["keepalive_timeout"]
     # An idle upstream connection is closed by nginx first: never reused as keel closes it.
-    assert _seconds(idle) < settings.keepalive
+    assert _seconds(idle) < settings.server.keepalive
     # A slow request gets keel's own 504 problem+json, not nginx's page.
     (read,) = conf["proxy_read_timeout"]
-    assert _seconds(read) > settings.request_timeout
+    assert _seconds(read) > settings.http.request_timeout
     # Bodies and heads just over keel's bounds reach keel, which refuses them (413, 431).
     (body,) = conf["client_max_body_size"]
-    assert _bytes(body) > settings.max_body_bytes
+    assert _bytes(body) > settings.http.max_body_bytes
     (buffers,) = conf["large_client_header_buffers"]
-    assert _bytes(buffers.split()[1]) >= settings.max_header_bytes
+    assert _bytes(buffers.split()[1]) >= settings.server.max_header_bytes
     headers = {value.split()[0]: value.split()[1] for value in conf["proxy_set_header"]}
     assert headers["X-Forwarded-For"] == "$proxy_add_x_forwarded_for"
     assert headers["X-Forwarded-Proto"] == "$scheme"

@@ -41,7 +41,7 @@ def test_layering_contract_catches_a_back_edge(tmp_path: Path) -> None:
     assert lint_imports is not None
     copy = tmp_path / "src"
     shutil.copytree(ROOT / "src" / "keel", copy / "keel")
-    bad = copy / "keel" / "settings.py"
+    bad = copy / "keel" / "settings" / "__init__.py"
     bad.write_text(bad.read_text() + "\nfrom keel.api import app as _app  # noqa\n")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     result = subprocess.run(

@@ -69,8 +69,6 @@ def account_settings_from(settings: Settings) -> AccountSettings:
 
     ``KEEL_PUBLIC_URL`` is required in production (links in mail must point
     at the real site); in development it defaults to the local server.
-    ``require_verified_email`` is read with a default of ``True`` until
-    ``Settings`` declares ``KEEL_REQUIRE_VERIFIED_EMAIL``.
     """
     public_url = settings.public_url
     if not public_url:
@@ -78,13 +76,14 @@ def account_settings_from(settings: Settings) -> AccountSettings:
             raise ConfigurationError(
                 "KEEL_PUBLIC_URL must be set in production: links in account mail point at it"
             )
-        public_url = f"http://localhost:{settings.port}"
+        public_url = f"http://localhost:{settings.server.port}"
+    accounts = settings.accounts
     return AccountSettings(
         service_name=settings.service_name,
         public_url=public_url,
-        require_verified_email=bool(getattr(settings, "require_verified_email", True)),
-        password_reset_ttl=settings.password_reset_ttl,
-        lockout_threshold=settings.lockout_threshold,
-        enumeration_floor=settings.enumeration_floor,
-        failed_login_floor=settings.failed_login_floor,
+        require_verified_email=accounts.require_verified_email,
+        password_reset_ttl=accounts.password_reset_ttl,
+        lockout_threshold=settings.throttle.account_failures,
+        enumeration_floor=accounts.enumeration_floor,
+        failed_login_floor=accounts.failed_login_floor,
     )

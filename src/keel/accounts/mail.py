@@ -20,7 +20,6 @@ there, at least once; ``Message.idempotency_key`` tells a resend apart.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -238,33 +237,24 @@ class MailSettings:
     smtp_timeout: float = 10.0
 
 
-def _secret(value: object) -> str | None:
-    if value is None:
-        return None
-    reveal = getattr(value, "get_secret_value", None)
-    return str(reveal()) if callable(reveal) else str(value)
-
-
 def mail_settings_from(settings: Settings) -> MailSettings:
-    """Mail settings read from a ``Settings`` object, with defaults for fields it lacks.
+    """What :func:`build_mailer` needs, from the settings' mail section.
 
-    Until ``keel.settings`` declares the ``mail_*``/``smtp_*`` fields this
-    reads them with ``getattr``, so every deployment gets the console backend.
+    Without ``KEEL_MAIL_FROM`` mail comes from ``<service> <no-reply@localhost>``.
     """
-    defaults = MailSettings()
-    service = settings.service_name
-    values: dict[str, Any] = {
-        "backend": getattr(settings, "mail_backend", defaults.backend),
-        "sender": getattr(settings, "mail_from", None) or f"{service} <no-reply@localhost>",
-        "file_path": getattr(settings, "mail_file", defaults.file_path),
-        "smtp_host": getattr(settings, "smtp_host", defaults.smtp_host),
-        "smtp_port": getattr(settings, "smtp_port", defaults.smtp_port),
-        "smtp_security": getattr(settings, "smtp_security", defaults.smtp_security),
-        "smtp_username": getattr(settings, "smtp_username", defaults.smtp_username),
-        "smtp_password": _secret(getattr(settings, "smtp_password", None)),
-        "smtp_timeout": getattr(settings, "smtp_timeout", defaults.smtp_timeout),
-    }
-    return dataclasses.replace(defaults, **values)
+    mail = settings.mail
+    password = mail.smtp_password.get_secret_value() if mail.smtp_password else None
+    return MailSettings(
+        backend=mail.backend,
+        sender=mail.sender or f"{settings.service_name} <no-reply@localhost>",
+        file_path=mail.file,
+        smtp_host=mail.smtp_host,
+        smtp_port=mail.smtp_port,
+        smtp_security=mail.smtp_security,
+        smtp_username=mail.smtp_username,
+        smtp_password=password,
+        smtp_timeout=mail.smtp_timeout,
+    )
 
 
 def build_mailer(

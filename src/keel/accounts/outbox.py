@@ -66,14 +66,15 @@ class OutboxSettings:
 
 
 def outbox_settings_from(settings: Settings) -> OutboxSettings:
-    """The outbox section of ``settings``."""
+    """The outbox part of ``settings.mail``."""
+    mail = settings.mail
     return OutboxSettings(
-        poll_interval=settings.mail_poll_interval,
-        max_attempts=settings.mail_max_attempts,
-        retry_base=settings.mail_retry_base,
-        retry_max=settings.mail_retry_max,
-        lease=settings.mail_lease,
-        sender_enabled=settings.mail_sender_enabled,
+        poll_interval=mail.poll_interval,
+        max_attempts=mail.max_attempts,
+        retry_base=mail.retry_base,
+        retry_max=mail.retry_max,
+        lease=mail.lease,
+        sender_enabled=mail.sender_enabled,
     )
 
 

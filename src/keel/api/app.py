@@ -159,14 +159,14 @@ def create_app(
         supervisor.add_service("metrics_sampler", metrics_sampler(database))
     else:
         metrics.disable()
-    if settings.housekeeping_interval:
+    if settings.housekeeping.interval:
         housekeeper = Housekeeper(
             database,
             store,
             clock,
-            retention=settings.ended_retention,
-            budget=settings.housekeeping_budget,
-            interval=settings.housekeeping_interval,
+            retention=settings.housekeeping.ended_retention,
+            budget=settings.housekeeping.budget,
+            interval=settings.housekeeping.interval,
         )
         supervisor.add_service("housekeeping", housekeeper.run_forever)
     supervisor.add_warmup(Warmup("cache_connect", store.ping))

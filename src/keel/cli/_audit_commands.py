@@ -56,7 +56,7 @@ def _run(settings: Settings, work: Callable[[Database], Awaitable[int]]) -> int:
     print one line here; other ``KeelError``s (database unavailable, a request
     that makes no sense) reach ``keel.cli.main``, which prints them the same way.
     """
-    configure_logging(settings.log_level, stream=sys.stderr)
+    configure_logging(settings.server.log_level, stream=sys.stderr)
     if settings.audit.is_development_key:
         err("keel audit: warning: using the development audit key (set KEEL_AUDIT_KEY)")
 

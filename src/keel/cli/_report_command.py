@@ -17,7 +17,7 @@ __all__ = ["security_report"]
 
 def security_report(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
-    configure_logging(settings.log_level, stream=sys.stderr)
+    configure_logging(settings.server.log_level, stream=sys.stderr)
     report = asyncio.run(run_report(settings, SystemClock(), args.url))
     markdown, document = write_report(report, args.out)
     if args.json:

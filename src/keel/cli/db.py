@@ -41,7 +41,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     from keel.db import migrate  # Alembic is heavy: only the commands that migrate load it
 
     settings = settings_or_exit()
-    configure_logging(settings.log_level)
+    configure_logging(settings.server.log_level)
     migrate.upgrade(settings.database, args.revision)
     _report(settings)
     return 0
@@ -51,7 +51,7 @@ def _downgrade(args: argparse.Namespace) -> int:
     from keel.db import migrate
 
     settings = settings_or_exit()
-    configure_logging(settings.log_level)
+    configure_logging(settings.server.log_level)
     migrate.downgrade(settings.database, args.revision)
     _report(settings)
     return 0
@@ -95,8 +95,8 @@ def _prune(args: argparse.Namespace) -> int:
     from keel.db import Database
 
     settings = settings_or_exit()
-    configure_logging(settings.log_level)
-    budget = settings.housekeeping_budget if args.budget is None else args.budget
+    configure_logging(settings.server.log_level)
+    budget = settings.housekeeping.budget if args.budget is None else args.budget
     if budget <= 0:
         err("keel db prune: --budget must be positive")
         return 2
@@ -109,9 +109,9 @@ def _prune(args: argparse.Namespace) -> int:
                 database,
                 MemoryStore(clock),  # the lock is the loop's; by hand, one round runs
                 clock,
-                retention=settings.ended_retention,
+                retention=settings.housekeeping.ended_retention,
                 budget=budget,
-                interval=float(settings.housekeeping_interval),
+                interval=float(settings.housekeeping.interval),
             )
             report = await keeper.run_once()
         finally:

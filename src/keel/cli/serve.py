@@ -44,8 +44,8 @@ def _refuse_on_errors() -> Any:
 
 def run_serve(args: argparse.Namespace) -> int:
     settings = _refuse_on_errors()
-    configure_logging(settings.log_level)
-    out(f"keel: serving on http://{_host(settings.bind)}:{settings.port}")
+    configure_logging(settings.server.log_level)
+    out(f"keel: serving on http://{_host(settings.server.bind)}:{settings.server.port}")
     _server().serve(settings, factory=args.factory)
     return 0
 
@@ -55,8 +55,8 @@ def run_dev(args: argparse.Namespace) -> int:
     if settings.is_production:
         err("keel: `keel dev` is refused when KEEL_ENV=production; use `keel serve`")
         return 1
-    configure_logging(settings.log_level)
-    out(f"keel: development server on http://{_host(settings.bind)}:{settings.port}")
+    configure_logging(settings.server.log_level)
+    out(f"keel: development server on http://{_host(settings.server.bind)}:{settings.server.port}")
     _server().dev(settings, factory=args.factory)
     return 0
 

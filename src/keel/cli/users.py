@@ -62,7 +62,7 @@ def _create_admin(args: argparse.Namespace) -> int:
 
     settings = settings_or_exit()
     password = _read_password()
-    configure_logging(settings.log_level, stream=sys.stderr)
+    configure_logging(settings.server.log_level, stream=sys.stderr)
 
     async def create() -> str:
         database = Database(settings.database)

@@ -55,7 +55,7 @@ def smuggling_refused(target: Target, name: str) -> Verdict:
 
 
 def oversized_body_refused(target: Target, settings: Settings) -> Verdict:
-    size = settings.max_body_bytes + 1
+    size = settings.http.max_body_bytes + 1
     head = (
         f"POST / HTTP/1.1\r\nHost: {target.host_header}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"

@@ -99,7 +99,9 @@ def headers_on_5xx(target: Target, settings: Settings) -> Verdict:
     ready = request(target, "GET", "/readyz")
     if ready.status >= 500:
         return _judge_headers(ready, target, "GET /readyz")
-    fields = tuple((f"X-Keel-Report-{n}", "1") for n in range(settings.max_header_fields + 1))
+    fields = tuple(
+        (f"X-Keel-Report-{n}", "1") for n in range(settings.server.max_header_fields + 1)
+    )
     refused = request(target, "GET", "/livez", fields)
     note = f"no 5xx can be provoked from outside (GET /readyz answered {ready.status}); "
     if refused.status != 431:

@@ -139,7 +139,7 @@ def graceful_shutdown_timeout(
 
 def lifespan_reserve(settings: Settings) -> int:
     """Seconds lifespan shutdown may take: the supervisor's deadline, at least the default."""
-    return max(DEFAULT_LIFESPAN_RESERVE, math.ceil(settings.shutdown_timeout))
+    return max(DEFAULT_LIFESPAN_RESERVE, math.ceil(settings.lifecycle.shutdown_timeout))
 
 
 class KeelWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker is untyped
@@ -413,7 +413,7 @@ class KeelApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is unt
         of a worker's boot, and liveness needs none of it.
         """
         settings = Settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.server.log_level)
         _bound_heads(settings)
         reference = self.factory
 
@@ -422,8 +422,8 @@ class KeelApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is unt
 
         return DeferredApp(
             build,
-            policy=HeaderPolicy(hsts_max_age=settings.hsts_max_age),
-            wait_timeout=settings.request_timeout,
+            policy=HeaderPolicy(hsts_max_age=settings.http.hsts_max_age),
+            wait_timeout=settings.http.request_timeout,
         )
 
 
@@ -455,13 +455,13 @@ def share_development_key(settings: Settings) -> None:
 def serve(settings: Settings, *, factory: str = DEFAULT_FACTORY) -> None:
     """Run gunicorn with keel's workers until it is told to stop (``keel serve``)."""
     require_fast_stack()
-    configure_logging(settings.log_level)
+    configure_logging(settings.server.log_level)
     share_development_key(settings)
     application = KeelApplication(
         gunicorn_options(settings),
         factory=factory,
         lifespan_reserve=lifespan_reserve(settings),
-        drain_seconds=settings.effective_drain_seconds,
+        drain_seconds=settings.server.drain_seconds,
     )
     application.run()
 
@@ -478,7 +478,7 @@ def _bound_heads(settings: Settings) -> None:
 def _dev_app() -> object:
     """uvicorn's reloading child calls this (``factory=True``) to build the app."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.server.log_level)
     _bound_heads(settings)
     return import_factory(os.environ.get(DEV_FACTORY_ENV, DEFAULT_FACTORY))(settings)
 

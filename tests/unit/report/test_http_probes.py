@@ -180,5 +180,5 @@ def test_sec_51_a_body_over_the_limit_that_is_accepted_fails(settings: Settings)
     with fake_server(lambda _: response(200, GOOD)) as target:
         verdict = framing.oversized_body_refused(target, settings)
     assert verdict.outcome is Outcome.FAIL
-    assert f"{settings.max_body_bytes + 1}-byte body" in verdict.evidence
+    assert f"{settings.http.max_body_bytes + 1}-byte body" in verdict.evidence
     assert "answered 200, not 413" in verdict.evidence
