@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from keel.checks import run_checks
-from keel.db.engine import _postgres_options
+from keel.db._url_options import postgres_options as _postgres_options
 from keel.settings import Settings
 
 PRODUCTION = {

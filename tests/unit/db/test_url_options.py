@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from keel.db import Database, build_engine
-from keel.db.engine import _postgres_options
+from keel.db._url_options import postgres_options as _postgres_options
 from keel.errors import ConfigurationError, DatabaseUnavailable
 from keel.settings import DatabaseSettings, normalize_database_url
 
