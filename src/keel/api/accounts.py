@@ -13,8 +13,10 @@ Routes (public ones in :data:`PUBLIC_OPERATIONS`)::
 Request bodies are strict (unknown fields 422, SEC-48/51), responses carry
 only declared fields (SEC-49); token-bearing and personal responses are
 ``Cache-Control: no-store`` (SEC-58). Handlers are thin: the rules live in
-``keel.accounts.AccountService``, which :func:`install_accounts` builds and
-stores on ``app.state.keel_accounts`` (read by :func:`get_accounts`).
+the area services of ``keel.accounts.AccountService``, which
+:func:`install_accounts` builds; each router is built with the areas it
+uses, and the service is kept among the app's services by its type
+(``AppContext.service(AccountService)``).
 
 ``/auth/token`` parses its ``application/x-www-form-urlencoded`` body itself
 (python-multipart is not a dependency): at most :data:`TOKEN_FORM_MAX` bytes,
@@ -29,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl
 
@@ -42,12 +44,14 @@ from keel.accounts import (
     UNSET,
     AccountService,
     InvalidCredentials,
+    LoginGuard,
     LoginResult,
     Mailer,
     Outbox,
     OutboxObserver,
     OutboxSettings,
     ScopeNotGranted,
+    SessionHooks,
     UserChanged,
     UserView,
     account_settings_from,
@@ -55,8 +59,11 @@ from keel.accounts import (
     mail_settings_from,
     outbox_settings_from,
 )
+from keel.accounts.login import LoginService
 from keel.accounts.mail import ConsoleMailer
 from keel.accounts.mailcap import CappedMailer
+from keel.accounts.profile import ProfileService
+from keel.accounts.registration import RegistrationService
 from keel.accounts.sealing import BodySealer
 from keel.api.bearer import BearerPrincipal
 from keel.api.middleware import mark_no_store, no_store
@@ -76,17 +83,13 @@ from keel.security.passwords import PasswordPolicy, PasswordRejected
 from keel.security.tokens import AccessTokens
 
 __all__ = [
-    "ACCOUNTS_STATE_KEY",
     "PUBLIC_OPERATIONS",
     "REGISTER_ACCEPTED",
     "TOKEN_FORM_MAX",
     "build_accounts_router",
-    "get_accounts",
     "install_accounts",
 ]
 
-#: ``app.state`` attribute holding the ``AccountService``.
-ACCOUNTS_STATE_KEY: Final = "keel_accounts"
 #: The routes here that need no credentials (for the SEC-46 route walker).
 PUBLIC_OPERATIONS: Final = frozenset(
     {
@@ -207,15 +210,6 @@ class UserResponse(BaseModel):
         )
 
 
-async def get_accounts(request: Request) -> AccountService:
-    """The ``AccountService`` :func:`install_accounts` put on the app."""
-    service = getattr(request.app.state, ACCOUNTS_STATE_KEY, None)
-    if not isinstance(service, AccountService):  # pragma: no cover - wiring error
-        raise RuntimeError("accounts are not installed: call install_accounts(app, context)")
-    return service
-
-
-Accounts = Annotated[AccountService, Depends(get_accounts)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
@@ -237,21 +231,25 @@ def _token_body(result: LoginResult) -> dict[str, Any]:
     return body
 
 
-async def read_me(request: Request) -> Response:
-    """The caller's account, as its subject's cached record holds it."""
-    principal = await current_principal(request)
-    mark_no_store(request.scope)
-    user_id = _account_holder(principal)
-    if isinstance(principal, BearerPrincipal) and principal.profile is not None:
-        # Ready JSON from the security cache: no database read, nothing to serialise.
-        return Response(principal.profile, media_type="application/json")
-    accounts = await get_accounts(request)
-    view = UserResponse.of(await accounts.profile(user_id))
-    return Response(view.model_dump_json(), media_type="application/json")
+def _read_me(profile: ProfileService) -> Callable[[Request], Awaitable[Response]]:
+    async def read_me(request: Request) -> Response:
+        """The caller's account, as its subject's cached record holds it."""
+        principal = await current_principal(request)
+        mark_no_store(request.scope)
+        user_id = _account_holder(principal)
+        if isinstance(principal, BearerPrincipal) and principal.profile is not None:
+            # Ready JSON from the security cache: no database read, nothing to serialise.
+            return Response(principal.profile, media_type="application/json")
+        view = UserResponse.of(await profile.profile(user_id))
+        return Response(view.model_dump_json(), media_type="application/json")
+
+    return read_me
 
 
-def build_accounts_router() -> APIRouter:
-    """A fresh router with every accounts route (the service comes from the app state)."""
+def build_accounts_router(
+    *, registration: RegistrationService, login: LoginService, profile: ProfileService
+) -> APIRouter:
+    """A fresh router with every accounts route, served by the given area services."""
     router = APIRouter(tags=["accounts"])
 
     @router.post(
@@ -260,9 +258,9 @@ def build_accounts_router() -> APIRouter:
         response_model=AcceptedResponse,
         dependencies=[Depends(no_store), Depends(rate_limited("register", "register"))],
     )
-    async def register(body: RegisterRequest, request: Request, accounts: Accounts) -> Any:
+    async def register(body: RegisterRequest, request: Request) -> Any:
         """Start an account; the answer is the same whether or not the address has one."""
-        await accounts.register(
+        await registration.register(
             body.email, body.password.get_secret_value(), body.display_name, origin_of(request)
         )
         return REGISTER_ACCEPTED
@@ -272,9 +270,9 @@ def build_accounts_router() -> APIRouter:
         response_model=VerifiedResponse,
         dependencies=[Depends(rate_limited("verify_email", "verify"))],
     )
-    async def verify_email(body: VerifyEmailRequest, request: Request, accounts: Accounts) -> Any:
+    async def verify_email(body: VerifyEmailRequest, request: Request) -> Any:
         """Redeem the token from a verification mail (single use, 24 hours)."""
-        await accounts.verify_email(body.token, origin_of(request))
+        await registration.verify_email(body.token, origin_of(request))
         return {"status": "verified"}
 
     @router.post(
@@ -282,13 +280,12 @@ def build_accounts_router() -> APIRouter:
         response_model=TokenResponse,
         response_model_exclude_none=True,
         dependencies=[Depends(no_store)],
+        name="login",  # the route's name (and OpenAPI operation id) as before
     )
-    async def login(body: LoginRequest, request: Request, accounts: Accounts) -> Any:
+    async def password_login(body: LoginRequest, request: Request) -> Any:
         """Exchange an e-mail address and password for an access token."""
         await count_attempt(request, "login", "login", account=body.email)
-        result = await accounts.login(
-            body.email, body.password.get_secret_value(), origin_of(request)
-        )
+        result = await login.login(body.email, body.password.get_secret_value(), origin_of(request))
         return _token_body(result)
 
     @router.post(
@@ -299,18 +296,16 @@ def build_accounts_router() -> APIRouter:
         responses={400: {"description": "RFC 6749 §5.2 error"}},
         openapi_extra={"requestBody": _TOKEN_REQUEST_BODY},
     )
-    async def token(request: Request, accounts: Accounts) -> Response:
+    async def token(request: Request) -> Response:
         """OAuth 2.0 token endpoint: the password grant (RFC 6749 §4.3, ``username`` is the
         e-mail) and, with sessions installed, the ``refresh_token`` grant (§6)."""
-        return await _token_grant(request, accounts)
+        return await _token_grant(request, login)
 
     @router.patch("/users/me", response_model=UserResponse, dependencies=[Depends(no_store)])
-    async def update_me(
-        body: UpdateMeRequest, request: Request, principal: Caller, accounts: Accounts
-    ) -> Any:
+    async def update_me(body: UpdateMeRequest, request: Request, principal: Caller) -> Any:
         """Change the display name, or ask to change the address (needs ``current_password``)."""
         given = body.model_fields_set
-        view = await accounts.update_profile(
+        view = await profile.update_profile(
             _account_holder(principal),
             origin_of(request),
             display_name=body.display_name if "display_name" in given else UNSET,
@@ -322,11 +317,9 @@ def build_accounts_router() -> APIRouter:
         return UserResponse.of(view)
 
     @router.delete("/users/me", status_code=204, dependencies=[Depends(no_store)])
-    async def delete_me(
-        body: DeleteMeRequest, request: Request, principal: Caller, accounts: Accounts
-    ) -> Response:
+    async def delete_me(body: DeleteMeRequest, request: Request, principal: Caller) -> Response:
         """Delete the account; needs the password again. Its tokens stop working at once."""
-        await accounts.delete_account(
+        await profile.delete_account(
             _account_holder(principal), body.password.get_secret_value(), origin_of(request)
         )
         return Response(status_code=204)
@@ -413,7 +406,7 @@ def _token_json(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
-async def _token_grant(request: Request, accounts: AccountService) -> Response:
+async def _token_grant(request: Request, login: LoginService) -> Response:
     sessions = getattr(request.app.state, SESSIONS_STATE_KEY, None)
     try:
         params = _parse_form(request, await request.body())
@@ -431,7 +424,7 @@ async def _token_grant(request: Request, accounts: AccountService) -> Response:
             raise _FormError("grant_type is required.")
         scopes = _requested_scopes(params)
         if grant_type == "password":
-            return await _password_grant(request, accounts, params, scopes)
+            return await _password_grant(request, login, params, scopes)
         if grant_type == "refresh_token" and isinstance(sessions, SessionService):
             return await _refresh_grant(request, sessions, params, scopes)
     except _FormError as exc:
@@ -442,7 +435,7 @@ async def _token_grant(request: Request, accounts: AccountService) -> Response:
 
 async def _password_grant(
     request: Request,
-    accounts: AccountService,
+    login: LoginService,
     params: dict[str, str],
     scopes: frozenset[str] | None,
 ) -> Response:
@@ -452,7 +445,7 @@ async def _password_grant(
     if len(username) > _EMAIL_FIELD_MAX or len(password) > _PASSWORD_FIELD_MAX:
         raise _FormError("A parameter is too long.")
     try:
-        result = await accounts.login(username, password, origin_of(request), scopes=scopes)
+        result = await login.login(username, password, origin_of(request), scopes=scopes)
     except (InvalidCredentials, PasswordRejected):
         # One answer for every credential failure (SEC-10), as RFC 6749 §5.2 names it.
         return _oauth_error("invalid_grant", _INVALID_GRANT)
@@ -500,6 +493,8 @@ def install_accounts(
     on_user_changed: UserChanged | Sequence[UserChanged] = (),
     outbox_settings: OutboxSettings | None = None,
     outbox_observer: OutboxObserver | None = None,
+    sessions: SessionHooks | None = None,
+    guard: LoginGuard | None = None,
 ) -> AccountService:
     """Build the ``AccountService`` for ``context``, mount the routes, return the service.
 
@@ -515,10 +510,14 @@ def install_accounts(
     - ``hasher``: default one per app, pre-warmed by a warm-up and closed at
       shutdown; the password blocklist is loaded by a warm-up too.
     - ``on_user_changed``: called with a user id after every committed change
-      (``keel.auth`` refreshes its cached user state there). More can be
-      added later with ``service.add_change_listener``.
+      (``keel.auth`` refreshes its cached user state there).
+    - ``sessions`` and ``guard``: the session hooks (logins start a session,
+      credential changes revoke them) and the brute-force limits asked before
+      every password check (``keel.accounts.hooks``); without them logins
+      start no session and nothing is limited.
 
-    Call before the app starts (warm-ups are registered on the supervisor).
+    The service is kept in ``context.services`` under its type. Call before
+    the app starts (warm-ups are registered on the supervisor).
     """
     settings = context.settings
     supervisor = context.supervisor
@@ -570,6 +569,7 @@ def install_accounts(
     )
     if outbox.settings.sender_enabled:
         supervisor.add_service("mail_sender", outbox.run_forever)
+    listeners = [on_user_changed] if callable(on_user_changed) else list(on_user_changed)
     service = AccountService(
         database=context.database,
         audit=context.audit,
@@ -579,21 +579,26 @@ def install_accounts(
         clock=context.clock,
         tokens=access_tokens,
         outbox=outbox,
+        on_user_changed=listeners,
+        sessions=sessions,
+        guard=guard,
+        mail_budget=budget,
     )
-    service.set_mail_budget(budget)
-    listeners = [on_user_changed] if callable(on_user_changed) else list(on_user_changed)
-    for listener in listeners:
-        service.add_change_listener(listener)
-    setattr(app.state, ACCOUNTS_STATE_KEY, service)
+    context.services[AccountService] = service
+    areas = service.areas
     # The hottest authenticated route: straight in the app's table (keel.api.routing).
     add_direct_route(
         app,
         "/users/me",
-        read_me,
+        _read_me(areas.profile),
         methods=["GET"],
         response_model=UserResponse,
         responses={401: {"description": "No valid access token"}},
         tags=["accounts"],
     )
-    app.include_router(build_accounts_router())
+    app.include_router(
+        build_accounts_router(
+            registration=areas.registration, login=areas.login, profile=areas.profile
+        )
+    )
     return service
