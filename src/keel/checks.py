@@ -332,6 +332,25 @@ def _mail_findings(settings: Settings) -> Iterator[Finding]:
         )
 
 
+def _metrics_findings(settings: Settings) -> Iterator[Finding]:
+    token = settings.metrics.token
+    if token is None:
+        return  # GET /metrics answers 404: nothing is exposed
+    value = token.get_secret_value()
+    if len(value) < MIN_SECRET_LENGTH:
+        yield _error(
+            "E050",
+            f"KEEL_METRICS_TOKEN is shorter than {MIN_SECRET_LENGTH} characters",
+            "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    elif weakness(value) is not None:
+        yield _error(
+            "E051",
+            "KEEL_METRICS_TOKEN looks like a placeholder or has too little randomness",
+            "use a random value from a secret store, never an example value",
+        )
+
+
 def run_checks(settings: Settings) -> list[Finding]:
     """Every finding for ``settings``, errors first, each with a stable id."""
     findings = [
@@ -343,6 +362,7 @@ def run_checks(settings: Settings) -> list[Finding]:
         *_cache_findings(settings),
         *_audit_findings(settings),
         *_mail_findings(settings),
+        *_metrics_findings(settings),
     ]
     return sorted(findings, key=lambda f: (not f.is_error, f.id))
 

@@ -35,6 +35,7 @@ __all__ = [
     "DatabaseSettings",
     "HttpSettings",
     "LifecycleSettings",
+    "MetricsSettings",
     "PasswordSettings",
     "ServerSettings",
     "SessionSettings",
@@ -306,6 +307,17 @@ class LifecycleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """What the Prometheus metrics need (``keel.metrics``)."""
+
+    enabled: bool
+    token: SecretStr | None
+    #: gunicorn's multiprocess directory, emptied when the master starts; None: the
+    #: runtime's default for this deployment (``keel.runtime.metrics_hooks``).
+    directory: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     """What the gunicorn runtime needs."""
 
@@ -484,6 +496,14 @@ class Settings(BaseSettings):
     max_header_fields: int = Field(default=100, ge=1, le=10_000)
     max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
 
+    # Prometheus metrics: collected unless KEEL_METRICS=false, served only with a token.
+    metrics_enabled: bool = Field(
+        default=True, validation_alias=AliasChoices("KEEL_METRICS", "metrics_enabled")
+    )
+    metrics_token: SecretStr | None = None
+    # None: one directory per deployment (keel.runtime.metrics_hooks.deployment_directory).
+    metrics_dir: str | None = Field(default=None, min_length=1, max_length=4096)
+
     @field_validator("web_concurrency", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -530,7 +550,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "audit_key", "audit_previous_keys", "jwt_private_key", "jwt_secret", mode="after"
+        "audit_key",
+        "audit_previous_keys",
+        "jwt_private_key",
+        "jwt_secret",
+        "metrics_token",
+        mode="after",
     )
     @classmethod
     def _optional_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -748,6 +773,14 @@ class Settings(BaseSettings):
             log_level=self.log_level,
             reload=self.reload,
             drain_seconds=self.effective_drain_seconds,
+        )
+
+    @property
+    def metrics(self) -> MetricsSettings:
+        return MetricsSettings(
+            enabled=self.metrics_enabled,
+            token=self.metrics_token,
+            directory=self.metrics_dir,
         )
 
     @property

@@ -98,6 +98,11 @@ async def client(
         {"target_id": "\x00"},
         {"target_type": "user\x00"},
         {"since": "not a time"},
+        # The schema says RFC 3339 date-time: not a Unix time, nor a time without seconds.
+        {"until": "0.5"},
+        {"since": "1700000000"},
+        {"since": "2026-01-01T00:00Z"},
+        {"since": "2026-01-01 00:00:00Z"},
     ],
 )
 async def test_out_of_range_and_malformed_audit_filters_are_422_not_500(
@@ -121,6 +126,7 @@ async def test_out_of_range_and_malformed_audit_filters_are_422_not_500(
         {"until": "9999-12-31T23:59:59+00:00"},
         {"since": "0001-01-01T00:00:00-01:00", "until": "9999-12-31T23:59:59+01:00"},
         {"actor_id": "a\tb", "target_type": "user", "target_id": "\u2028"},
+        {"since": "2026-01-01t00:00:00.123456z"},
     ],
 )
 async def test_audit_filters_at_the_edge_of_their_range_are_answered(

@@ -332,3 +332,45 @@ async def test_autocommit_is_refused_on_sqlite(
                 pass
     finally:
         await db.dispose()
+
+
+async def _lock_in_order(db: Database, first: int, second: int, both_hold: asyncio.Barrier) -> None:
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(
+            text("UPDATE parent SET name = name WHERE id = :id"), {"id": first}
+        )
+        await both_hold.wait()
+        await uow.session.execute(
+            text("UPDATE parent SET name = name WHERE id = :id"), {"id": second}
+        )
+
+
+@pytest.mark.postgres
+async def test_a_deadlock_victim_is_a_retryable_unavailability_not_a_crash(
+    postgres_url: str, make_settings: MakeSettings
+) -> None:
+    """PostgreSQL ends one of two transactions that wait on each other (SQLSTATE 40P01).
+
+    That is transient, like a lost connection: the caller gets ``DatabaseUnavailable`` (a
+    503 with Retry-After at the edge), not an unexpected error and a 500.
+    """
+    db = Database(make_settings(postgres_url, pool_size=3))
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(
+                insert(parent), [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+            )
+        both_hold = asyncio.Barrier(2)
+        outcomes = await asyncio.gather(
+            _lock_in_order(db, 1, 2, both_hold),
+            _lock_in_order(db, 2, 1, both_hold),
+            return_exceptions=True,
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(failures) == 1, outcomes
+        assert isinstance(failures[0], DatabaseUnavailable), repr(failures[0])
+        assert "40P01" in repr(failures[0].__cause__) or "deadlock" in str(failures[0].__cause__)
+    finally:
+        await db.dispose()

@@ -8,6 +8,7 @@ import json
 import secrets
 import uuid
 
+import asyncpg
 import pytest
 from sqlalchemy import select
 
@@ -133,6 +134,38 @@ async def test_sec_40_concurrent_refreshes_get_one_successor(world: World) -> No
     # The one successor works; the family is intact.
     rt3 = (await service.refresh(rt2, ORIGIN)).refresh_token
     assert rt3 not in {rt1, rt2}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_refresh_racing_the_end_of_all_its_users_sessions_does_not_deadlock(
+    world: World,
+) -> None:
+    """A disable, a password change or an admin's revocation locks the user's row, then
+    ends the user's sessions; a refresh locks its session and must never wait for the
+    user's row meanwhile, or each waits for the other (PostgreSQL aborts one: a 500)."""
+    service = world.make()
+    user = await world.user()
+    session_id, token = await world.login(service, user)
+    url = world.database.settings.url.get_secret_value()
+    change = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        async with change.transaction():
+            await change.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", uuid.UUID(user))
+            refresh = asyncio.ensure_future(service.refresh(token, ORIGIN))
+            await asyncio.wait({refresh}, timeout=10)  # the refresh holds its session by now
+            await change.execute(
+                "UPDATE sessions SET revoked_at = now(), revoked_reason = 'disabled'"
+                " WHERE user_id = $1 AND revoked_at IS NULL",
+                uuid.UUID(user),
+            )
+        refreshed = await refresh
+    finally:
+        await change.close()
+    assert refreshed.session_id == session_id
+    session = await _session(world, session_id)
+    assert session.generation == 1  # the refresh committed first, then the change ended it
+    assert session.revoked_reason == "disabled"
 
 
 async def test_sec_40_without_grace_exactly_one_winner(world: World) -> None:

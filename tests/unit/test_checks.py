@@ -261,3 +261,42 @@ def test_mail_retry_and_lease_settings_that_defeat_themselves_are_warnings(
     assert "keel.W014" in _ids(inverted, monkeypatch)
     short = {**PRODUCTION_OK, "KEEL_MAIL_LEASE": "20", "KEEL_SMTP_TIMEOUT": "10"}
     assert "keel.W015" in _ids(short, monkeypatch)
+
+
+def test_metrics_are_collected_by_default_and_served_nowhere_without_a_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings()
+    assert settings.metrics.enabled
+    assert settings.metrics.token is None
+    assert settings.metrics.directory is None  # the runtime picks one per deployment
+    monkeypatch.setenv("KEEL_METRICS", "false")
+    monkeypatch.setenv("KEEL_METRICS_DIR", "/run/keel/metrics")
+    monkeypatch.setenv("KEEL_METRICS_TOKEN", "  ")
+    settings = Settings()
+    assert not settings.metrics.enabled
+    assert settings.metrics.token is None  # blank is unset
+    assert settings.metrics.directory == "/run/keel/metrics"
+
+
+@pytest.mark.parametrize(
+    ("token", "finding"),
+    [
+        ("Mt-4vQ9zX2kLw7Rp3Yn8Bc1Hd6Fs0GaUeJi", None),
+        ("Mt-4vQ9zX2kLw7Rp3Yn8Bc1Hd6Fs0G", "keel.E050"),
+        ("changeme-changeme-changeme-changeme", "keel.E051"),
+        ("a" * 40, "keel.E051"),
+    ],
+)
+def test_a_short_or_guessable_metrics_token_is_an_error_everywhere(
+    monkeypatch: pytest.MonkeyPatch, token: str, finding: str | None
+) -> None:
+    ids = {"keel.E050", "keel.E051"}
+    assert _ids(PRODUCTION_OK, monkeypatch) & ids == set()
+    assert _ids({**PRODUCTION_OK, "KEEL_METRICS_TOKEN": token}, monkeypatch) & ids == (
+        {finding} if finding else set()
+    )
+    monkeypatch.setenv("KEEL_ENV", "development")
+    findings = [f for f in run_checks(Settings()) if f.id in ids]
+    assert [f.id for f in findings] == ([finding] if finding else [])
+    assert all(f.is_error and token not in str(f) for f in findings)

@@ -18,6 +18,7 @@ from keel.accounts.models import User
 from keel.accounts.origin import Origin
 from keel.audit import Action, ActorType, Result
 from keel.errors import TooManyRequests
+from keel.metrics import record_lockout, record_login, record_rate_limit_refusal
 from keel.security.hashing import PasswordHasher
 
 __all__ = ["PasswordAttempts"]
@@ -57,11 +58,12 @@ class PasswordAttempts:
         try:
             return await self._guard.reserve(guard_key, origin.source_ip)
         except TooManyRequests as exc:
-            action = (
-                Action.AUTHN_LOGIN_LOCK
-                if exc.limit == "account"
-                else Action.EXCESS_RATE_LIMIT_EXCEEDED
-            )
+            locked = exc.limit == "account"
+            action = Action.AUTHN_LOGIN_LOCK if locked else Action.EXCESS_RATE_LIMIT_EXCEEDED
+            if not locked:
+                record_rate_limit_refusal(operation)
+            if operation == "login":
+                record_login("locked" if locked else "throttled")
             await self._events.refusal(
                 self._events.event(
                     action,
@@ -87,6 +89,7 @@ class PasswordAttempts:
             return
         failures = await self._guard.failed(guard_key, origin.source_ip, attempt)
         if failures == self._settings.lockout_threshold:
+            record_lockout()
             await self._events.refusal(
                 self._events.event(
                     Action.AUTHN_LOGIN_FAIL_MAX,

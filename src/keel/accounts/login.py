@@ -37,6 +37,7 @@ from keel.accounts.repository import AccountRepository
 from keel.accounts.state import UserState
 from keel.audit import Action, Result
 from keel.db import Database
+from keel.metrics import record_login
 from keel.security.hashing import PasswordHasher
 from keel.security.tokens import AccessTokenIssuer
 
@@ -212,6 +213,8 @@ class LoginService:
         )
 
     async def _failed(self, user: User | None, reason: str, origin: Origin) -> None:
+        # One outcome for every credential failure, as the answer gives (SEC-10).
+        record_login("unverified" if reason == "email_unverified" else "bad_credentials")
         await self._events.refusal(
             self._events.event(
                 Action.AUTHN_LOGIN_FAIL,
@@ -270,6 +273,7 @@ class LoginService:
                         details={**details, "rehashed": upgraded is not None},
                     ),
                 )
+            record_login("success")
         except CredentialsChanged:
             await self._failed(user, "credentials_changed", origin)
             raise InvalidCredentials() from None

@@ -18,12 +18,7 @@ the area services of ``keel.accounts.AccountService``, which
 uses, and the service is kept among the app's services by its type
 (``AppContext.service(AccountService)``).
 
-``/auth/token`` parses its ``application/x-www-form-urlencoded`` body itself
-(python-multipart is not a dependency): at most :data:`TOKEN_FORM_MAX` bytes,
-ASCII, strict ``&``/``=`` syntax, UTF-8 percent-escapes, each parameter at
-most once (RFC 6749 §3.2), unknown parameters ignored (same section). There
-are no confidential clients: ``client_id`` and HTTP Basic client credentials
-are accepted and ignored (RFC 6749 §2.1, public clients).
+``/auth/token``'s form parsing and grants are in :mod:`keel.api.token`.
 """
 
 from __future__ import annotations
@@ -33,24 +28,19 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from keel._logging import event
 from keel.accounts import (
     UNSET,
     AccountService,
-    InvalidCredentials,
     LoginGuard,
-    LoginResult,
     Mailer,
     Outbox,
     OutboxObserver,
     OutboxSettings,
-    ScopeNotGranted,
     SessionHooks,
     UserChanged,
     UserView,
@@ -59,27 +49,42 @@ from keel.accounts import (
     mail_settings_from,
     outbox_settings_from,
 )
+from keel.accounts.email import EMAIL_MAX_LENGTH
 from keel.accounts.login import LoginService
 from keel.accounts.mail import ConsoleMailer
 from keel.accounts.mailcap import CappedMailer
+from keel.accounts.models import DISPLAY_NAME_MAX
 from keel.accounts.profile import ProfileService
 from keel.accounts.registration import RegistrationService
 from keel.accounts.sealing import BodySealer
 from keel.api.bearer import BearerPrincipal
+from keel.api.contract import (
+    LIMIT_KEY,
+    NEW_PASSWORD,
+    PASSWORD,
+    PASSWORD_FIELD_MAX,
+    authenticated,
+    problems,
+)
 from keel.api.middleware import mark_no_store, no_store
 from keel.api.origin import origin_of
 from keel.api.principal import Principal, current_principal
 from keel.api.ratelimit import count_attempt, rate_limited, rate_limiter
 from keel.api.routing import add_direct_route
-from keel.api.sessions import SESSIONS_STATE_KEY, refreshed_body
 from keel.api.state import AppContext
+from keel.api.token import (
+    TOKEN_FORM_MAX,
+    TOKEN_REQUEST_BODY,
+    token_body,
+    token_grant,
+    token_responses,
+)
 from keel.audit import ActorType
-from keel.auth.sessions import InvalidRefreshToken, RefreshScopeNotGranted, SessionService
 from keel.errors import Forbidden
 from keel.runtime.lifecycle import Warmup
 from keel.security.hashing import PasswordHasher
 from keel.security.keys import load_key_set
-from keel.security.passwords import PasswordPolicy, PasswordRejected
+from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokens
 
 __all__ = [
@@ -104,22 +109,27 @@ REGISTER_ACCEPTED: Final = {
     "status": "accepted",
     "detail": "Check your inbox: we sent a message to this address about the next step.",
 }
-TOKEN_FORM_MAX: Final = 16 * 1024
-_TOKEN_FORM_FIELDS: Final = 32
-_INVALID_GRANT: Final = "The e-mail address or password is wrong, or the account cannot log in."
-# Large enough that the password policy, not the schema, refuses long passwords with its
-# own reason code (KEEL_PASSWORD_MAX_LENGTH ≤ 4096, and NFKC may shrink the input).
-_PASSWORD_FIELD_MAX: Final = 16 * 1024
-_EMAIL_FIELD_MAX: Final = 320
-_NAME_FIELD_MAX: Final = 400
 _TOKEN_FIELD_MAX: Final = 128
-_REFRESH_FIELD_MAX: Final = 128
 
 _log = logging.getLogger("keel.api.accounts")
 
-Password = Annotated[SecretStr, Field(min_length=1, max_length=_PASSWORD_FIELD_MAX)]
-Email = Annotated[str, Field(min_length=1, max_length=_EMAIL_FIELD_MAX)]
-DisplayName = Annotated[str, Field(min_length=1, max_length=_NAME_FIELD_MAX)]
+#: A password the caller already has (login, re-authentication): any the policy once allowed.
+Password = Annotated[
+    SecretStr,
+    Field(min_length=1, max_length=PASSWORD_FIELD_MAX, json_schema_extra={LIMIT_KEY: PASSWORD}),
+]
+#: A password being set: its schema carries the policy's lengths (``keel.api.contract``).
+NewPassword = Annotated[
+    SecretStr,
+    Field(min_length=1, max_length=PASSWORD_FIELD_MAX, json_schema_extra={LIMIT_KEY: NEW_PASSWORD}),
+]
+Email = Annotated[
+    str,
+    Field(min_length=1, max_length=EMAIL_MAX_LENGTH, json_schema_extra={"format": "email"}),
+]
+DisplayName = Annotated[str, Field(min_length=1, max_length=DISPLAY_NAME_MAX)]
+#: An address only looked up, never stored (a malformed one gets the same answer as any).
+LookupEmail = Annotated[str, Field(min_length=1, max_length=EMAIL_MAX_LENGTH)]
 
 
 class _Strict(BaseModel):
@@ -129,7 +139,7 @@ class _Strict(BaseModel):
 
 class RegisterRequest(_Strict):
     email: Email
-    password: Password
+    password: NewPassword
     display_name: DisplayName | None = None
 
 
@@ -142,8 +152,23 @@ class LoginRequest(_Strict):
     password: Password
 
 
+def _update_me_schema(schema: dict[str, Any]) -> None:
+    # What the validator and the service require: a change, and the password with a new address.
+    properties = schema["properties"]
+    properties["email"] = next(s for s in properties["email"]["anyOf"] if s.get("type") != "null")
+    schema["anyOf"] = [
+        {"required": ["display_name"], "not": {"required": ["email"]}},
+        {"required": ["email", "current_password"], "properties": {"current_password": _STRING}},
+    ]
+
+
+_STRING: Final = {"type": "string"}
+
+
 class UpdateMeRequest(_Strict):
     """Only these fields; roles, activity, verification and the hash are never settable."""
+
+    model_config = ConfigDict(json_schema_extra=_update_me_schema)
 
     display_name: DisplayName | None = None
     email: Email | None = None
@@ -220,17 +245,6 @@ def _account_holder(principal: Principal) -> str:
     return principal.subject
 
 
-def _token_body(result: LoginResult) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "access_token": result.access_token.token,
-        "token_type": "bearer",
-        "expires_in": result.expires_in,
-    }
-    if result.refresh_token is not None:
-        body["refresh_token"] = result.refresh_token
-    return body
-
-
 def _read_me(profile: ProfileService) -> Callable[[Request], Awaitable[Response]]:
     async def read_me(request: Request) -> Response:
         """The caller's account, as its subject's cached record holds it."""
@@ -257,6 +271,7 @@ def build_accounts_router(
         status_code=202,
         response_model=AcceptedResponse,
         dependencies=[Depends(no_store), Depends(rate_limited("register", "register"))],
+        responses=problems(415, 422, 429),
     )
     async def register(body: RegisterRequest, request: Request) -> Any:
         """Start an account; the answer is the same whether or not the address has one."""
@@ -269,6 +284,7 @@ def build_accounts_router(
         "/auth/verify-email",
         response_model=VerifiedResponse,
         dependencies=[Depends(rate_limited("verify_email", "verify"))],
+        responses=problems(415, 422, 429),
     )
     async def verify_email(body: VerifyEmailRequest, request: Request) -> Any:
         """Redeem the token from a verification mail (single use, 24 hours)."""
@@ -280,28 +296,34 @@ def build_accounts_router(
         response_model=TokenResponse,
         response_model_exclude_none=True,
         dependencies=[Depends(no_store)],
+        responses=problems(401, 403, 415, 422, 429),
         name="login",  # the route's name (and OpenAPI operation id) as before
     )
     async def password_login(body: LoginRequest, request: Request) -> Any:
         """Exchange an e-mail address and password for an access token."""
         await count_attempt(request, "login", "login", account=body.email)
         result = await login.login(body.email, body.password.get_secret_value(), origin_of(request))
-        return _token_body(result)
+        return token_body(result)
 
     @router.post(
         "/auth/token",
         response_model=OAuthTokenResponse,
         response_model_exclude_none=True,
         dependencies=[Depends(no_store)],
-        responses={400: {"description": "RFC 6749 §5.2 error"}},
-        openapi_extra={"requestBody": _TOKEN_REQUEST_BODY},
+        responses=token_responses(),
+        openapi_extra={"requestBody": TOKEN_REQUEST_BODY},
     )
     async def token(request: Request) -> Response:
         """OAuth 2.0 token endpoint: the password grant (RFC 6749 §4.3, ``username`` is the
         e-mail) and, with sessions installed, the ``refresh_token`` grant (§6)."""
-        return await _token_grant(request, login)
+        return await token_grant(request, login)
 
-    @router.patch("/users/me", response_model=UserResponse, dependencies=[Depends(no_store)])
+    @router.patch(
+        "/users/me",
+        response_model=UserResponse,
+        dependencies=[Depends(no_store)],
+        **authenticated(409, 415, 422, 429),
+    )
     async def update_me(body: UpdateMeRequest, request: Request, principal: Caller) -> Any:
         """Change the display name, or ask to change the address (needs ``current_password``)."""
         given = body.model_fields_set
@@ -316,7 +338,12 @@ def build_accounts_router(
         )
         return UserResponse.of(view)
 
-    @router.delete("/users/me", status_code=204, dependencies=[Depends(no_store)])
+    @router.delete(
+        "/users/me",
+        status_code=204,
+        dependencies=[Depends(no_store)],
+        **authenticated(415, 422, 429),
+    )
     async def delete_me(body: DeleteMeRequest, request: Request, principal: Caller) -> Response:
         """Delete the account; needs the password again. Its tokens stop working at once."""
         await profile.delete_account(
@@ -325,159 +352,6 @@ def build_accounts_router(
         return Response(status_code=204)
 
     return router
-
-
-# --- /auth/token ---------------------------------------------------------------------------
-
-_TOKEN_REQUEST_BODY: Final[dict[str, Any]] = {
-    "required": True,
-    "content": {
-        "application/x-www-form-urlencoded": {
-            "schema": {
-                "type": "object",
-                "required": ["grant_type"],
-                "properties": {
-                    "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
-                    "username": {"type": "string", "maxLength": _EMAIL_FIELD_MAX},
-                    "password": {
-                        "type": "string",
-                        "format": "password",
-                        "maxLength": _PASSWORD_FIELD_MAX,
-                    },
-                    "refresh_token": {"type": "string", "maxLength": _REFRESH_FIELD_MAX},
-                    "scope": {"type": "string"},
-                    "client_id": {"type": "string"},
-                },
-            }
-        }
-    },
-}
-
-
-def _oauth_error(error: str, description: str) -> JSONResponse:
-    """RFC 6749 §5.2: 400 with ``error`` and a fixed ``error_description``."""
-    return JSONResponse(
-        {"error": error, "error_description": description},
-        status_code=400,
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-    )
-
-
-class _FormError(ValueError):
-    pass
-
-
-def _parse_form(request: Request, body: bytes) -> dict[str, str]:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/x-www-form-urlencoded":
-        raise _FormError("The body must be application/x-www-form-urlencoded.")
-    if len(body) > TOKEN_FORM_MAX:
-        raise _FormError("The request body is too large.")
-    try:
-        pairs = parse_qsl(
-            body.decode("ascii"),
-            keep_blank_values=True,
-            strict_parsing=bool(body),
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=_TOKEN_FORM_FIELDS,
-        )
-    except (UnicodeDecodeError, ValueError):
-        raise _FormError("The request body is not a valid form.") from None
-    params: dict[str, str] = {}
-    for name, value in pairs:
-        if name in params:
-            raise _FormError("A parameter appears more than once.")  # RFC 6749 §3.2
-        params[name] = value
-    return params
-
-
-def _requested_scopes(params: dict[str, str]) -> frozenset[str] | None:
-    raw = params.get("scope")
-    if raw is None or raw == "":
-        return None
-    scopes = raw.split(" ")
-    if any(not scope for scope in scopes):
-        raise _FormError("The scope parameter is malformed.")
-    return frozenset(scopes)
-
-
-def _token_json(body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-
-
-async def _token_grant(request: Request, login: LoginService) -> Response:
-    sessions = getattr(request.app.state, SESSIONS_STATE_KEY, None)
-    try:
-        params = _parse_form(request, await request.body())
-    except _FormError as exc:
-        await count_attempt(request, "token", "login")
-        return _oauth_error("invalid_request", str(exc))
-    # Counted in the grant's family; a known user from a known source passes a spent budget.
-    if params.get("grant_type") == "refresh_token":
-        await count_attempt(request, "token", "refresh")
-    else:
-        await count_attempt(request, "token", "login", account=params.get("username"))
-    try:
-        grant_type = params.get("grant_type")
-        if grant_type is None:
-            raise _FormError("grant_type is required.")
-        scopes = _requested_scopes(params)
-        if grant_type == "password":
-            return await _password_grant(request, login, params, scopes)
-        if grant_type == "refresh_token" and isinstance(sessions, SessionService):
-            return await _refresh_grant(request, sessions, params, scopes)
-    except _FormError as exc:
-        return _oauth_error("invalid_request", str(exc))
-    supported = "password and refresh_token" if isinstance(sessions, SessionService) else "password"
-    return _oauth_error("unsupported_grant_type", f"Only the {supported} grants are supported.")
-
-
-async def _password_grant(
-    request: Request,
-    login: LoginService,
-    params: dict[str, str],
-    scopes: frozenset[str] | None,
-) -> Response:
-    username, password = params.get("username"), params.get("password")
-    if not username or not password:
-        raise _FormError("username and password are required.")
-    if len(username) > _EMAIL_FIELD_MAX or len(password) > _PASSWORD_FIELD_MAX:
-        raise _FormError("A parameter is too long.")
-    try:
-        result = await login.login(username, password, origin_of(request), scopes=scopes)
-    except (InvalidCredentials, PasswordRejected):
-        # One answer for every credential failure (SEC-10), as RFC 6749 §5.2 names it.
-        return _oauth_error("invalid_grant", _INVALID_GRANT)
-    except ScopeNotGranted:
-        return _oauth_error("invalid_scope", "The requested scope is not available.")
-    body = _token_body(result)
-    if scopes is not None:
-        body["scope"] = " ".join(sorted(result.scopes))
-    return _token_json(body)
-
-
-async def _refresh_grant(
-    request: Request,
-    sessions: SessionService,
-    params: dict[str, str],
-    scopes: frozenset[str] | None,
-) -> Response:
-    token = params.get("refresh_token")
-    if not token:
-        raise _FormError("refresh_token is required.")
-    if len(token) > _REFRESH_FIELD_MAX:
-        raise _FormError("A parameter is too long.")
-    try:
-        result = await sessions.refresh(token, origin_of(request), scopes=scopes)
-    except RefreshScopeNotGranted:
-        return _oauth_error("invalid_scope", "The requested scope is not available.")
-    except InvalidRefreshToken:
-        return _oauth_error("invalid_grant", "The refresh token is invalid, expired or revoked.")
-    body = refreshed_body(result)
-    if scopes is not None:
-        body["scope"] = " ".join(sorted(result.scopes))
-    return _token_json(body)
 
 
 # --- wiring --------------------------------------------------------------------------------
@@ -593,8 +467,8 @@ def install_accounts(
         _read_me(areas.profile),
         methods=["GET"],
         response_model=UserResponse,
-        responses={401: {"description": "No valid access token"}},
         tags=["accounts"],
+        **authenticated(),
     )
     app.include_router(
         build_accounts_router(

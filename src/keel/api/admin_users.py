@@ -18,11 +18,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.accounts import UserView
 from keel.accounts.admin import AdminService
 from keel.api.accounts import _Strict
+from keel.api.contract import LIMIT_KEY, ROLE, authenticated
 from keel.api.ids import UserId
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
@@ -33,11 +34,23 @@ __all__ = ["AdminUserResponse", "UpdateUserRequest", "build_admin_users_router"]
 _ROLES_MAX: Final = 16
 _ROLE_FIELD_MAX: Final = 64
 
-Role = Annotated[str, Field(min_length=1, max_length=_ROLE_FIELD_MAX)]
+Role = Annotated[
+    str, Field(min_length=1, max_length=_ROLE_FIELD_MAX, json_schema_extra={LIMIT_KEY: ROLE})
+]
 
 
 class UpdateUserRequest(_Strict):
     """Only activity and roles; the address, the password and the rest are never set here."""
+
+    # At least one of them, not null (the validator below).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["active"], "properties": {"active": {"type": "boolean"}}},
+                {"required": ["roles"], "properties": {"roles": {"type": "array"}}},
+            ]
+        }
+    )
 
     active: bool | None = None
     roles: Annotated[list[Role], Field(max_length=_ROLES_MAX)] | None = None
@@ -77,7 +90,7 @@ def build_admin_users_router(admin_service: AdminService) -> APIRouter:
     """A fresh router with the admin user routes, served by ``admin_service``."""
     router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(no_store)])
 
-    @router.get("/users/{user_id}", response_model=AdminUserResponse)
+    @router.get("/users/{user_id}", response_model=AdminUserResponse, **authenticated(404))
     async def read_user(
         request: Request,
         admin: Admin,
@@ -89,7 +102,9 @@ def build_admin_users_router(admin_service: AdminService) -> APIRouter:
         )
         return AdminUserResponse.of(view)
 
-    @router.patch("/users/{user_id}", response_model=AdminUserResponse)
+    @router.patch(
+        "/users/{user_id}", response_model=AdminUserResponse, **authenticated(404, 409, 415, 422)
+    )
     async def update_user(
         body: UpdateUserRequest,
         request: Request,

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from keel import __version__
+from keel import __version__, metrics
 from keel._clock import Clock, SystemClock
 from keel._logging import event
 from keel.accounts import load_user_snapshot, load_user_state
@@ -24,11 +24,14 @@ from keel.api.accounts import install_accounts
 from keel.api.admin_users import build_admin_users_router
 from keel.api.audit import router as audit_router
 from keel.api.bearer import BearerAuthenticator
+from keel.api.contract import install_contract
 from keel.api.errors import install_error_handlers
 from keel.api.health import install_health
 from keel.api.housekeeping import Housekeeper
 from keel.api.identity import Authenticator
 from keel.api.jwks import jwks_router
+from keel.api.metrics import install_metrics
+from keel.api.metrics import sampler as metrics_sampler
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
 from keel.api.ratelimit import LOGIN_THROTTLE_KEY, rate_limiter
@@ -150,6 +153,12 @@ def create_app(
     if stores.shared is not store:
         supervisor.add_closer("security_cache", stores.shared.close)
     supervisor.add_service("cache_invalidations", stores.channel.run)
+    if settings.metrics.enabled:
+        # One set of instruments per process (prometheus_client's model), not per app.
+        metrics.enable()
+        supervisor.add_service("metrics_sampler", metrics_sampler(database))
+    else:
+        metrics.disable()
     if settings.housekeeping_interval:
         housekeeper = Housekeeper(
             database,
@@ -194,7 +203,10 @@ def create_app(
     )
     app.state.keel = context
     install_error_handlers(app)
-    install_middleware(app, http, logger=logging.getLogger("keel.access"))
+    install_contract(app, settings)
+    install_middleware(
+        app, http, logger=logging.getLogger("keel.access"), instruments=metrics.active()
+    )
     # Routes are matched in order: the health probes and GET /users/me come first, straight
     # in the app's own table (keel.api.routing), the included routers after them.
     install_health(app)
@@ -219,12 +231,15 @@ def create_app(
             context,
             access_tokens=access_tokens,
             on_user_changed=security.subject_changed,
+            outbox_observer=metrics.MailOutboxMetrics(),
             sessions=sessions,
             guard=throttle,
         ).areas
         install_sessions(app, sessions)
         app.include_router(build_passwords_router(profile=areas.profile, recovery=areas.recovery))
         app.include_router(build_admin_users_router(areas.admin))
+    # After keel's busiest routes (matched in order), before the application's own.
+    install_metrics(app, settings.metrics, database)
     app.include_router(jwks_router(keys, keep_for=retention(settings.tokens), clock=clock))
     app.include_router(audit_router)
     for router in routers:

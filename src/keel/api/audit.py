@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from keel.api.contract import AUDIT_ACTION, authenticated
 from keel.api.deps import Context, UoW
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
@@ -28,13 +29,13 @@ __all__ = ["router"]
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(no_store)])
 
 
-@router.get("/audit")
+@router.get("/audit", **authenticated(422))
 async def read_audit(
     request: Request,
     admin: Admin,
     context: Context,
     uow: UoW,
-    action: Annotated[str | None, text_query(64)] = None,
+    action: Annotated[str | None, text_query(64, limit=AUDIT_ACTION)] = None,
     actor_id: Annotated[str | None, text_query(256)] = None,
     target_type: Annotated[str | None, text_query(64)] = None,
     target_id: Annotated[str | None, text_query(256)] = None,

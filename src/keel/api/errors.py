@@ -21,8 +21,10 @@ error (SEC-53).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, Final
@@ -30,11 +32,12 @@ from typing import Any, Final
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Form
+from fastapi.routing import iter_route_contexts
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import Scope, Send
 
 from keel._logging import event
@@ -52,7 +55,9 @@ from keel.errors import (
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
+    "PROBLEM_TYPE_PREFIX",
     "REQUEST_ID_KEY",
+    "STATUS_CODES",
     "code_for_status",
     "get_request_id",
     "install_error_handlers",
@@ -68,7 +73,8 @@ PROBLEM_TYPE_PREFIX: Final = "urn:keel:problem:"
 #: Key of the request id in ``scope["state"]`` (``request.state.request_id``).
 REQUEST_ID_KEY: Final = "request_id"
 
-_STATUS_CODES: Final[Mapping[int, str]] = {
+#: The ``code`` of a problem that is only its HTTP status (a 404 for an unknown path, say).
+STATUS_CODES: Final[Mapping[int, str]] = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -134,7 +140,7 @@ def get_request_id(source: HTTPConnection | State | Mapping[str, Any]) -> str | 
 
 def code_for_status(status: int) -> str:
     """The stable ``code`` for a bare HTTP status (``404`` → ``not_found``)."""
-    return _STATUS_CODES.get(status, f"http_{status}")
+    return STATUS_CODES.get(status, f"http_{status}")
 
 
 def _title(status: int) -> str:
@@ -293,13 +299,23 @@ def _wrong_media_type(request: Request, errors: list[dict[str, Any]]) -> bool:
     return _has_body(request) and (media_type is None or not _is_json(media_type))
 
 
+@functools.lru_cache(maxsize=256)
+def _path_pattern(path: str) -> re.Pattern[str]:
+    return compile_path(path)[0]
+
+
 def _allowed_methods(request: Request) -> str:
-    """The methods routes at this path accept, for a synthetic 405."""
+    """The methods the routes at this path accept, for a 405's ``Allow``.
+
+    Routes of included routers are walked too (``iter_route_contexts``): a path
+    may be served by several routes (``GET /users/me`` is a direct route, its
+    ``PATCH`` and ``DELETE`` an included router's).
+    """
+    path = request.scope["path"]
     methods: set[str] = set()
-    for route in getattr(request.app, "routes", ()):
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
+    for context in iter_route_contexts(getattr(request.app, "routes", ())):
+        if context.path and context.methods and _path_pattern(context.path).match(path):
+            methods.update(context.methods)
     methods.discard("TRACE")
     return ", ".join(sorted(methods))
 
@@ -344,9 +360,12 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     headers = dict(exc.headers or {})
-    if request.method == "TRACE" and status in (404, 405):
+    if request.method == "TRACE" and status == 404:
         # SEC-54: TRACE never works, whether or not something lives at the path.
         status = 405
+    if status == 405:
+        # Starlette's Allow names the first route at the path only; a path served by several
+        # routes (GET /users/me is a direct route, PATCH and DELETE a router's) needs them all.
         headers["Allow"] = _allowed_methods(request)
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != _title(status) else None
     return problem_response(

@@ -40,14 +40,17 @@ def canonical_uuid(text: str) -> str | None:
         return None
 
 
-async def _session_id(session_id: Annotated[str, Path()]) -> str:
+_UUID_PATH: Final = {"format": "uuid"}
+
+
+async def _session_id(session_id: Annotated[str, Path(json_schema_extra=_UUID_PATH)]) -> str:
     canonical = canonical_uuid(session_id)
     if canonical is None:
         raise NotFound()
     return canonical
 
 
-async def _user_id(user_id: Annotated[str, Path()]) -> str:
+async def _user_id(user_id: Annotated[str, Path(json_schema_extra=_UUID_PATH)]) -> str:
     canonical = canonical_uuid(user_id)
     if canonical is None:
         raise UserNotFound()

@@ -25,6 +25,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from keel._clock import Clock, SystemClock
+from keel.api.contract import problems
 from keel.security.keys import JWKS_MAX_AGE, KeySet
 
 __all__ = ["JWKS_CACHE_CONTROL", "JWKS_PATH", "jwks_router"]
@@ -36,6 +37,13 @@ JWKS_CACHE_CONTROL: Final = f"public, max-age={JWKS_MAX_AGE}"
 
 def _encode(keys: KeySet) -> bytes:
     return json.dumps(keys.jwks(), separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+_JWKS: Final = {
+    "type": "object",
+    "required": ["keys"],
+    "properties": {"keys": {"type": "array", "items": {"type": "object", "required": ["kty"]}}},
+}
 
 
 def jwks_router(
@@ -64,7 +72,10 @@ def jwks_router(
         JWKS_PATH,
         response_class=Response,
         summary="Public signing keys (RFC 7517 JWK Set)",
-        responses={200: {"content": {"application/json": {}}, "description": "The JWK Set"}},
+        responses={
+            **problems(),
+            200: {"content": {"application/json": {"schema": _JWKS}}, "description": "The JWK Set"},
+        },
     )
     async def jwks() -> Response:
         return Response(

@@ -9,17 +9,31 @@ PostgreSQL text cannot store (SQLite would, so both refuse them alike).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from fastapi import Query
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+
+from keel.api.contract import LIMIT_KEY
 
 __all__ = ["INT64_MAX", "UtcTime", "bigint_query", "text_query"]
 
 #: The largest value of a signed 64-bit column (``BIGINT``).
 INT64_MAX: Final = 2**63 - 1
 _NO_NUL: Final = r"^[^\x00]*$"
+# RFC 3339 §5.6 date-time, what the schema's ``format: date-time`` promises: pydantic alone
+# would also take a Unix time ("0.5") or a time without seconds.
+_RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("the time must be an RFC 3339 date-time with its offset")
+    return value
 
 
 def _in_utc_range(value: datetime) -> datetime:
@@ -29,8 +43,8 @@ def _in_utc_range(value: datetime) -> datetime:
         raise ValueError("the time is out of range once converted to UTC") from None
 
 
-#: An aware time, converted to UTC (422 when the conversion leaves years 1..9999).
-UtcTime = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
+#: An RFC 3339 time, converted to UTC (422 when the conversion leaves years 1..9999).
+UtcTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc_range)]
 
 
 def bigint_query() -> Any:
@@ -38,6 +52,10 @@ def bigint_query() -> Any:
     return Query(ge=0, le=INT64_MAX)
 
 
-def text_query(max_length: int) -> Any:
-    """A text query parameter of at most ``max_length`` characters, without NUL."""
-    return Query(max_length=max_length, pattern=_NO_NUL)
+def text_query(max_length: int, *, limit: str | None = None) -> Any:
+    """A text query parameter of at most ``max_length`` characters, without NUL.
+
+    ``limit`` names what the application allows beyond that (``keel.api.contract``).
+    """
+    extra = {LIMIT_KEY: limit} if limit else None
+    return Query(max_length=max_length, pattern=_NO_NUL, json_schema_extra=extra)

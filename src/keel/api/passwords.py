@@ -30,17 +30,19 @@ from keel.accounts.recovery import RecoveryService
 from keel.api.accounts import (
     AcceptedResponse,
     Caller,
-    Email,
+    LookupEmail,
+    NewPassword,
     Password,
     TokenResponse,
     _account_holder,
     _Strict,
-    _token_body,
 )
 from keel.api.bearer import BearerPrincipal
+from keel.api.contract import authenticated, problems
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
 from keel.api.ratelimit import rate_limited
+from keel.api.token import token_body
 
 __all__ = [
     "FORGOT_ACCEPTED",
@@ -65,16 +67,16 @@ _RESET_TOKEN_FIELD_MAX: Final = 128
 
 class ChangePasswordRequest(_Strict):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 class ForgotPasswordRequest(_Strict):
-    email: Email
+    email: LookupEmail
 
 
 class ResetPasswordRequest(_Strict):
     token: Annotated[str, Field(min_length=1, max_length=_RESET_TOKEN_FIELD_MAX)]
-    new_password: Password
+    new_password: NewPassword
 
 
 class ResetResponse(BaseModel):
@@ -86,7 +88,10 @@ def build_passwords_router(*, profile: ProfileService, recovery: RecoveryService
     router = APIRouter(tags=["accounts"], dependencies=[Depends(no_store)])
 
     @router.post(
-        "/auth/password/change", response_model=TokenResponse, response_model_exclude_none=True
+        "/auth/password/change",
+        response_model=TokenResponse,
+        response_model_exclude_none=True,
+        **authenticated(415, 422, 429),
     )
     async def change_password(
         body: ChangePasswordRequest, request: Request, principal: Caller
@@ -101,13 +106,14 @@ def build_passwords_router(*, profile: ProfileService, recovery: RecoveryService
             keep_session=keep,
             scopes=principal.scopes,
         )
-        return _token_body(result)
+        return token_body(result)
 
     @router.post(
         "/auth/password/forgot",
         status_code=202,
         response_model=AcceptedResponse,
         dependencies=[Depends(rate_limited("password_forgot", "password"))],
+        responses=problems(415, 422, 429),
     )
     async def forgot_password(body: ForgotPasswordRequest, request: Request) -> Any:
         """Ask for a reset link; the answer is the same whether or not the address has one."""
@@ -118,6 +124,7 @@ def build_passwords_router(*, profile: ProfileService, recovery: RecoveryService
         "/auth/password/reset",
         response_model=ResetResponse,
         dependencies=[Depends(rate_limited("password_reset", "password"))],
+        responses=problems(415, 422, 429),
     )
     async def reset_password(body: ResetPasswordRequest, request: Request) -> Any:
         """Choose a new password with the token from a reset mail; signs every session out."""

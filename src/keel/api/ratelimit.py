@@ -41,6 +41,7 @@ from keel.audit.vocabulary import Action, ActorType, Result
 from keel.auth.ratelimit import RateLimiter
 from keel.auth.throttle import LoginThrottle
 from keel.errors import TooManyRequests
+from keel.metrics import record_rate_limit_refusal
 
 __all__ = ["LOGIN_THROTTLE_KEY", "count_attempt", "rate_limited", "rate_limiter"]
 
@@ -75,6 +76,7 @@ async def count_attempt(
             origin.source_ip, family, exempt=_known_source(request, account, origin.source_ip)
         )
     except TooManyRequests as exc:
+        record_rate_limit_refusal(family)
         if await limiter.first_refusal(exc.limit, origin.source_ip, family):
             await _record_refusal(request, context, origin, name, exc)
         raise

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.api.contract import authenticated, problems
 from keel.api.ids import SessionId, UserId
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
@@ -44,6 +45,13 @@ SESSIONS_STATE_KEY: Final = "keel_sessions"
 #: The routes here that need no access token (for the SEC-46 route walker).
 PUBLIC_SESSION_OPERATIONS: Final = frozenset({("POST", "/auth/refresh")})
 _REFRESH_TOKEN_MAX: Final = 128
+# OpenAPI links: a listed session's id is what DELETE /sessions/{session_id} takes.
+_SESSION_LINKS: Final = {
+    "EndSession": {
+        "operationRef": "#/paths/~1sessions~1{session_id}/delete",
+        "parameters": {"session_id": "$response.body#/sessions/0/id"},
+    }
+}
 
 
 def get_sessions(request: Request) -> SessionService:
@@ -130,12 +138,15 @@ def build_sessions_router() -> APIRouter:
         "/auth/refresh",
         response_model=RefreshResponse,
         dependencies=[Depends(no_store), Depends(rate_limited("refresh", "refresh"))],
+        responses=problems(401, 415, 422, 429),
     )
     async def refresh(body: RefreshRequest, request: Request, sessions: Sessions) -> Any:
         """Exchange a refresh token for a new access token and the next refresh token."""
         return refreshed_body(await sessions.refresh(body.refresh_token, origin_of(request)))
 
-    @router.post("/auth/logout", status_code=204, dependencies=[Depends(no_store)])
+    @router.post(
+        "/auth/logout", status_code=204, dependencies=[Depends(no_store)], **authenticated()
+    )
     async def logout(request: Request, principal: Caller, sessions: Sessions) -> Response:
         """End the caller's session: its refresh token and access tokens stop working at once."""
         user_id, session_id = _user_session(principal)
@@ -144,14 +155,24 @@ def build_sessions_router() -> APIRouter:
         await sessions.logout(user_id, session_id, origin_of(request))
         return Response(status_code=204)
 
-    @router.get("/sessions", response_model=SessionsResponse, dependencies=[Depends(no_store)])
+    @router.get(
+        "/sessions",
+        response_model=SessionsResponse,
+        dependencies=[Depends(no_store)],
+        **authenticated(extra={"responses": {"200": {"links": _SESSION_LINKS}}}),
+    )
     async def list_sessions(principal: Caller, sessions: Sessions) -> Any:
         """The caller's live sessions; ``current`` marks the one this token belongs to."""
         user_id, current = _user_session(principal)
         infos = await sessions.list_sessions(user_id)
         return {"sessions": [SessionResponse.of(info, current=current) for info in infos]}
 
-    @router.delete("/sessions/{session_id}", status_code=204, dependencies=[Depends(no_store)])
+    @router.delete(
+        "/sessions/{session_id}",
+        status_code=204,
+        dependencies=[Depends(no_store)],
+        **authenticated(404),
+    )
     async def revoke_session(
         request: Request,
         principal: Caller,
@@ -167,6 +188,7 @@ def build_sessions_router() -> APIRouter:
         "/admin/users/{user_id}/sessions:revoke",
         response_model=RevokedResponse,
         dependencies=[Depends(no_store)],
+        **authenticated(404),
     )
     async def revoke_user_sessions(
         request: Request,

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
@@ -54,6 +55,7 @@ from keel.audit.event import AuditEvent
 from keel.audit.models import chain_head_table, events_table
 from keel.db import Database, UnitOfWork
 from keel.errors import ConfigurationError
+from keel.metrics import record_audit_append
 
 __all__ = ["CHAIN_FIELDS", "append_alone", "record", "record_alone", "record_many"]
 
@@ -203,10 +205,13 @@ async def append_alone(
     if database.dialect == "postgresql":
         tail = _tail(database.engine.sync_engine)
         if tail.should_try_alone():
-            async with database.autocommit() as driver, tail.lock():
-                links = await _send(tail, _Plan(tail, prepared, keyring), _on_driver(driver))
+            async with database.autocommit() as driver:
+                asked = time.monotonic()
+                async with tail.lock():
+                    links = await _send(tail, _Plan(tail, prepared, keyring), _on_driver(driver))
             if links is not None:
                 tail.hit()
+                record_audit_append(len(links), time.monotonic() - asked)
                 return links
             tail.missed()
     async with database.unit_of_work() as uow:
@@ -227,8 +232,10 @@ async def _record_prepared(
     # A transaction that holds the lock already must not queue behind this process's other
     # requests for it: they may be waiting for this very transaction.
     holds_lock = bool(session.info.get(_HOLDS_CHAIN_LOCK))
+    asked = time.monotonic()
     async with contextlib.nullcontext() if holds_lock else tail.lock():
         links = await _send(tail, _Plan(tail, prepared, keyring), execute)
+        waited = time.monotonic() - asked
         session.info[_HOLDS_CHAIN_LOCK] = True
         # On a miss this transaction now holds the head, which ``tail`` names.
         retry = None if links is not None else _Plan(tail, prepared, keyring)
@@ -237,6 +244,7 @@ async def _record_prepared(
         if links is None:
             raise RuntimeError("the audit chain head moved while this transaction held it")
     assert links is not None
+    record_audit_append(len(links), waited)
     return links
 
 
@@ -361,11 +369,14 @@ async def _append_sqlite(
     """Take the write lock by advancing the head, then insert the rows sealed from it."""
     session = uow.session
     # Flushes the caller's pending changes first (autoflush), then takes the lock.
+    asked = time.monotonic()
     advanced = (await session.execute(_ADVANCE, {"reserve": len(prepared)})).one_or_none()
+    waited = time.monotonic() - asked
     if advanced is None:
         raise ConfigurationError("the audit chain head row is missing: run `keel db upgrade`")
     last_seq = int(advanced[0])
     rows = _seal_rows(prepared, last_seq - len(prepared) + 1, str(advanced[1]), keyring)
     mapped = [dict(zip(CHAIN_FIELDS, row, strict=True)) for row in rows]
     await session.execute(_INSERT, mapped if len(mapped) > 1 else mapped[0])
+    record_audit_append(len(rows), waited)
     return [ChainLink(row[0], row[-1]) for row in rows]

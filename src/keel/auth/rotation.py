@@ -2,10 +2,11 @@
 
 Every refresh rotates (SEC-38):
 
-1. The first statement locks the session row (``UPDATE … RETURNING`` via the
-   token's hash: a row lock on PostgreSQL, the write lock on SQLite), so
-   refreshes of one family run one at a time and each sees the previous one
-   committed.
+1. The first statement locks the session row via the token's hash
+   (PostgreSQL: ``SELECT … FOR NO KEY UPDATE``, the lock an ``UPDATE`` takes,
+   without a row version that would make the next ``UPDATE`` wait for the
+   user's row; SQLite: ``UPDATE … RETURNING``, the write lock), so refreshes
+   of one family run one at a time and each sees the previous one committed.
 2. The live token (``generation`` = the session's) is rotated: a successor is
    stored (hash only), the old row marked ``rotated_at`` and given the
    successor sealed under the old token (see :mod:`keel.auth.refresh`).
@@ -154,18 +155,30 @@ class RefreshRotation:
         digest = token_hash(token)
         db = uow.session
         # Lock first (see the module docstring): the session row of this token's family.
-        locked = await db.scalar(
-            update(AuthSession)
-            .where(
-                AuthSession.id
-                == select(RefreshTokenRow.session_id)
-                .where(RefreshTokenRow.token_hash == digest)
-                .scalar_subquery()
-            )
-            .values(generation=AuthSession.generation)
-            .returning(AuthSession.id)
-            .execution_options(synchronize_session=False)
+        family = (
+            select(RefreshTokenRow.session_id)
+            .where(RefreshTokenRow.token_hash == digest)
+            .scalar_subquery()
         )
+        if self._database.dialect == "postgresql":
+            # A row lock that leaves the row as it is. Had this statement written a row version
+            # of its own, the session's real UPDATE below would re-check the foreign key,
+            # waiting for the user's row, which a disable, a password change or an admin's
+            # revocation locks before it ends this very session: a deadlock.
+            locked = await db.scalar(
+                select(AuthSession.id)
+                .where(AuthSession.id == family)
+                .with_for_update(key_share=True)
+            )
+        else:
+            # SQLite has no row locks: a write takes the database's write lock at once.
+            locked = await db.scalar(
+                update(AuthSession)
+                .where(AuthSession.id == family)
+                .values(generation=AuthSession.generation)
+                .returning(AuthSession.id)
+                .execution_options(synchronize_session=False)
+            )
         if locked is None:
             return _Outcome(failure="unknown_token")
         session = await db.get(AuthSession, locked, populate_existing=True)

@@ -20,6 +20,7 @@ from keel._clock import Clock
 from keel._logging import event
 from keel.cache.store import CacheStatus, Store
 from keel.errors import CacheFull, CacheUnavailable
+from keel.metrics import record_cache_fallback, set_cache_degraded
 
 __all__ = ["DEGRADE_FAILURES", "FallbackStore"]
 
@@ -178,6 +179,7 @@ class FallbackStore:
         if self._degraded:
             self._degraded = False
             self._failing_since = None
+            set_cache_degraded(False)
             event(
                 _log,
                 logging.INFO,
@@ -194,6 +196,8 @@ class FallbackStore:
         # Concurrent calls failing together flip the state once and log once.
         self._degraded = True
         self._degraded_since = now
+        set_cache_degraded(True)
+        record_cache_fallback()
         cause = exc.__cause__ or exc
         event(
             _log,

@@ -30,12 +30,13 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.util import await_
 
 from keel._logging import event as log_event
 from keel.db.revision import LEGACY_VERSION_TABLE, VERSION_TABLE
 from keel.errors import ConfigurationError, DatabaseUnavailable
+from keel.metrics import record_db_pool_timeout
 from keel.settings import DatabaseSettings
 
 __all__ = [
@@ -98,6 +99,10 @@ _UNAVAILABLE_SQLSTATE_PREFIXES: Final[tuple[str, ...]] = (
     "3D",  # invalid catalog name (no such database)
     "53",  # insufficient resources (too many connections, disk full)
     "57P",  # operator intervention (admin/crash shutdown, cannot connect now)
+    # Transient transaction failures: PostgreSQL ended this transaction so that another could
+    # go on. Retrying the request succeeds; to the caller it is a 503 with Retry-After.
+    "40P01",  # deadlock_detected
+    "40001",  # serialization_failure
 )
 _UNAVAILABLE_SQLITE_MESSAGES: Final[tuple[str, ...]] = (
     "database is locked",
@@ -461,6 +466,13 @@ class Database:
             )
         return self._engine
 
+    def pool_status(self) -> tuple[int, int] | None:
+        """Connections checked out and open beyond the pool size; None before the engine."""
+        pool = self._engine.sync_engine.pool if self._engine is not None else None
+        if not isinstance(pool, QueuePool):
+            return None
+        return pool.checkedout(), max(0, pool.overflow())
+
     def _sessionmaker(self) -> async_sessionmaker[AsyncSession]:
         self.engine  # noqa: B018  (builds the engine and the session factory)
         assert self._sessions is not None
@@ -561,6 +573,8 @@ class Database:
             log_event(_log, logging.WARNING, "db_rollback_failed", error=type(exc).__name__)
 
     def _log_unavailable(self, operation: str, exc: BaseException) -> None:
+        if isinstance(exc, sa_exc.TimeoutError):  # every pooled connection stayed busy
+            record_db_pool_timeout()
         log_event(
             _log,
             logging.WARNING,

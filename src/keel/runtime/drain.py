@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -39,11 +40,17 @@ class DrainingServer(Server):
     """uvicorn's ``Server`` that drains for ``drain_seconds`` on the first SIGTERM."""
 
     def __init__(
-        self, config: Config, *, drain_seconds: float, begin_drain: Callable[[], None]
+        self,
+        config: Config,
+        *,
+        drain_seconds: float,
+        begin_drain: Callable[[], None],
+        stopped: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(config=config)
         self._drain_seconds = drain_seconds
         self._begin_drain = begin_drain
+        self._stopped = stopped
         self._drain_until: float | None = None
         self._drain_logged = False
 
@@ -55,6 +62,11 @@ class DrainingServer(Server):
             self._begin_drain()
             return
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Graceful shutdown is over; uvicorn may now end the process by re-raising SIGTERM.
+        self._stopped()
 
     async def on_tick(self, counter: int) -> bool:
         until = self._drain_until

@@ -25,6 +25,7 @@ from typing import Any
 
 from keel._clock import Clock, SystemClock
 from keel._logging import event
+from keel.metrics import record_task_failure, record_warmup
 from keel.settings import LifecycleSettings
 
 __all__ = ["LifecycleState", "Supervisor", "Warmup"]
@@ -101,6 +102,7 @@ class Supervisor:
             return
         exc = task.exception()
         if exc is not None:
+            record_task_failure(task.get_name())
             event(
                 _log,
                 logging.ERROR,
@@ -173,6 +175,11 @@ class Supervisor:
                 duration_ms=round((self._clock.monotonic() - started) * 1000, 1),
             )
         self.warmup_results[warmup.name] = outcome
+        record_warmup(
+            warmup.name,
+            "error" if outcome == "failed" else outcome,
+            self._clock.monotonic() - started,
+        )
 
     async def stop(self) -> None:
         """Cancel every task, await them within the deadline, then run the closers."""

@@ -34,10 +34,9 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final
 
 import gunicorn
 import uvicorn
@@ -49,9 +48,16 @@ from uvicorn_worker import UvicornWorker
 
 from keel._logging import JsonFormatter, configure_logging, event
 from keel.errors import ConfigurationError
+from keel.runtime.cgroup import (
+    CGROUP_ROOT,
+    PROC_SELF_CGROUP,
+    CgroupLimits,
+    read_cgroup_limits,
+)
 from keel.runtime.deferred import DeferredApp
 from keel.runtime.drain import DrainingServer
 from keel.runtime.http_head import HEAD_LIMITED_PROTOCOL, HeadLimits, configure_head_limits
+from keel.runtime.metrics_hooks import MetricsHooks, deployment_directory, mark_clean_stop
 from keel.security.devkeys import development_key_file, has_configured_key
 from keel.security.headers import HeaderPolicy
 from keel.settings import Settings
@@ -84,15 +90,11 @@ DEV_FACTORY_ENV: Final = "KEEL_DEV_FACTORY"
 # Workers build their own Settings() from the environment: this is how they find a key file.
 KEY_FILE_ENV: Final = "KEEL_JWT_KEY_FILE"
 
-CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
-PROC_SELF_CGROUP: Final = Path("/proc/self/cgroup")
 HEARTBEAT_DIR: Final = Path("/dev/shm")  # noqa: S108 - gunicorn creates its heartbeat file with mkstemp
 
 MIB: Final = 1024 * 1024
 SMALL_MEMORY_BYTES: Final = 1024 * MIB  # below this, one worker
 MEMORY_PER_WORKER_BYTES: Final = 256 * MIB
-# cgroup v1 reports "no limit" as a huge page-aligned number (0x7FFFFFFFFFFFF000).
-_V1_UNLIMITED: Final = 1 << 60
 
 # Seconds kept between uvicorn's graceful deadline and the master's SIGKILL, for
 # lifespan shutdown (cancel tasks, close cache and engine) to run in.
@@ -177,7 +179,10 @@ class KeelWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker is unty
         self.config.app = self.wsgi
         begin_drain = getattr(self.wsgi, "begin_drain", lambda: None)
         server = DrainingServer(
-            self.config, drain_seconds=self.drain_seconds, begin_drain=begin_drain
+            self.config,
+            drain_seconds=self.drain_seconds,
+            begin_drain=begin_drain,
+            stopped=mark_clean_stop,
         )
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
@@ -186,125 +191,6 @@ class KeelWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker is unty
 
 
 # -- worker count -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CgroupLimits:
-    """The CPU quota (in CPUs) and memory limit (bytes) this process runs under; None = none."""
-
-    cpus: float | None
-    memory_bytes: int | None
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _own_paths(proc_self_cgroup: Path) -> dict[str, str]:
-    """Map controller ("" for the v2 hierarchy) to this process's cgroup path."""
-    paths: dict[str, str] = {}
-    for line in (_read(proc_self_cgroup) or "").splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        for controller in controllers.split(",") if controllers else [""]:
-            paths[controller] = path
-    return paths
-
-
-def _levels(mount: Path, own: str | None) -> list[Path]:
-    """``mount``/``own`` and each ancestor up to ``mount``: a limit anywhere above applies.
-
-    Inside a container without a cgroup namespace ``own`` names a path that is not
-    under this mount; then only the mount itself (the container's cgroup) counts.
-    """
-    start = mount / own.strip("/") if own and own.strip("/") else mount
-    if not start.is_dir():
-        start = mount
-    levels = [start]
-    while levels[-1] != mount and mount in levels[-1].parents:
-        levels.append(levels[-1].parent)
-    return levels
-
-
-def _v2_cpus(directory: Path) -> float | None:
-    text = _read(directory / "cpu.max")
-    if text is None:
-        return None
-    quota, _, period = text.partition(" ")
-    if quota == "max":
-        return None
-    try:
-        cpus = int(quota) / int(period or "100000")
-    except (ValueError, ZeroDivisionError):
-        return None
-    return cpus if cpus > 0 else None
-
-
-def _v1_cpus(directory: Path) -> float | None:
-    quota, period = _read(directory / "cpu.cfs_quota_us"), _read(directory / "cpu.cfs_period_us")
-    if quota is None or period is None:
-        return None
-    try:
-        cpus = int(quota) / int(period)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return cpus if cpus > 0 else None  # -1: no quota
-
-
-def _memory(directory: Path, filename: str) -> int | None:
-    text = _read(directory / filename)
-    if text is None or text == "max":
-        return None
-    try:
-        limit = int(text)
-    except ValueError:
-        return None
-    return limit if 0 < limit < _V1_UNLIMITED else None
-
-
-_Limit = TypeVar("_Limit", int, float)
-
-
-def _smallest(values: Iterable[_Limit | None]) -> _Limit | None:
-    present = [v for v in values if v is not None]
-    return min(present) if present else None
-
-
-def read_cgroup_limits(
-    root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP
-) -> CgroupLimits:
-    """Read the CPU quota and memory limit from cgroup v2, else v1.
-
-    v2: ``cpu.max`` ("max 100000" or "150000 100000") and ``memory.max``.
-    v1: ``cpu.cfs_quota_us``/``cpu.cfs_period_us`` and ``memory.limit_in_bytes``.
-    The smallest limit from this process's own cgroup up to the mount wins.
-    """
-    own = _own_paths(proc_self_cgroup)
-    if (root / "cgroup.controllers").exists():  # unified (v2) hierarchy
-        levels = _levels(root, own.get(""))
-        return CgroupLimits(
-            cpus=_smallest([_v2_cpus(level) for level in levels]),
-            memory_bytes=_smallest([_memory(level, "memory.max") for level in levels]),
-        )
-    cpu_mount = next(
-        (root / name for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu") if (root / name).is_dir()),
-        root,
-    )
-    memory_mount = root / "memory" if (root / "memory").is_dir() else root
-    return CgroupLimits(
-        cpus=_smallest([_v1_cpus(level) for level in _levels(cpu_mount, own.get("cpu"))]),
-        memory_bytes=_smallest(
-            [
-                _memory(level, "memory.limit_in_bytes")
-                for level in _levels(memory_mount, own.get("memory"))
-            ]
-        ),
-    )
 
 
 def _available_cpus() -> int:
@@ -455,6 +341,14 @@ def gunicorn_options(settings: Settings) -> dict[str, object]:
         "when_ready": _when_ready,
         "post_worker_init": _post_worker_init,
         "worker_abort": _worker_abort,
+        # Prometheus multiprocess mode: the directory, boots, exits by cause.
+        **(
+            MetricsHooks(deployment_directory(settings.metrics.directory, server.port)).options(
+                _on_starting, _post_worker_init
+            )
+            if settings.metrics.enabled
+            else {}
+        ),
     }
 
 

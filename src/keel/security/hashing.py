@@ -38,6 +38,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from keel._logging import event
 from keel.errors import ConfigurationError
+from keel.metrics import hash_slot_wait
 from keel.security.passwords import hash_input
 from keel.settings import PasswordSettings
 
@@ -196,11 +197,15 @@ class PasswordHasher:
     async def _run(self, operation: str, work: Callable[[], _T]) -> _T:
         if self._closed:
             raise RuntimeError("the password hasher is closed")
-        async with self._slots:
+        with hash_slot_wait():  # queue depth and wait, for keel_hash_* metrics
+            await self._slots.acquire()
+        try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
                 self._executor, functools.partial(self._in_worker, operation, work)
             )
+        finally:
+            self._slots.release()
 
     def _in_worker(self, operation: str, work: Callable[[], _T]) -> _T:
         with self._lock:

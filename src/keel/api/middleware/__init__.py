@@ -3,6 +3,7 @@
 Outermost first::
 
     TrustedProxyMiddleware      client IP / scheme from trusted proxies only
+    RequestMetricsMiddleware    request count / latency by route template (when metrics are on)
     RequestContextMiddleware    request id, access log line
     SecurityHeadersMiddleware   security headers on every response
     LimitsMiddleware            framing, body size (413), JSON members/depth (400), deadline (504)
@@ -28,6 +29,7 @@ from keel.api.middleware.limits import (
     RequestBodyTooComplex,
     RequestBodyTooLarge,
 )
+from keel.api.middleware.metrics import RequestMetricsMiddleware
 from keel.api.middleware.proxy import TrustedProxyMiddleware
 from keel.api.middleware.request_context import RequestContextMiddleware
 from keel.api.middleware.security_headers import (
@@ -36,6 +38,7 @@ from keel.api.middleware.security_headers import (
     no_store,
 )
 from keel.api.middleware.unhandled import UnhandledErrorMiddleware
+from keel.metrics import Instruments
 from keel.security.headers import HeaderPolicy
 from keel.settings import HttpSettings
 
@@ -45,6 +48,7 @@ __all__ = [
     "RequestBodyTooComplex",
     "RequestBodyTooLarge",
     "RequestContextMiddleware",
+    "RequestMetricsMiddleware",
     "SecurityHeadersMiddleware",
     "TrustedProxyMiddleware",
     "UnhandledErrorMiddleware",
@@ -68,8 +72,18 @@ def docs_paths(app: FastAPI) -> frozenset[str]:
     return frozenset(paths)
 
 
-def install_middleware(app: FastAPI, settings: HttpSettings, *, logger: logging.Logger) -> None:
-    """Add keel's six middlewares to ``app`` in the order above.
+def install_middleware(
+    app: FastAPI,
+    settings: HttpSettings,
+    *,
+    logger: logging.Logger,
+    instruments: Instruments | None = None,
+) -> None:
+    """Add keel's middlewares to ``app`` in the order above.
+
+    ``instruments`` (``keel.metrics.active()``) turns the request metrics on; it sits
+    inside the trusted-proxy middleware, which copies the scope, so that it sees the
+    route the router leaves there.
 
     ``logger`` receives the access lines, deadline warnings and unhandled
     errors. The docs pages get their relaxed CSP only if ``settings.docs_enabled``.
@@ -93,6 +107,8 @@ def install_middleware(app: FastAPI, settings: HttpSettings, *, logger: logging.
     )
     app.add_middleware(SecurityHeadersMiddleware, policy=policy)
     app.add_middleware(RequestContextMiddleware, logger=logger)
+    if instruments is not None:
+        app.add_middleware(RequestMetricsMiddleware, instruments=instruments)
     app.add_middleware(
         TrustedProxyMiddleware,
         trusted=settings.trusted_proxies,
