@@ -133,24 +133,29 @@ async def test_admin_session_revocation_kills_pending_links(stack: Stack) -> Non
 
 
 class PausingHasher:
-    """The app's hasher; once armed, one verification waits for ``release`` after its check."""
+    """The app's hasher's ``verify``; once armed, one verification waits for ``release``."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, verify: Callable[[str, str], Awaitable[bool]]) -> None:
+        self.inner_verify = verify
         self.armed = False
         self.checked = asyncio.Event()
         self.release = asyncio.Event()
 
     async def verify(self, password_hash: str, password: str) -> bool:
-        result: bool = await self.inner.verify(password_hash, password)
+        result = await self.inner_verify(password_hash, password)
         if self.armed:
             self.armed = False
             self.checked.set()
             await self.release.wait()
         return result
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    @classmethod
+    def installed(cls, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> PausingHasher:
+        """Pause the app's one hasher (every account area holds that same object)."""
+        hasher = stack.accounts.hasher
+        pausing = cls(hasher.verify)
+        monkeypatch.setattr(hasher, "verify", pausing.verify)
+        return pausing
 
 
 async def _live_sessions(database: Database, user_id: str) -> int:
@@ -163,13 +168,14 @@ async def _live_sessions(database: Database, user_id: str) -> int:
     return int(count or 0)
 
 
-async def test_a_login_checked_before_a_reset_commits_starts_no_session(stack: Stack) -> None:
+async def test_a_login_checked_before_a_reset_commits_starts_no_session(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     user_id = await stack.user("racer@example.com")
     forgot = await stack.http.post("/auth/password/forgot", json={"email": "racer@example.com"})
     assert forgot.status_code == 202
     [reset] = await stack.links("password_reset", "racer@example.com")
-    hasher = PausingHasher(stack.accounts.hasher)
-    stack.accounts._hasher = hasher  # type: ignore[assignment]
+    hasher = PausingHasher.installed(stack, monkeypatch)
     hasher.armed = True
     # The login's password check passes, then waits: the reset commits in between.
     login = asyncio.create_task(stack.login("racer@example.com"))
@@ -188,12 +194,11 @@ async def test_a_login_checked_before_a_reset_commits_starts_no_session(stack: S
 
 
 async def test_a_login_checked_before_a_password_change_commits_starts_no_session(
-    stack: Stack,
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user_id = await stack.user("changer@example.com")
     first: dict[str, Any] = (await stack.login("changer@example.com")).json()
-    hasher = PausingHasher(stack.accounts.hasher)
-    stack.accounts._hasher = hasher  # type: ignore[assignment]
+    hasher = PausingHasher.installed(stack, monkeypatch)
     hasher.armed = True
     login = asyncio.create_task(stack.login("changer@example.com"))
     await hasher.checked.wait()
