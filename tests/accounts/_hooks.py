@@ -1,4 +1,7 @@
-"""Recording stand-ins for ``SessionHooks`` and ``LoginGuard`` (``keel.auth`` has the real ones)."""
+"""Recording stand-ins for ``SessionHooks`` and ``LoginGuard`` (``keel.auth`` has the real ones).
+
+Also ``CountingHasher``: a real hasher that counts its verifications.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,28 @@ from dataclasses import dataclass, field
 from keel.accounts import Origin
 from keel.db import UnitOfWork
 from keel.errors import TooManyRequests
+from keel.security.hashing import PasswordHasher
 
-__all__ = ["FakeGuard", "FakeSessions", "RevokeCall"]
+__all__ = ["CountingHasher", "FakeGuard", "FakeSessions", "RevokeCall"]
+
+
+class CountingHasher:
+    """Counts the verifications (real and dummy) of a real hasher."""
+
+    def __init__(self, inner: PasswordHasher) -> None:
+        self.inner = inner
+        self.verifications = 0
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        self.verifications += 1
+        return await self.inner.verify(password_hash, password)
+
+    async def dummy_verify(self, password: str) -> None:
+        self.verifications += 1
+        await self.inner.dummy_verify(password)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
 
 
 @dataclass(frozen=True)

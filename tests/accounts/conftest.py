@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from keel._clock import FrozenClock
-from keel.accounts import AccountService, AccountSettings, FileMailer, Outbox, OutboxSettings
+from keel.accounts import (
+    AccountService,
+    AccountSettings,
+    FileMailer,
+    LoginGuard,
+    Outbox,
+    OutboxSettings,
+    SessionHooks,
+    UserChanged,
+)
 from keel.accounts.sealing import BodySealer
 from keel.audit import AuditTrail
 from keel.db import Database, migrate
@@ -66,7 +75,11 @@ async def service_factory(
     clock: FrozenClock,
     tmp_path: Path,
 ) -> AsyncIterator[ServiceFactory]:
-    """Services sharing one database, hasher, mailbox and cache; ``AccountSettings`` overridable."""
+    """Services sharing one database, hasher, mailbox and cache.
+
+    ``make(guard=..., sessions=..., on_user_changed=..., hasher=...)`` gives
+    the service those; any other keyword overrides a field of ``AccountSettings``.
+    """
     audit = AuditTrail.from_settings(database, settings.audit, clock)
     mailer = FileMailer(tmp_path / "mail.jsonl", sender="keel <no-reply@keel.example>")
     keys = settings.audit
@@ -79,7 +92,14 @@ async def service_factory(
     )
     tokens = AccessTokens(KeySet.generate("EdDSA"), settings.tokens, clock=clock)
 
-    def make(**overrides: Any) -> AccountService:
+    def make(
+        *,
+        guard: LoginGuard | None = None,
+        sessions: SessionHooks | None = None,
+        on_user_changed: Sequence[UserChanged] = (),
+        hasher: PasswordHasher = hasher,
+        **overrides: Any,
+    ) -> AccountService:
         account_settings = AccountSettings(
             service_name="keel", public_url="https://app.keel.example"
         )
@@ -92,6 +112,9 @@ async def service_factory(
             clock=clock,
             tokens=tokens,
             outbox=outbox,
+            guard=guard,
+            sessions=sessions,
+            on_user_changed=on_user_changed,
         )
 
     yield make

@@ -22,29 +22,10 @@ from keel.security.passwords import PasswordPolicy
 from keel.settings import Settings
 
 from ._accounts import PASSWORD, _verified
-from ._hooks import FakeGuard, FakeSessions
+from ._hooks import CountingHasher, FakeGuard, FakeSessions
 from .conftest import ServiceFactory
 
 FROM = CallerOrigin(source_ip="192.0.2.10", user_agent="pytest", request_id="req-1")
-
-
-class CountingHasher:
-    """Counts the verifications of a real hasher."""
-
-    def __init__(self, inner: PasswordHasher) -> None:
-        self.inner = inner
-        self.verifications = 0
-
-    async def verify(self, password_hash: str, password: str) -> bool:
-        self.verifications += 1
-        return await self.inner.verify(password_hash, password)
-
-    async def dummy_verify(self, password: str) -> None:
-        self.verifications += 1
-        await self.inner.dummy_verify(password)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
 
 
 async def _rows(database: Database, action: str) -> list[AuditEventRow]:
@@ -67,10 +48,7 @@ def sessions() -> FakeSessions:
 def guarded(
     service_factory: ServiceFactory, guard: FakeGuard, sessions: FakeSessions
 ) -> AccountService:
-    service = service_factory(lockout_threshold=3)
-    service.set_guard(guard)
-    service.set_session_hooks(sessions)
-    return service
+    return service_factory(lockout_threshold=3, guard=guard, sessions=sessions)
 
 
 async def test_sec_13_failures_are_counted_by_normalised_account_key(

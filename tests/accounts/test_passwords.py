@@ -91,10 +91,7 @@ def sessions() -> FakeSessions:
 def service(
     service_factory: ServiceFactory, guard: FakeGuard, sessions: FakeSessions
 ) -> AccountService:
-    built = service_factory(lockout_threshold=3)
-    built.set_guard(guard)
-    built.set_session_hooks(sessions)
-    return built
+    return service_factory(lockout_threshold=3, guard=guard, sessions=sessions)
 
 
 # --- change (SEC-08) --------------------------------------------------------------------------

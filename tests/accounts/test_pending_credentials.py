@@ -119,9 +119,8 @@ async def test_reregistering_an_unverified_address_replaces_the_first_registrant
 async def test_reregistering_an_unverified_address_ends_the_first_registrants_sessions(
     service_factory: ServiceFactory, database: Database, clock: FrozenClock
 ) -> None:
-    lax = service_factory(require_verified_email=False)
     sessions = FakeSessions()
-    lax.set_session_hooks(sessions)
+    lax = service_factory(require_verified_email=False, sessions=sessions)
     await lax.register(VICTIM, ATTACKER_PASSWORD, None, NO_ORIGIN)
     early = await lax.login(VICTIM, ATTACKER_PASSWORD, NO_ORIGIN)
     issued_at = clock.now()
@@ -153,9 +152,9 @@ async def test_registering_a_verified_address_changes_nothing(
 
 
 async def test_an_unverified_accounts_login_never_makes_its_source_known(
-    service: AccountService, throttle: LoginThrottle
+    service_factory: ServiceFactory, throttle: LoginThrottle
 ) -> None:
-    service.set_guard(throttle)
+    service = service_factory(guard=throttle)
     await service.register(VICTIM, ATTACKER_PASSWORD, None, NO_ORIGIN)
     with pytest.raises(InvalidCredentials):
         await service.login(VICTIM, ATTACKER_PASSWORD, HOME)  # right password, unverified
@@ -167,8 +166,7 @@ async def test_an_unverified_accounts_login_never_makes_its_source_known(
 async def test_an_unverified_accounts_full_login_never_makes_its_source_known(
     service_factory: ServiceFactory, throttle: LoginThrottle
 ) -> None:
-    lax = service_factory(require_verified_email=False)
-    lax.set_guard(throttle)
+    lax = service_factory(require_verified_email=False, guard=throttle)
     await lax.register(VICTIM, ATTACKER_PASSWORD, None, NO_ORIGIN)
     await lax.login(VICTIM, ATTACKER_PASSWORD, HOME)
     await _lock_out(throttle, VICTIM)
@@ -177,9 +175,9 @@ async def test_an_unverified_accounts_full_login_never_makes_its_source_known(
 
 
 async def test_a_verified_login_makes_its_source_known(
-    service: AccountService, throttle: LoginThrottle
+    service_factory: ServiceFactory, throttle: LoginThrottle
 ) -> None:
-    service.set_guard(throttle)
+    service = service_factory(guard=throttle)
     await service.register(VICTIM, OWNER_PASSWORD, None, NO_ORIGIN)
     await service.verify_email((await _links(service, "verify_email", VICTIM))[-1], NO_ORIGIN)
     await service.login(VICTIM, OWNER_PASSWORD, HOME)
@@ -188,9 +186,9 @@ async def test_a_verified_login_makes_its_source_known(
 
 
 async def test_a_password_reset_forgets_known_sources(
-    service: AccountService, throttle: LoginThrottle, clock: FrozenClock
+    service_factory: ServiceFactory, throttle: LoginThrottle, clock: FrozenClock
 ) -> None:
-    service.set_guard(throttle)
+    service = service_factory(guard=throttle)
     await service.register(VICTIM, OWNER_PASSWORD, None, NO_ORIGIN)
     await service.verify_email((await _links(service, "verify_email", VICTIM))[-1], NO_ORIGIN)
     await service.login(VICTIM, OWNER_PASSWORD, HOME)
@@ -204,9 +202,9 @@ async def test_a_password_reset_forgets_known_sources(
 
 
 async def test_a_password_change_forgets_known_sources(
-    service: AccountService, throttle: LoginThrottle, clock: FrozenClock
+    service_factory: ServiceFactory, throttle: LoginThrottle, clock: FrozenClock
 ) -> None:
-    service.set_guard(throttle)
+    service = service_factory(guard=throttle)
     await service.register(VICTIM, OWNER_PASSWORD, None, NO_ORIGIN)
     await service.verify_email((await _links(service, "verify_email", VICTIM))[-1], NO_ORIGIN)
     result = await service.login(VICTIM, OWNER_PASSWORD, HOME)

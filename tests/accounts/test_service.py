@@ -94,9 +94,8 @@ async def test_verification_expiry_boundary(service: AccountService, clock: Froz
 
 
 async def test_change_listener_failure_does_not_undo_the_change(
-    service: AccountService, caplog: pytest.LogCaptureFixture
+    service_factory: ServiceFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    user_id = await _verified(service, "listener@keel.example")
     calls: list[str] = []
 
     async def broken(changed: str) -> None:
@@ -106,8 +105,9 @@ async def test_change_listener_failure_does_not_undo_the_change(
     async def working(changed: str) -> None:
         calls.append("second:" + changed)
 
-    service.add_change_listener(broken)
-    service.add_change_listener(working)
+    service = service_factory(on_user_changed=[broken, working])
+    user_id = await _verified(service, "listener@keel.example")
+    calls.clear()  # the verification told them too
     with caplog.at_level(logging.ERROR, logger="keel.accounts"):
         view = await service.update_profile(user_id, NO_ORIGIN, display_name="Still Saved")
     assert view.display_name == "Still Saved"

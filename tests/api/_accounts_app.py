@@ -21,7 +21,15 @@ from fastapi import FastAPI, Request
 from sqlalchemy import select, text
 
 from keel._clock import FrozenClock
-from keel.accounts import AccountService, FileMailer, OutboxSettings, User, load_user_state
+from keel.accounts import (
+    AccountService,
+    FileMailer,
+    LoginGuard,
+    OutboxSettings,
+    SessionHooks,
+    User,
+    load_user_state,
+)
 from keel.api.accounts import install_accounts
 from keel.api.app import create_app
 from keel.api.principal import Authenticator, Principal
@@ -133,6 +141,8 @@ def build_accounts_app(
     hasher: PasswordHasher | None = None,
     on_user_changed: Callable[[str], Any] | None = None,
     authenticator: Authenticator | None = None,
+    sessions: SessionHooks | None = None,
+    guard: LoginGuard | None = None,
 ) -> AccountsApp:
     clock = clock or FrozenClock()
     tokens = AccessTokens(KeySet.generate("EdDSA"), settings.tokens, clock=clock)
@@ -159,6 +169,8 @@ def build_accounts_app(
         hasher=hasher,
         on_user_changed=on_user_changed or (),
         outbox_settings=OutboxSettings(max_attempts=3, retry_base=0.01, retry_max=0.02),
+        sessions=sessions,
+        guard=guard,
     )
     return AccountsApp(app, settings, service, mailer, tokens, hasher, clock)
 

@@ -84,12 +84,20 @@ def build_passwords_app(
 ) -> PasswordsApp:
     sessions, guard = FakeSessions(), FakeGuard(threshold=threshold)
     authenticator = SessionAuthenticator(sessions, deny_revoked=deny_revoked)
-    accounts = build_accounts_app(settings, mail_path, clock=clock, authenticator=authenticator)
+    accounts = build_accounts_app(
+        settings,
+        mail_path,
+        clock=clock,
+        authenticator=authenticator,
+        sessions=sessions,
+        guard=guard,
+    )
     authenticator.tokens = accounts.tokens
-    accounts.app.include_router(build_passwords_router())
-    accounts.app.include_router(build_admin_users_router())
-    accounts.service.set_session_hooks(sessions)
-    accounts.service.set_guard(guard)
+    areas = accounts.service.areas
+    accounts.app.include_router(
+        build_passwords_router(profile=areas.profile, recovery=areas.recovery)
+    )
+    accounts.app.include_router(build_admin_users_router(areas.admin))
     return PasswordsApp(accounts, sessions, guard, authenticator)
 
 

@@ -57,7 +57,7 @@ async def test_an_application_role_grants_its_scope_until_it_is_taken_away(
     )
     await asyncio.to_thread(migrate.upgrade, settings.database)
     app = create_app(settings, routers=[router], roles=[MODERATOR])
-    accounts: AccountService = app.state.keel_accounts
+    accounts: AccountService = app.state.keel.service(AccountService)
     async with serve_in_process(app) as http:
         await accounts.create_admin("root@keel.example", PASSWORD)
         admin = await _login(http, "root@keel.example")

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from keel._clock import FrozenClock
+from keel.accounts import AccountService
 from keel.api.app import create_app
 from keel.audit import AuditEvent, ChainLink
 from keel.audit._coalesce import Coalescer
@@ -108,7 +109,7 @@ async def net(
     async with AsyncExitStack() as stack, app.router.lifespan_context(app):
         yield Net(app, clock, stack)
         await stack.aclose()
-        await app.state.keel_accounts.outbox.drain()
+        await app.state.keel.service(AccountService).outbox.drain()
 
 
 async def register(net: Net, email: str) -> None:
@@ -315,7 +316,7 @@ async def test_sec_14_a_spent_login_budget_spares_other_routes_and_known_users(
     email = "regular@example.com"
     await register(net, email)
     # Verified: only a verified account's logins make their source known.
-    await net.app.state.keel_accounts.outbox.drain()
+    await net.app.state.keel.service(AccountService).outbox.drain()
     (link,) = [m for m in mails_to(tmp_path / "mail.jsonl", email) if m["kind"] == "verify_email"]
     verified = await net.post(OWNER_HOME, "/auth/verify-email", {"token": reset_token(link)})
     assert verified.status_code == 200, verified.text
@@ -356,7 +357,7 @@ async def test_sec_12_a_mail_flood_sends_at_most_the_cap_and_keeps_the_last_rese
     net: Net, tmp_path: Path
 ) -> None:
     mail_file, victim = tmp_path / "mail.jsonl", "victim@example.com"
-    outbox = net.app.state.keel_accounts.outbox
+    outbox = net.app.state.keel.service(AccountService).outbox
     await register(net, victim)
     # A verified victim (an unverified address's re-registration ends its links by design).
     await outbox.drain()

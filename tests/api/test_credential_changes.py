@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ from sqlalchemy import func, select
 from keel._clock import FrozenClock
 from keel.accounts import NO_ORIGIN, AccountService
 from keel.api.app import create_app
+from keel.api.sessions import SESSIONS_STATE_KEY
 from keel.auth.models import AuthSession
+from keel.auth.sessions import SessionService
 from keel.db import Database, migrate
 from keel.settings import Settings
 
@@ -39,6 +41,7 @@ class Stack:
     clock: FrozenClock
     mail_file: Path
     database: Database
+    sessions: SessionService
 
     async def links(self, kind: str, to: str) -> list[str]:
         outbox = self.accounts.outbox
@@ -92,9 +95,13 @@ async def stack(
     clock = FrozenClock()
     app = create_app(settings, clock=clock)
     async with serve_in_process(app) as http:
-        accounts = app.state.keel_accounts
+        accounts = app.state.keel.service(AccountService)
         assert isinstance(accounts, AccountService)
-        yield Stack(http, accounts, clock, tmp_path / "mail.jsonl", app.state.keel.database)
+        sessions = getattr(app.state, SESSIONS_STATE_KEY)
+        assert isinstance(sessions, SessionService)
+        yield Stack(
+            http, accounts, clock, tmp_path / "mail.jsonl", app.state.keel.database, sessions
+        )
         outbox = accounts.outbox
         assert outbox is not None
         await outbox.drain()
@@ -126,24 +133,29 @@ async def test_admin_session_revocation_kills_pending_links(stack: Stack) -> Non
 
 
 class PausingHasher:
-    """The app's hasher; once armed, one verification waits for ``release`` after its check."""
+    """The app's hasher's ``verify``; once armed, one verification waits for ``release``."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, verify: Callable[[str, str], Awaitable[bool]]) -> None:
+        self.inner_verify = verify
         self.armed = False
         self.checked = asyncio.Event()
         self.release = asyncio.Event()
 
     async def verify(self, password_hash: str, password: str) -> bool:
-        result: bool = await self.inner.verify(password_hash, password)
+        result = await self.inner_verify(password_hash, password)
         if self.armed:
             self.armed = False
             self.checked.set()
             await self.release.wait()
         return result
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    @classmethod
+    def installed(cls, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> PausingHasher:
+        """Pause the app's one hasher (every account area holds that same object)."""
+        hasher = stack.accounts.hasher
+        pausing = cls(hasher.verify)
+        monkeypatch.setattr(hasher, "verify", pausing.verify)
+        return pausing
 
 
 async def _live_sessions(database: Database, user_id: str) -> int:
@@ -156,13 +168,14 @@ async def _live_sessions(database: Database, user_id: str) -> int:
     return int(count or 0)
 
 
-async def test_a_login_checked_before_a_reset_commits_starts_no_session(stack: Stack) -> None:
+async def test_a_login_checked_before_a_reset_commits_starts_no_session(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     user_id = await stack.user("racer@example.com")
     forgot = await stack.http.post("/auth/password/forgot", json={"email": "racer@example.com"})
     assert forgot.status_code == 202
     [reset] = await stack.links("password_reset", "racer@example.com")
-    hasher = PausingHasher(stack.accounts.hasher)
-    stack.accounts._hasher = hasher  # type: ignore[assignment]
+    hasher = PausingHasher.installed(stack, monkeypatch)
     hasher.armed = True
     # The login's password check passes, then waits: the reset commits in between.
     login = asyncio.create_task(stack.login("racer@example.com"))
@@ -181,12 +194,11 @@ async def test_a_login_checked_before_a_reset_commits_starts_no_session(stack: S
 
 
 async def test_a_login_checked_before_a_password_change_commits_starts_no_session(
-    stack: Stack,
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user_id = await stack.user("changer@example.com")
     first: dict[str, Any] = (await stack.login("changer@example.com")).json()
-    hasher = PausingHasher(stack.accounts.hasher)
-    stack.accounts._hasher = hasher  # type: ignore[assignment]
+    hasher = PausingHasher.installed(stack, monkeypatch)
     hasher.armed = True
     login = asyncio.create_task(stack.login("changer@example.com"))
     await hasher.checked.wait()
@@ -221,16 +233,16 @@ async def test_logins_racing_a_reset_leave_no_session_of_the_old_password(stack:
 
 
 class MeetingSessions:
-    """The app's sessions; each login's transaction waits, after its insert, for the other's."""
+    """The app's session start: each login's transaction waits, after its insert, for the other."""
 
-    def __init__(self, inner: Any, logins: int) -> None:
-        self.inner = inner
+    def __init__(self, start: Callable[..., Awaitable[str]], logins: int) -> None:
+        self.inner_start = start
         self.logins = logins
         self.started = 0
         self.all_inserted = asyncio.Event()
 
     async def start(self, uow: Any, **kwargs: Any) -> str:
-        token: str = await self.inner.start(uow, **kwargs)
+        token: str = await self.inner_start(uow, **kwargs)
         self.started += 1
         if self.started == self.logins:
             self.all_inserted.set()
@@ -239,14 +251,13 @@ class MeetingSessions:
             await asyncio.wait_for(self.all_inserted.wait(), 1.0)
         return token
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
-
-async def test_two_logins_of_one_account_in_step_both_start_a_session(stack: Stack) -> None:
+async def test_two_logins_of_one_account_in_step_both_start_a_session(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     user_id = await stack.user("busy@example.com")
-    real = stack.accounts._sessions
-    stack.accounts.set_session_hooks(MeetingSessions(real, 2))
+    # The accounts hold the app's SessionService itself: its start is the one they call.
+    monkeypatch.setattr(stack.sessions, "start", MeetingSessions(stack.sessions.start, 2).start)
     # Both sessions are inserted before either login re-reads the account under its lock.
     answers = await asyncio.gather(*(stack.login("busy@example.com") for _ in range(2)))
     assert [answer.status_code for answer in answers] == [200, 200]

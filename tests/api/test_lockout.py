@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from keel._clock import FrozenClock
+from keel.accounts import AccountService
 from keel.api.app import create_app
 from keel.audit.models import AuditEventRow
 from keel.db import Database, migrate
@@ -70,7 +71,7 @@ async def net(settings_factory: Callable[..., Settings], tmp_path: Path) -> Asyn
     async with AsyncExitStack() as stack, app.router.lifespan_context(app):
         yield Net(app, clock, stack)
         await stack.aclose()
-        outbox = app.state.keel_accounts.outbox
+        outbox = app.state.keel.service(AccountService).outbox
         await outbox.drain()
 
 
@@ -103,7 +104,7 @@ async def test_sec_13_failures_from_many_ips_delay_the_account(net: Net) -> None
 
 
 async def _verify(net: Net, tmp_path: Path, email: str) -> None:
-    await net.app.state.keel_accounts.outbox.drain()
+    await net.app.state.keel.service(AccountService).outbox.drain()
     messages = [json.loads(line) for line in (tmp_path / "mail.jsonl").read_text().splitlines()]
     [mail] = [m for m in messages if m["kind"] == "verify_email" and m["to"] == email]
     link = next(line for line in mail["body"].splitlines() if "#token=" in line)
@@ -153,7 +154,7 @@ async def test_sec_15_a_locked_account_can_still_reset_its_password(
     http = await net.from_ip("203.0.113.77")
     forgot = await http.post("/auth/password/forgot", json={"email": email})
     assert forgot.status_code == 202
-    outbox = net.app.state.keel_accounts.outbox
+    outbox = net.app.state.keel.service(AccountService).outbox
     await outbox.drain()
     messages = [json.loads(line) for line in (tmp_path / "mail.jsonl").read_text().splitlines()]
     [reset_mail] = [m for m in messages if m["kind"] == "password_reset"]

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from keel import metrics
 from keel._clock import FrozenClock
+from keel.accounts import AccountService
 from keel.api.app import create_app
 from keel.db import migrate
 from keel.settings import Settings
@@ -177,7 +178,7 @@ async def test_lockouts_and_rate_limit_refusals_are_counted(
         before = await scrape(http)
         statuses = [(await http.post("/auth/login", json=wrong)).status_code for _ in range(8)]
         after = await scrape(http)
-        await app.state.keel_accounts.outbox.drain()
+        await app.state.keel.service(AccountService).outbox.drain()
     assert statuses[:3] == [401, 401, 401]
     assert statuses[-1] == 429
 

@@ -24,6 +24,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from keel._logging import JsonFormatter
+from keel.accounts import AccountService
 from keel.api.app import create_app
 from keel.api.deps import UoW
 from keel.db import migrate
@@ -164,8 +165,8 @@ async def accounts_client(
     app = create_app(settings)
     async with serve_in_process(app) as http:
         yield http
-        if app.state.keel_accounts.outbox is not None:
-            await app.state.keel_accounts.outbox.drain()
+        if app.state.keel.service(AccountService).outbox is not None:
+            await app.state.keel.service(AccountService).outbox.drain()
 
 
 NUL = "a\x00b"

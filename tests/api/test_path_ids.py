@@ -82,7 +82,7 @@ async def stack(
     await asyncio.to_thread(migrate.upgrade, settings.database)
     app = create_app(settings)
     async with serve_in_process(app) as http:
-        accounts = app.state.keel_accounts
+        accounts = app.state.keel.service(AccountService)
         assert isinstance(accounts, AccountService)
         yield Stack(http, accounts, app.state.keel.database)
         if accounts.outbox is not None:

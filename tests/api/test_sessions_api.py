@@ -81,7 +81,7 @@ async def stack(settings_factory: Callable[..., Settings], tmp_path: Path) -> As
     clock = FrozenClock()
     app = create_app(settings, clock=clock)
     async with serve_in_process(app) as http:
-        accounts = app.state.keel_accounts
+        accounts = app.state.keel.service(AccountService)
         assert isinstance(accounts, AccountService)
         yield Stack(http, accounts, clock, tmp_path / "mail.jsonl", app.state.keel.database)
         outbox = accounts.outbox

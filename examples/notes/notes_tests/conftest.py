@@ -82,7 +82,7 @@ class Service:
 
     @property
     def accounts(self) -> AccountService:
-        accounts: AccountService = self.app.state.keel_accounts
+        accounts: AccountService = self.app.state.keel.service(AccountService)
         return accounts
 
     async def user(self, email: str) -> str:

@@ -1,8 +1,9 @@
 """keel.accounts (layer L4): users, their e-mail addresses, passwords and account mail.
 
-``AccountService`` holds the rules (register, verify, login, profile, delete,
-password change, forgot and reset, admin changes to activity and roles,
-create an admin); ``AccountRepository`` the queries; ``models`` the tables
+``AccountService`` gathers the rules, each area in its own service
+(``registration``, ``login``, ``profile``, ``recovery``, ``admin``; the
+login in two steps, ``verify_credentials`` then ``complete_login``);
+``AccountRepository`` the queries; ``models`` the tables
 (revisions ``0003``, ``0004`` and ``0007``); ``outbox`` the durable mail
 outbox. Sessions and brute-force limits plug in through the ``SessionHooks``
 and ``LoginGuard`` protocols (``hooks``).
@@ -51,11 +52,13 @@ from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER, Role, RoleCa
 from keel.accounts.service import (
     NO_ORIGIN,
     UNSET,
+    AccountAreas,
     AccountService,
     CallerOrigin,
     LoginResult,
     Origin,
     UserChanged,
+    VerifiedLogin,
 )
 from keel.accounts.state import UserSnapshot, UserState, load_user_snapshot, load_user_state
 from keel.accounts.views import UserView, profile_json
@@ -68,6 +71,7 @@ __all__ = [
     "ROLE_USER",
     "UNSET",
     "VERIFICATION_TTL",
+    "AccountAreas",
     "AccountRepository",
     "AccountService",
     "AccountSettings",
@@ -108,6 +112,7 @@ __all__ = [
     "UserState",
     "UserView",
     "VerificationFailed",
+    "VerifiedLogin",
     "account_settings_from",
     "build_mailer",
     "load_user_snapshot",

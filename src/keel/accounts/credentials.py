@@ -32,6 +32,7 @@ __all__ = [
     "issued_before",
     "move_generation",
     "replace_unverified",
+    "set_password",
 ]
 
 
@@ -43,6 +44,12 @@ def move_generation(user: User, now: datetime) -> None:
     """A new credential generation: whatever was issued in earlier seconds stops working."""
     user.tokens_valid_after = max(user.tokens_valid_after, whole_second(now))
     user.updated_at = now
+
+
+def set_password(user: User, password_hash: str, now: datetime) -> None:
+    """A new password: tokens issued in earlier seconds stop working (see ``UserState``)."""
+    user.password_hash = password_hash
+    move_generation(user, now)
 
 
 def issued_before(created_at: datetime, user: User) -> bool:

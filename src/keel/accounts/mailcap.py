@@ -5,7 +5,7 @@ one address is answered as always (the same 202 or 200: nothing says whether
 mail went out), but beyond the limit nothing more is sent to that address.
 ``password_changed`` notices are never held back (only the account's owner
 can cause one). ``password_reset`` mail is counted by
-``AccountService.forgot_password`` before it replaces the owner's link, so a
+``RecoveryService.forgot_password`` before it replaces the owner's link, so a
 flood never cancels the last link the owner received; every other kind is
 counted here, at delivery (a retried delivery counts again).
 """

@@ -13,8 +13,10 @@ Routes (public ones in :data:`PUBLIC_OPERATIONS`)::
 Request bodies are strict (unknown fields 422, SEC-48/51), responses carry
 only declared fields (SEC-49); token-bearing and personal responses are
 ``Cache-Control: no-store`` (SEC-58). Handlers are thin: the rules live in
-``keel.accounts.AccountService``, which :func:`install_accounts` builds and
-stores on ``app.state.keel_accounts`` (read by :func:`get_accounts`).
+the area services of ``keel.accounts.AccountService``, which
+:func:`install_accounts` builds; each router is built with the areas it
+uses, and the service is kept among the app's services by its type
+(``AppContext.service(AccountService)``).
 
 ``/auth/token``'s form parsing and grants are in :mod:`keel.api.token`.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -34,10 +36,12 @@ from keel._logging import event
 from keel.accounts import (
     UNSET,
     AccountService,
+    LoginGuard,
     Mailer,
     Outbox,
     OutboxObserver,
     OutboxSettings,
+    SessionHooks,
     UserChanged,
     UserView,
     account_settings_from,
@@ -46,9 +50,12 @@ from keel.accounts import (
     outbox_settings_from,
 )
 from keel.accounts.email import EMAIL_MAX_LENGTH
+from keel.accounts.login import LoginService
 from keel.accounts.mail import ConsoleMailer
 from keel.accounts.mailcap import CappedMailer
 from keel.accounts.models import DISPLAY_NAME_MAX
+from keel.accounts.profile import ProfileService
+from keel.accounts.registration import RegistrationService
 from keel.accounts.sealing import BodySealer
 from keel.api.bearer import BearerPrincipal
 from keel.api.contract import (
@@ -81,17 +88,13 @@ from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokens
 
 __all__ = [
-    "ACCOUNTS_STATE_KEY",
     "PUBLIC_OPERATIONS",
     "REGISTER_ACCEPTED",
     "TOKEN_FORM_MAX",
     "build_accounts_router",
-    "get_accounts",
     "install_accounts",
 ]
 
-#: ``app.state`` attribute holding the ``AccountService``.
-ACCOUNTS_STATE_KEY: Final = "keel_accounts"
 #: The routes here that need no credentials (for the SEC-46 route walker).
 PUBLIC_OPERATIONS: Final = frozenset(
     {
@@ -232,15 +235,6 @@ class UserResponse(BaseModel):
         )
 
 
-async def get_accounts(request: Request) -> AccountService:
-    """The ``AccountService`` :func:`install_accounts` put on the app."""
-    service = getattr(request.app.state, ACCOUNTS_STATE_KEY, None)
-    if not isinstance(service, AccountService):  # pragma: no cover - wiring error
-        raise RuntimeError("accounts are not installed: call install_accounts(app, context)")
-    return service
-
-
-Accounts = Annotated[AccountService, Depends(get_accounts)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
@@ -251,21 +245,25 @@ def _account_holder(principal: Principal) -> str:
     return principal.subject
 
 
-async def read_me(request: Request) -> Response:
-    """The caller's account, as its subject's cached record holds it."""
-    principal = await current_principal(request)
-    mark_no_store(request.scope)
-    user_id = _account_holder(principal)
-    if isinstance(principal, BearerPrincipal) and principal.profile is not None:
-        # Ready JSON from the security cache: no database read, nothing to serialise.
-        return Response(principal.profile, media_type="application/json")
-    accounts = await get_accounts(request)
-    view = UserResponse.of(await accounts.profile(user_id))
-    return Response(view.model_dump_json(), media_type="application/json")
+def _read_me(profile: ProfileService) -> Callable[[Request], Awaitable[Response]]:
+    async def read_me(request: Request) -> Response:
+        """The caller's account, as its subject's cached record holds it."""
+        principal = await current_principal(request)
+        mark_no_store(request.scope)
+        user_id = _account_holder(principal)
+        if isinstance(principal, BearerPrincipal) and principal.profile is not None:
+            # Ready JSON from the security cache: no database read, nothing to serialise.
+            return Response(principal.profile, media_type="application/json")
+        view = UserResponse.of(await profile.profile(user_id))
+        return Response(view.model_dump_json(), media_type="application/json")
+
+    return read_me
 
 
-def build_accounts_router() -> APIRouter:
-    """A fresh router with every accounts route (the service comes from the app state)."""
+def build_accounts_router(
+    *, registration: RegistrationService, login: LoginService, profile: ProfileService
+) -> APIRouter:
+    """A fresh router with every accounts route, served by the given area services."""
     router = APIRouter(tags=["accounts"])
 
     @router.post(
@@ -275,9 +273,9 @@ def build_accounts_router() -> APIRouter:
         dependencies=[Depends(no_store), Depends(rate_limited("register", "register"))],
         responses=problems(415, 422, 429),
     )
-    async def register(body: RegisterRequest, request: Request, accounts: Accounts) -> Any:
+    async def register(body: RegisterRequest, request: Request) -> Any:
         """Start an account; the answer is the same whether or not the address has one."""
-        await accounts.register(
+        await registration.register(
             body.email, body.password.get_secret_value(), body.display_name, origin_of(request)
         )
         return REGISTER_ACCEPTED
@@ -288,9 +286,9 @@ def build_accounts_router() -> APIRouter:
         dependencies=[Depends(rate_limited("verify_email", "verify"))],
         responses=problems(415, 422, 429),
     )
-    async def verify_email(body: VerifyEmailRequest, request: Request, accounts: Accounts) -> Any:
+    async def verify_email(body: VerifyEmailRequest, request: Request) -> Any:
         """Redeem the token from a verification mail (single use, 24 hours)."""
-        await accounts.verify_email(body.token, origin_of(request))
+        await registration.verify_email(body.token, origin_of(request))
         return {"status": "verified"}
 
     @router.post(
@@ -299,13 +297,12 @@ def build_accounts_router() -> APIRouter:
         response_model_exclude_none=True,
         dependencies=[Depends(no_store)],
         responses=problems(401, 403, 415, 422, 429),
+        name="login",  # the route's name (and OpenAPI operation id) as before
     )
-    async def login(body: LoginRequest, request: Request, accounts: Accounts) -> Any:
+    async def password_login(body: LoginRequest, request: Request) -> Any:
         """Exchange an e-mail address and password for an access token."""
         await count_attempt(request, "login", "login", account=body.email)
-        result = await accounts.login(
-            body.email, body.password.get_secret_value(), origin_of(request)
-        )
+        result = await login.login(body.email, body.password.get_secret_value(), origin_of(request))
         return token_body(result)
 
     @router.post(
@@ -316,10 +313,10 @@ def build_accounts_router() -> APIRouter:
         responses=token_responses(),
         openapi_extra={"requestBody": TOKEN_REQUEST_BODY},
     )
-    async def token(request: Request, accounts: Accounts) -> Response:
+    async def token(request: Request) -> Response:
         """OAuth 2.0 token endpoint: the password grant (RFC 6749 §4.3, ``username`` is the
         e-mail) and, with sessions installed, the ``refresh_token`` grant (§6)."""
-        return await token_grant(request, accounts)
+        return await token_grant(request, login)
 
     @router.patch(
         "/users/me",
@@ -327,12 +324,10 @@ def build_accounts_router() -> APIRouter:
         dependencies=[Depends(no_store)],
         **authenticated(409, 415, 422, 429),
     )
-    async def update_me(
-        body: UpdateMeRequest, request: Request, principal: Caller, accounts: Accounts
-    ) -> Any:
+    async def update_me(body: UpdateMeRequest, request: Request, principal: Caller) -> Any:
         """Change the display name, or ask to change the address (needs ``current_password``)."""
         given = body.model_fields_set
-        view = await accounts.update_profile(
+        view = await profile.update_profile(
             _account_holder(principal),
             origin_of(request),
             display_name=body.display_name if "display_name" in given else UNSET,
@@ -349,11 +344,9 @@ def build_accounts_router() -> APIRouter:
         dependencies=[Depends(no_store)],
         **authenticated(415, 422, 429),
     )
-    async def delete_me(
-        body: DeleteMeRequest, request: Request, principal: Caller, accounts: Accounts
-    ) -> Response:
+    async def delete_me(body: DeleteMeRequest, request: Request, principal: Caller) -> Response:
         """Delete the account; needs the password again. Its tokens stop working at once."""
-        await accounts.delete_account(
+        await profile.delete_account(
             _account_holder(principal), body.password.get_secret_value(), origin_of(request)
         )
         return Response(status_code=204)
@@ -374,6 +367,8 @@ def install_accounts(
     on_user_changed: UserChanged | Sequence[UserChanged] = (),
     outbox_settings: OutboxSettings | None = None,
     outbox_observer: OutboxObserver | None = None,
+    sessions: SessionHooks | None = None,
+    guard: LoginGuard | None = None,
 ) -> AccountService:
     """Build the ``AccountService`` for ``context``, mount the routes, return the service.
 
@@ -389,10 +384,14 @@ def install_accounts(
     - ``hasher``: default one per app, pre-warmed by a warm-up and closed at
       shutdown; the password blocklist is loaded by a warm-up too.
     - ``on_user_changed``: called with a user id after every committed change
-      (``keel.auth`` refreshes its cached user state there). More can be
-      added later with ``service.add_change_listener``.
+      (``keel.auth`` refreshes its cached user state there).
+    - ``sessions`` and ``guard``: the session hooks (logins start a session,
+      credential changes revoke them) and the brute-force limits asked before
+      every password check (``keel.accounts.hooks``); without them logins
+      start no session and nothing is limited.
 
-    Call before the app starts (warm-ups are registered on the supervisor).
+    The service is kept in ``context.services`` under its type. Call before
+    the app starts (warm-ups are registered on the supervisor).
     """
     settings = context.settings
     supervisor = context.supervisor
@@ -444,6 +443,7 @@ def install_accounts(
     )
     if outbox.settings.sender_enabled:
         supervisor.add_service("mail_sender", outbox.run_forever)
+    listeners = [on_user_changed] if callable(on_user_changed) else list(on_user_changed)
     service = AccountService(
         database=context.database,
         audit=context.audit,
@@ -453,21 +453,26 @@ def install_accounts(
         clock=context.clock,
         tokens=access_tokens,
         outbox=outbox,
+        on_user_changed=listeners,
+        sessions=sessions,
+        guard=guard,
+        mail_budget=budget,
     )
-    service.set_mail_budget(budget)
-    listeners = [on_user_changed] if callable(on_user_changed) else list(on_user_changed)
-    for listener in listeners:
-        service.add_change_listener(listener)
-    setattr(app.state, ACCOUNTS_STATE_KEY, service)
+    context.services[AccountService] = service
+    areas = service.areas
     # The hottest authenticated route: straight in the app's table (keel.api.routing).
     add_direct_route(
         app,
         "/users/me",
-        read_me,
+        _read_me(areas.profile),
         methods=["GET"],
         response_model=UserResponse,
         tags=["accounts"],
         **authenticated(),
     )
-    app.include_router(build_accounts_router())
+    app.include_router(
+        build_accounts_router(
+            registration=areas.registration, login=areas.login, profile=areas.profile
+        )
+    )
     return service

@@ -10,7 +10,7 @@ and needs at least one field; roles must be keel's or the application's
 (``create_app(roles=...)``; 422). An admin cannot disable themselves or drop
 their own ``admin`` role (409).
 Disabling signs the account out everywhere; every read and change is
-audited with the admin as the actor (``keel.accounts.AccountService``).
+audited with the admin as the actor (``keel.accounts.admin``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.accounts import UserView
-from keel.api.accounts import Accounts, _Strict
+from keel.accounts.admin import AdminService
+from keel.api.accounts import _Strict
 from keel.api.contract import LIMIT_KEY, ROLE, authenticated
 from keel.api.ids import UserId
 from keel.api.middleware import no_store
@@ -85,8 +86,8 @@ class AdminUserResponse(BaseModel):
         )
 
 
-def build_admin_users_router() -> APIRouter:
-    """A fresh router with the admin user routes (the service comes from the app state)."""
+def build_admin_users_router(admin_service: AdminService) -> APIRouter:
+    """A fresh router with the admin user routes, served by ``admin_service``."""
     router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(no_store)])
 
     @router.get("/users/{user_id}", response_model=AdminUserResponse, **authenticated(404))
@@ -94,10 +95,9 @@ def build_admin_users_router() -> APIRouter:
         request: Request,
         admin: Admin,
         user_id: UserId,
-        accounts: Accounts,
     ) -> Any:
         """One account; the read is audited."""
-        view = await accounts.admin_view(
+        view = await admin_service.admin_view(
             admin.subject, user_id, origin_of(request), actor_type=admin.actor_type
         )
         return AdminUserResponse.of(view)
@@ -110,10 +110,9 @@ def build_admin_users_router() -> APIRouter:
         request: Request,
         admin: Admin,
         user_id: UserId,
-        accounts: Accounts,
     ) -> Any:
         """Enable or disable the account and/or replace its roles, in one change."""
-        view = await accounts.update_user(
+        view = await admin_service.update_user(
             admin.subject,
             user_id,
             origin_of(request),

@@ -211,13 +211,6 @@ def create_app(
     # in the app's own table (keel.api.routing), the included routers after them.
     install_health(app)
     if accounts:
-        account_service = install_accounts(
-            app,
-            context,
-            access_tokens=access_tokens,
-            on_user_changed=security.subject_changed,
-            outbox_observer=metrics.MailOutboxMetrics(),
-        )
         sessions = SessionService(
             database=database,
             audit=context.audit,
@@ -228,16 +221,23 @@ def create_app(
             subject_state=subject_state,
             refresh_limit=rate_limiter(app, context).refresh,
         )
-        account_service.set_session_hooks(sessions)
         sessions.set_user_revocation_hook(end_user_links)
         # Locks and failure counts fail closed: never the per-machine fallback, whose empty
         # counters would let a locked account's passwords be checked again (503 instead).
         throttle = LoginThrottle(stores.shared, settings.throttle, clock=clock)
-        account_service.set_guard(throttle)
         setattr(app.state, LOGIN_THROTTLE_KEY, throttle)
+        areas = install_accounts(
+            app,
+            context,
+            access_tokens=access_tokens,
+            on_user_changed=security.subject_changed,
+            outbox_observer=metrics.MailOutboxMetrics(),
+            sessions=sessions,
+            guard=throttle,
+        ).areas
         install_sessions(app, sessions)
-        app.include_router(build_passwords_router())
-        app.include_router(build_admin_users_router())
+        app.include_router(build_passwords_router(profile=areas.profile, recovery=areas.recovery))
+        app.include_router(build_admin_users_router(areas.admin))
     # After keel's busiest routes (matched in order), before the application's own.
     install_metrics(app, settings.metrics, database)
     app.include_router(jwks_router(keys, keep_for=retention(settings.tokens), clock=clock))

@@ -12,9 +12,10 @@ an access token of one) and answers with a fresh access token for it: the
 change moves ``tokens_valid_after`` on, so tokens from earlier seconds,
 including the one just used, stop working. A reset signs nobody in: its
 answer carries no token (SEC-27). Bodies are strict (unknown fields 422),
-answers ``Cache-Control: no-store``. The rules live in
-``keel.accounts.AccountService``; the router reads it from the app state
-(``keel.api.accounts.get_accounts``), so mount it next to the accounts routes.
+answers ``Cache-Control: no-store``. The rules live in the profile and
+recovery areas of ``keel.accounts.AccountService``
+(``keel.accounts.profile``, ``keel.accounts.recovery``); the router is
+built with them.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from keel.accounts.profile import ProfileService
+from keel.accounts.recovery import RecoveryService
 from keel.api.accounts import (
     AcceptedResponse,
-    Accounts,
     Caller,
     LookupEmail,
     NewPassword,
@@ -81,8 +83,8 @@ class ResetResponse(BaseModel):
     status: Literal["reset"]
 
 
-def build_passwords_router() -> APIRouter:
-    """A fresh router with the password routes (the service comes from the app state)."""
+def build_passwords_router(*, profile: ProfileService, recovery: RecoveryService) -> APIRouter:
+    """A fresh router with the password routes, served by the given area services."""
     router = APIRouter(tags=["accounts"], dependencies=[Depends(no_store)])
 
     @router.post(
@@ -92,11 +94,11 @@ def build_passwords_router() -> APIRouter:
         **authenticated(415, 422, 429),
     )
     async def change_password(
-        body: ChangePasswordRequest, request: Request, principal: Caller, accounts: Accounts
+        body: ChangePasswordRequest, request: Request, principal: Caller
     ) -> Any:
         """Change the password (needs the current one); other sessions are signed out."""
         keep = principal.session_id if isinstance(principal, BearerPrincipal) else None
-        result = await accounts.change_password(
+        result = await profile.change_password(
             _account_holder(principal),
             body.current_password.get_secret_value(),
             body.new_password.get_secret_value(),
@@ -113,11 +115,9 @@ def build_passwords_router() -> APIRouter:
         dependencies=[Depends(rate_limited("password_forgot", "password"))],
         responses=problems(415, 422, 429),
     )
-    async def forgot_password(
-        body: ForgotPasswordRequest, request: Request, accounts: Accounts
-    ) -> Any:
+    async def forgot_password(body: ForgotPasswordRequest, request: Request) -> Any:
         """Ask for a reset link; the answer is the same whether or not the address has one."""
-        await accounts.forgot_password(body.email, origin_of(request))
+        await recovery.forgot_password(body.email, origin_of(request))
         return FORGOT_ACCEPTED
 
     @router.post(
@@ -126,11 +126,9 @@ def build_passwords_router() -> APIRouter:
         dependencies=[Depends(rate_limited("password_reset", "password"))],
         responses=problems(415, 422, 429),
     )
-    async def reset_password(
-        body: ResetPasswordRequest, request: Request, accounts: Accounts
-    ) -> Any:
+    async def reset_password(body: ResetPasswordRequest, request: Request) -> Any:
         """Choose a new password with the token from a reset mail; signs every session out."""
-        await accounts.reset_password(
+        await recovery.reset_password(
             body.token, body.new_password.get_secret_value(), origin_of(request)
         )
         return {"status": "reset"}

@@ -34,7 +34,8 @@ class AppContext:
     authenticator: Authenticator
     #: The security cache's invalidation channel (its ``usable`` shows on /readyz).
     channel: Invalidations = field(default_factory=LocalInvalidations)
-    #: The application's own services by type (``create_app(services=...)``).
+    #: The application's own services by type (``create_app(services=...)``), and
+    #: keel's ``AccountService`` once the accounts are installed.
     services: dict[type[Any], Any] = field(default_factory=dict)
     #: Every audit action ``GET /admin/audit`` may filter by: keel's and the application's.
     audit_actions: frozenset[str] = frozenset()

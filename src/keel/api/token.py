@@ -18,8 +18,9 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from keel.accounts import AccountService, InvalidCredentials, LoginResult, ScopeNotGranted
+from keel.accounts import InvalidCredentials, LoginResult, ScopeNotGranted
 from keel.accounts.email import EMAIL_MAX_LENGTH
+from keel.accounts.login import LoginService
 from keel.api.contract import PASSWORD_FIELD_MAX, problems
 from keel.api.origin import origin_of
 from keel.api.ratelimit import count_attempt
@@ -145,7 +146,7 @@ def _token_json(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
-async def token_grant(request: Request, accounts: AccountService) -> Response:
+async def token_grant(request: Request, login: LoginService) -> Response:
     sessions = getattr(request.app.state, SESSIONS_STATE_KEY, None)
     try:
         params = _parse_form(request, await request.body())
@@ -163,7 +164,7 @@ async def token_grant(request: Request, accounts: AccountService) -> Response:
             raise _FormError("grant_type is required.")
         scopes = _requested_scopes(params)
         if grant_type == "password":
-            return await _password_grant(request, accounts, params, scopes)
+            return await _password_grant(request, login, params, scopes)
         if grant_type == "refresh_token" and isinstance(sessions, SessionService):
             return await _refresh_grant(request, sessions, params, scopes)
     except _FormError as exc:
@@ -174,7 +175,7 @@ async def token_grant(request: Request, accounts: AccountService) -> Response:
 
 async def _password_grant(
     request: Request,
-    accounts: AccountService,
+    login: LoginService,
     params: dict[str, str],
     scopes: frozenset[str] | None,
 ) -> Response:
@@ -184,7 +185,7 @@ async def _password_grant(
     if len(username) > EMAIL_MAX_LENGTH or len(password) > PASSWORD_FIELD_MAX:
         raise _FormError("A parameter is too long.")
     try:
-        result = await accounts.login(username, password, origin_of(request), scopes=scopes)
+        result = await login.login(username, password, origin_of(request), scopes=scopes)
     except (InvalidCredentials, PasswordRejected):
         # One answer for every credential failure (SEC-10), as RFC 6749 §5.2 names it.
         return _oauth_error("invalid_grant", _INVALID_GRANT)

@@ -33,11 +33,9 @@ def test_exports() -> None:
     ):
         assert name in keel.accounts.__all__
     assert api_accounts.__all__ == [
-        "ACCOUNTS_STATE_KEY",
         "PUBLIC_OPERATIONS",
         "REGISTER_ACCEPTED",
         "TOKEN_FORM_MAX",
         "build_accounts_router",
-        "get_accounts",
         "install_accounts",
     ]
