@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from keel._clock import FrozenClock
-from keel.api.passwords import FORGOT_ACCEPTED, PUBLIC_PASSWORD_OPERATIONS
+from keel.api.passwords import FORGOT_ACCEPTED
 from keel.settings import Settings
 
 from ._accounts_app import STRONG, AccountsApp, audit_rows, running, table_dump
@@ -87,13 +87,6 @@ async def _forgot(http: httpx.AsyncClient, email: str, **kw: object) -> httpx.Re
 
 async def _reset(http: httpx.AsyncClient, token: str, new: str = NEW) -> httpx.Response:
     return await http.post("/auth/password/reset", json={"token": token, "new_password": new})
-
-
-def test_public_operations_are_forgot_and_reset_only() -> None:
-    assert {
-        ("POST", "/auth/password/forgot"),
-        ("POST", "/auth/password/reset"),
-    } == PUBLIC_PASSWORD_OPERATIONS
 
 
 # --- SEC-08 -----------------------------------------------------------------------------------

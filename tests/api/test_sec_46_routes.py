@@ -33,35 +33,18 @@ from starlette.routing import BaseRoute
 
 import keel.api
 from keel._clock import FrozenClock
-from keel.api.passwords import PUBLIC_PASSWORD_OPERATIONS
 from keel.api.principal import Principal, current_principal
 from keel.db import migrate
 from keel.settings import Settings
+from tests._public_routes import PUBLIC_API_OPERATIONS, PUBLIC_PROBES_AND_DOCS
 from tests.unit.auth._app import AuthApp, bearer, build_auth_app
 
 from .conftest import serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 
-#: (method, path) pairs anyone may call. Keep it short; every entry is a decision.
-PUBLIC: frozenset[tuple[str, str]] = PUBLIC_PASSWORD_OPERATIONS | frozenset(
-    {
-        ("GET", "/livez"),
-        ("HEAD", "/livez"),
-        ("GET", "/readyz"),
-        ("HEAD", "/readyz"),
-        ("GET", "/.well-known/jwks.json"),
-        ("POST", "/auth/register"),
-        ("POST", "/auth/login"),
-        ("POST", "/auth/token"),
-        ("POST", "/auth/verify-email"),
-        ("POST", "/auth/refresh"),
-        ("GET", "/docs"),
-        ("HEAD", "/docs"),
-        ("GET", "/openapi.json"),
-        ("HEAD", "/openapi.json"),
-    }
-)
+#: (method, path) pairs anyone may call (tests/_public_routes.py: every entry is a decision).
+PUBLIC: frozenset[tuple[str, str]] = PUBLIC_API_OPERATIONS | PUBLIC_PROBES_AND_DOCS
 ADMIN_PREFIX = "/admin"
 _PATH_PARAM = re.compile(r"\{[^}/]+\}")
 _PLACEHOLDER = "00000000-0000-4000-8000-000000000000"

@@ -21,20 +21,12 @@ from keel.api.errors import PROBLEM_MEDIA_TYPE
 from keel.audit import Action
 from keel.db import migrate
 from keel.settings import Settings
+from tests._public_routes import PUBLIC_API_OPERATIONS
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 JSON_BODY_STATUSES = {413, 415, 422}
-# Operations that check an access token; every other one is public (SEC-46's list).
-PUBLIC = {
-    ("POST", "/auth/register"),
-    ("POST", "/auth/verify-email"),
-    ("POST", "/auth/login"),
-    ("POST", "/auth/token"),
-    ("POST", "/auth/refresh"),
-    ("POST", "/auth/password/forgot"),
-    ("POST", "/auth/password/reset"),
-    ("GET", "/.well-known/jwks.json"),
-}
+# Every operation but these checks an access token (tests/_public_routes.py, SEC-46).
+PUBLIC = PUBLIC_API_OPERATIONS
 
 
 @pytest.fixture

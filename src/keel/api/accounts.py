@@ -1,6 +1,6 @@
 """The accounts routes and :func:`install_accounts`, the one place they are wired.
 
-Routes (public ones in :data:`PUBLIC_OPERATIONS`)::
+Routes (the public ones need no credentials; the others declare the bearer requirement)::
 
     POST   /auth/register      JSON {email, password, display_name?} → 202, one fixed body
     POST   /auth/verify-email  JSON {token} → 200 {"status": "verified"}
@@ -88,22 +88,12 @@ from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokens
 
 __all__ = [
-    "PUBLIC_OPERATIONS",
     "REGISTER_ACCEPTED",
     "TOKEN_FORM_MAX",
     "build_accounts_router",
     "install_accounts",
 ]
 
-#: The routes here that need no credentials (for the SEC-46 route walker).
-PUBLIC_OPERATIONS: Final = frozenset(
-    {
-        ("POST", "/auth/register"),
-        ("POST", "/auth/verify-email"),
-        ("POST", "/auth/login"),
-        ("POST", "/auth/token"),
-    }
-)
 #: The one answer to every accepted registration, new address or taken (SEC-12).
 REGISTER_ACCEPTED: Final = {
     "status": "accepted",

@@ -1,6 +1,6 @@
 """The password routes: change (signed in), forgot and reset (public), built by a function.
 
-Routes (public ones in :data:`PUBLIC_PASSWORD_OPERATIONS`)::
+Routes (the public ones need no credentials; the others declare the bearer requirement)::
 
     POST /auth/password/change  bearer; {current_password, new_password}
                                 → 200 {access_token, token_type, expires_in}
@@ -46,17 +46,9 @@ from keel.api.token import token_body
 
 __all__ = [
     "FORGOT_ACCEPTED",
-    "PUBLIC_PASSWORD_OPERATIONS",
     "build_passwords_router",
 ]
 
-#: The routes here that need no credentials (for the SEC-46 route walker).
-PUBLIC_PASSWORD_OPERATIONS: Final = frozenset(
-    {
-        ("POST", "/auth/password/forgot"),
-        ("POST", "/auth/password/reset"),
-    }
-)
 #: The one answer to every forgot-password request, known address or not (SEC-12).
 FORGOT_ACCEPTED: Final = {
     "status": "accepted",

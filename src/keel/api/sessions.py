@@ -32,7 +32,6 @@ from keel.auth.sessions import Refreshed, SessionInfo, SessionService
 from keel.errors import Forbidden
 
 __all__ = [
-    "PUBLIC_SESSION_OPERATIONS",
     "SESSIONS_STATE_KEY",
     "build_sessions_router",
     "get_sessions",
@@ -42,8 +41,6 @@ __all__ = [
 
 #: ``app.state`` attribute holding the ``SessionService``.
 SESSIONS_STATE_KEY: Final = "keel_sessions"
-#: The routes here that need no access token (for the SEC-46 route walker).
-PUBLIC_SESSION_OPERATIONS: Final = frozenset({("POST", "/auth/refresh")})
 _REFRESH_TOKEN_MAX: Final = 128
 # OpenAPI links: a listed session's id is what DELETE /sessions/{session_id} takes.
 _SESSION_LINKS: Final = {

@@ -33,7 +33,6 @@ def test_exports() -> None:
     ):
         assert name in keel.accounts.__all__
     assert api_accounts.__all__ == [
-        "PUBLIC_OPERATIONS",
         "REGISTER_ACCEPTED",
         "TOKEN_FORM_MAX",
         "build_accounts_router",
