@@ -22,7 +22,6 @@ from sqlalchemy import func, select
 from keel._clock import FrozenClock
 from keel.accounts import NO_ORIGIN, AccountService
 from keel.api.app import create_app
-from keel.api.sessions import SESSIONS_STATE_KEY
 from keel.auth.models import AuthSession
 from keel.auth.sessions import SessionService
 from keel.db import Database, migrate
@@ -97,7 +96,7 @@ async def stack(
     async with serve_in_process(app) as http:
         accounts = app.state.keel.service(AccountService)
         assert isinstance(accounts, AccountService)
-        sessions = getattr(app.state, SESSIONS_STATE_KEY)
+        sessions = app.state.keel.service(SessionService)
         assert isinstance(sessions, SessionService)
         yield Stack(
             http, accounts, clock, tmp_path / "mail.jsonl", app.state.keel.database, sessions

@@ -18,6 +18,7 @@ from keel._clock import FrozenClock
 from keel.api.app import create_app
 from keel.api.ratelimit import rate_limited
 from keel.audit.query import AuditRecord, query_events
+from keel.auth import RateLimiter
 from keel.db import migrate
 from keel.settings import Settings
 
@@ -134,6 +135,6 @@ async def test_sec_16_behind_a_trusted_proxy_the_bucket_is_the_right_most_untrus
 async def test_one_limiter_per_app(app: FastAPI) -> None:
     async with peer(app, UNTRUSTED_PEER) as http:
         await attempt(http)
-        limiter = app.state.keel_rate_limiter
+        limiter = app.state.keel.service(RateLimiter)
         await attempt(http)
-    assert app.state.keel_rate_limiter is limiter
+    assert app.state.keel.service(RateLimiter) is limiter

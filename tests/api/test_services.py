@@ -14,6 +14,8 @@ from sqlalchemy import text
 from keel.api.app import create_app
 from keel.api.services import service
 from keel.api.state import AppContext
+from keel.auth.sessions import SessionService
+from keel.auth.throttle import LoginThrottle
 from keel.db import Database, migrate
 from keel.errors import ConfigurationError
 from keel.settings import Settings
@@ -82,4 +84,17 @@ def test_two_services_of_one_type_are_refused(settings_factory: SettingsFactory)
         create_app(
             settings_factory(),
             services=[lambda c: Counter(c.database), lambda c: Counter(c.database)],
+        )
+
+
+def test_keels_own_services_are_found_by_type_and_cannot_be_shadowed(
+    settings_factory: SettingsFactory,
+) -> None:
+    context: AppContext = create_app(settings_factory()).state.keel
+    assert isinstance(context.service(SessionService), SessionService)
+    assert isinstance(context.service(LoginThrottle), LoginThrottle)
+    with pytest.raises(ConfigurationError, match="keel provides its own"):
+        create_app(
+            settings_factory(),
+            services=[lambda c: LoginThrottle(c.store, c.settings.throttle, clock=c.clock)],
         )

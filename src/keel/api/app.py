@@ -34,8 +34,8 @@ from keel.api.metrics import install_metrics
 from keel.api.metrics import sampler as metrics_sampler
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
-from keel.api.ratelimit import LOGIN_THROTTLE_KEY, rate_limiter
-from keel.api.services import ServiceFactory, build_services
+from keel.api.ratelimit import rate_limiter
+from keel.api.services import ServiceFactory, build_services, keep_service
 from keel.api.sessions import install_sessions
 from keel.api.state import AppContext
 from keel.audit import Action, AuditActions, AuditTrail
@@ -220,12 +220,12 @@ def create_app(
             tokens=access_tokens,
             subject_state=subject_state,
             refresh_limit=rate_limiter(app, context).refresh,
+            on_revoke_user=end_user_links,
         )
-        sessions.set_user_revocation_hook(end_user_links)
         # Locks and failure counts fail closed: never the per-machine fallback, whose empty
         # counters would let a locked account's passwords be checked again (503 instead).
         throttle = LoginThrottle(stores.shared, settings.throttle, clock=clock)
-        setattr(app.state, LOGIN_THROTTLE_KEY, throttle)
+        keep_service(context, throttle)
         areas = install_accounts(
             app,
             context,

@@ -43,20 +43,17 @@ from keel.auth.throttle import LoginThrottle
 from keel.errors import TooManyRequests
 from keel.metrics import record_rate_limit_refusal
 
-__all__ = ["LOGIN_THROTTLE_KEY", "count_attempt", "rate_limited", "rate_limiter"]
+__all__ = ["count_attempt", "rate_limited", "rate_limiter"]
 
 _log = logging.getLogger("keel.api.ratelimit")
 
-#: ``app.state`` attribute holding the app's ``LoginThrottle`` (set by ``create_app``).
-LOGIN_THROTTLE_KEY = "keel_login_throttle"
-
 
 def rate_limiter(app: FastAPI, context: AppContext) -> RateLimiter:
-    """The app's one ``RateLimiter``, built on first use from its context."""
-    limiter = getattr(app.state, "keel_rate_limiter", None)
+    """The app's one ``RateLimiter``, built on first use from its context (kept by type)."""
+    limiter = context.services.get(RateLimiter)
     if not isinstance(limiter, RateLimiter):
         limiter = RateLimiter(context.store, context.settings.throttle, clock=context.clock)
-        app.state.keel_rate_limiter = limiter
+        context.services[RateLimiter] = limiter
     return limiter
 
 
@@ -95,7 +92,7 @@ def rate_limited(name: str, family: str) -> Callable[[Request], Awaitable[None]]
 def _known_source(
     request: Request, account: str | None, source_ip: str | None
 ) -> Callable[[], Awaitable[bool]] | None:
-    throttle = getattr(request.app.state, LOGIN_THROTTLE_KEY, None)
+    throttle = get_context(request).services.get(LoginThrottle)
     if account is None or source_ip is None or not isinstance(throttle, LoginThrottle):
         return None
     try:

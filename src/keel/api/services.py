@@ -25,7 +25,7 @@ from starlette.requests import Request
 from keel.api.state import AppContext, get_context
 from keel.errors import ConfigurationError
 
-__all__ = ["ServiceFactory", "build_services", "service"]
+__all__ = ["ServiceFactory", "build_services", "keep_service", "service"]
 
 _T = TypeVar("_T")
 
@@ -40,6 +40,16 @@ def build_services(context: AppContext, factories: Sequence[ServiceFactory]) -> 
         if kind in context.services:
             raise ConfigurationError(f"two services of type {kind.__qualname__} were given")
         context.services[kind] = built
+
+
+def keep_service(context: AppContext, built: object) -> None:
+    """Keep one of keel's own services (sessions, the login throttle, the rate limiter) by type."""
+    kind = type(built)
+    if kind in context.services:
+        raise ConfigurationError(
+            f"a service of type {kind.__qualname__} was given, but keel provides its own"
+        )
+    context.services[kind] = built
 
 
 def service(kind: type[_T]) -> Callable[[Request], _T]:

@@ -10,7 +10,7 @@ Routes (``/auth/refresh`` is public: the refresh token is the credential)::
 
 Token-bearing responses are ``Cache-Control: no-store`` (SEC-58). The rules
 live in :class:`keel.auth.sessions.SessionService`, stored on
-``app.state.keel_sessions``.
+the app's services (by type, ``context.service(SessionService)``).
 """
 
 from __future__ import annotations
@@ -27,20 +27,19 @@ from keel.api.middleware import no_store
 from keel.api.origin import origin_of
 from keel.api.principal import Admin, Principal, current_principal
 from keel.api.ratelimit import rate_limited
+from keel.api.services import keep_service
+from keel.api.state import app_context, get_context
 from keel.audit import ActorType
 from keel.auth.sessions import Refreshed, SessionInfo, SessionService
 from keel.errors import Forbidden
 
 __all__ = [
-    "SESSIONS_STATE_KEY",
     "build_sessions_router",
     "get_sessions",
     "install_sessions",
     "refreshed_body",
 ]
 
-#: ``app.state`` attribute holding the ``SessionService``.
-SESSIONS_STATE_KEY: Final = "keel_sessions"
 _REFRESH_TOKEN_MAX: Final = 128
 # OpenAPI links: a listed session's id is what DELETE /sessions/{session_id} takes.
 _SESSION_LINKS: Final = {
@@ -52,11 +51,8 @@ _SESSION_LINKS: Final = {
 
 
 def get_sessions(request: Request) -> SessionService:
-    """The ``SessionService`` :func:`install_sessions` put on the app."""
-    service = getattr(request.app.state, SESSIONS_STATE_KEY, None)
-    if not isinstance(service, SessionService):  # pragma: no cover - wiring error
-        raise RuntimeError("sessions are not installed: call install_sessions(app, service)")
-    return service
+    """The ``SessionService`` :func:`install_sessions` kept in the app's services."""
+    return get_context(request).service(SessionService)
 
 
 Sessions = Annotated[SessionService, Depends(get_sessions)]
@@ -128,7 +124,7 @@ def _user_session(principal: Principal) -> tuple[str, str | None]:
 
 
 def build_sessions_router() -> APIRouter:
-    """A fresh router with every session route (the service comes from the app state)."""
+    """A fresh router with every session route (the service comes from the app's services)."""
     router = APIRouter(tags=["sessions"])
 
     @router.post(
@@ -201,6 +197,6 @@ def build_sessions_router() -> APIRouter:
 
 
 def install_sessions(app: FastAPI, service: SessionService) -> None:
-    """Put ``service`` on the app and mount the session routes."""
-    setattr(app.state, SESSIONS_STATE_KEY, service)
+    """Keep ``service`` among the app's services (by type) and mount the session routes."""
+    keep_service(app_context(app), service)
     app.include_router(build_sessions_router())

@@ -16,7 +16,7 @@ from keel.db import Database
 from keel.runtime.lifecycle import Supervisor
 from keel.settings import Settings
 
-__all__ = ["AppContext", "get_context"]
+__all__ = ["AppContext", "app_context", "get_context"]
 
 _T = TypeVar("_T")
 
@@ -55,7 +55,12 @@ class AppContext:
 
 def get_context(connection: HTTPConnection) -> AppContext:
     """The ``AppContext`` of the app serving ``connection``."""
-    context = connection.app.state.keel
+    return app_context(connection.app)
+
+
+def app_context(app: Any) -> AppContext:
+    """The ``AppContext`` ``create_app`` gave ``app``."""
+    context = getattr(app.state, "keel", None)
     if not isinstance(context, AppContext):  # pragma: no cover - wiring error
         raise RuntimeError("keel context missing: build the app with create_app()")
     return context

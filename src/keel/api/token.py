@@ -24,7 +24,8 @@ from keel.accounts.login import LoginService
 from keel.api.contract import PASSWORD_FIELD_MAX, problems
 from keel.api.origin import origin_of
 from keel.api.ratelimit import count_attempt
-from keel.api.sessions import SESSIONS_STATE_KEY, refreshed_body
+from keel.api.sessions import refreshed_body
+from keel.api.state import get_context
 from keel.auth.sessions import InvalidRefreshToken, RefreshScopeNotGranted, SessionService
 from keel.security.passwords import PasswordRejected
 
@@ -147,7 +148,7 @@ def _token_json(body: dict[str, Any]) -> JSONResponse:
 
 
 async def token_grant(request: Request, login: LoginService) -> Response:
-    sessions = getattr(request.app.state, SESSIONS_STATE_KEY, None)
+    sessions = get_context(request).services.get(SessionService)
     try:
         params = _parse_form(request, await request.body())
     except _FormError as exc:

@@ -75,9 +75,12 @@ class SessionService:
         tokens: AccessTokenIssuer,
         subject_state: StateLoader,
         refresh_limit: Callable[[str], Awaitable[None]] | None = None,
+        on_revoke_user: UserRevocationHook | None = None,
     ) -> None:
         """``refresh_limit`` is called with a session's id before each refresh of it and may
-        raise ``TooManyRequests`` (a per-session refresh rate, ``RateLimiter.refresh``)."""
+        raise ``TooManyRequests`` (a per-session refresh rate, ``RateLimiter.refresh``).
+        ``on_revoke_user`` also runs, with the user's id, in the transaction where an admin
+        ends a user's sessions (the accounts side ends the user's pending links there)."""
         if settings.idle_ttl > settings.absolute_ttl:
             raise ValueError("the idle lifetime cannot exceed the absolute lifetime")
         self._database = database
@@ -85,7 +88,7 @@ class SessionService:
         self._state_cache = state
         self._settings = settings
         self._clock = clock
-        self._on_revoke_user: UserRevocationHook | None = None
+        self._on_revoke_user = on_revoke_user
         self._rotation = RefreshRotation(
             database=database,
             audit=audit,
@@ -96,13 +99,6 @@ class SessionService:
             subject_state=subject_state,
             refresh_limit=refresh_limit,
         )
-
-    def set_user_revocation_hook(self, hook: UserRevocationHook | None) -> None:
-        """Also run ``hook`` (user id) in the transaction where an admin ends a user's sessions.
-
-        The accounts side ends the user's pending links there (``keel.api`` wires it).
-        """
-        self._on_revoke_user = hook
 
     # --- SessionHooks -------------------------------------------------------------------------
 
