@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
@@ -90,12 +91,24 @@ def _names(value: object) -> tuple[str, ...]:
     return ()
 
 
+# CPython 3.11 keeps the AST conversion's recursion depth in per-interpreter state: two
+# threads converting at once (a warm-up's schema check in a worker thread and a caller's
+# check, say) can fail with "SystemError: AST constructor recursion depth mismatch".
+_PARSE_LOCK: Final = threading.Lock()
+
+
+def _parse(path: Path) -> ast.Module:
+    source = path.read_text(encoding="utf-8")
+    with _PARSE_LOCK:
+        return ast.parse(source, filename=str(path))
+
+
 def _revisions(directory: Path) -> Iterable[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     """(revision, down revisions, depends-on revisions) for each revision file in ``directory``."""
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        tree = _parse(path)
         revision = _assigned(tree, "revision")
         if isinstance(revision, str):
             yield (
