@@ -372,3 +372,34 @@ async def test_refresh_refuses_a_session_older_than_the_users_credentials(world:
         await service.revoke_all(uow, user_id=user, reason="password_change", keep=kept)
     world.states[user] = SubjectState(True, world.clock.now().replace(microsecond=0), state.scopes)
     await service.refresh(token, ORIGIN)
+
+
+@pytest.mark.parametrize("cause", ["subject_inactive", "credentials_changed"])
+async def test_a_session_a_refresh_ends_for_the_users_state_is_audited(
+    world: World, cause: str
+) -> None:
+    """Every way a session ends leaves an audit event: here, a refresh finding the user
+    disabled, or the session older than the user's credentials (a change a revocation
+    missed, e.g. one made straight in the database)."""
+    service = world.make()
+    user = await world.user()
+    state = world.states[user]
+    assert state is not None
+    ended, token = await world.login(service, user)
+    world.clock.advance(2)
+    after = world.clock.now().replace(microsecond=0)
+    world.states[user] = (
+        SubjectState(False, state.tokens_valid_after, state.scopes)
+        if cause == "subject_inactive"
+        else SubjectState(True, after, state.scopes)
+    )
+    before = len(await _audit(world, "authn_token_revoked"))
+    with pytest.raises(InvalidRefreshToken):
+        await service.refresh(token, ORIGIN)
+    assert (await _session(world, ended)).revoked_reason == cause
+    events = await _audit(world, "authn_token_revoked")
+    assert len(events) == before + 1
+    event = events[-1]
+    assert (event.target_type, event.target_id) == ("session", ended)
+    assert event.actor_type == "system"
+    assert json.loads(event.details) == {"reason": cause, "via": "refresh", "user_id": user}
