@@ -202,7 +202,22 @@ class RefreshRotation:
         state = await self._state(session)
         refusal = self._state_refusal(state, session)
         if refusal is not None:
+            # keel's own changes revoke sessions in their transaction; this catches what they
+            # missed (a change made straight in the database). Ending it is audited like any
+            # other end of a session.
             end_session(session, refusal, now)
+            await self._audit.record(
+                uow,
+                session_event(
+                    self._audit,
+                    Action.AUTHN_TOKEN_REVOKED,
+                    Result.SUCCESS,
+                    session,
+                    origin,
+                    actor_type=ActorType.SYSTEM,
+                    details={"reason": refusal, "via": "refresh", "user_id": str(session.user_id)},
+                ),
+            )
             return _Outcome.ended(refusal, session)
         assert state is not None
         granted = scope_set(session.scopes) & state.scopes
