@@ -6,6 +6,7 @@ from pathlib import Path
 
 from keel._clock import FrozenClock
 from keel.db import Database
+from keel.db.revision import expected_heads
 from keel.report import checks, claims_in_markdown
 from keel.settings import Settings
 
@@ -32,3 +33,10 @@ def test_every_check_id_is_unique() -> None:
     settings = Settings()
     ids = [c.id for c in checks(settings, Database(settings.database), FrozenClock(), None)]
     assert len(ids) == len(set(ids)) == 18
+
+
+def test_the_readme_sample_names_the_migration_head_this_code_ships() -> None:
+    # The sample was generated against a database at every head; a new revision makes it stale.
+    section = _section(README.read_text(encoding="utf-8"), "## Security summary")
+    heads = ",".join(sorted(expected_heads()))
+    assert f"**pass**: at {heads}: every head reached" in section
