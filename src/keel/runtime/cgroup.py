@@ -1,8 +1,8 @@
 """The CPU quota and memory limit this process runs under, read from cgroup v2 or v1.
 
 Pure file reading under ``/sys/fs/cgroup`` and ``/proc/self/cgroup``; nothing
-happens at import. ``keel.runtime.server`` sizes the worker count from it, and
-the master tells an out-of-memory kill from another SIGKILL by the
+happens at import. ``keel.runtime.gunicorn_config`` sizes the worker count from
+it, and the master tells an out-of-memory kill from another SIGKILL by the
 ``oom_kill`` count (``keel.runtime.metrics_hooks``).
 """
 

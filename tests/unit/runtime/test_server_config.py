@@ -1,4 +1,5 @@
-"""keel.runtime.server: gunicorn options, worker sizing and the worker's uvicorn config."""
+"""keel serve's runtime (server, gunicorn_config, worker, factory): gunicorn options,
+worker sizing and the worker's uvicorn config."""
 
 from __future__ import annotations
 
@@ -14,20 +15,16 @@ from gunicorn.errors import AppImportError
 
 from keel._logging import JsonFormatter
 from keel.errors import ConfigurationError
-from keel.runtime import server
-from keel.runtime.server import (
-    JsonGunicornLogger,
-    KeelApplication,
+from keel.runtime import gunicorn_config
+from keel.runtime.cgroup import read_cgroup_limits
+from keel.runtime.factory import import_factory
+from keel.runtime.gunicorn_config import JsonGunicornLogger, gunicorn_options, worker_count
+from keel.runtime.server import KeelApplication, dev, share_development_key
+from keel.runtime.worker import (
     KeelWorker,
-    dev,
     graceful_shutdown_timeout,
-    gunicorn_options,
-    import_factory,
     lifespan_reserve,
-    read_cgroup_limits,
     require_fast_stack,
-    share_development_key,
-    worker_count,
 )
 from keel.security.keys import load_key_set
 from keel.settings import Settings
@@ -92,7 +89,7 @@ def test_options_follow_the_settings() -> None:
 
     assert options["bind"] == ["0.0.0.0:9001"]
     assert options["workers"] == 3
-    assert options["worker_class"] == "keel.runtime.server.KeelWorker"
+    assert options["worker_class"] == "keel.runtime.worker.KeelWorker"
     assert options["timeout"] == 12
     assert options["graceful_timeout"] == 20
     assert options["keepalive"] == 90
@@ -111,7 +108,7 @@ def test_default_options_are_the_production_ones() -> None:
     assert options["preload_app"] is False
     assert options["accesslog"] is None
     assert options["errorlog"] == "-"
-    assert options["logger_class"] == "keel.runtime.server.JsonGunicornLogger"
+    assert options["logger_class"] == "keel.runtime.gunicorn_config.JsonGunicornLogger"
     for hook in ("on_starting", "when_ready", "post_worker_init", "worker_abort"):
         assert callable(options[hook])
 
@@ -133,8 +130,8 @@ def test_forwarded_allow_ips_may_be_empty() -> None:
 
 
 def test_worker_tmp_dir_is_dev_shm_when_usable(tmp_path: Path) -> None:
-    assert server._heartbeat_dir(tmp_path) == str(tmp_path)
-    assert server._heartbeat_dir(tmp_path / "missing") is None
+    assert gunicorn_config._heartbeat_dir(tmp_path) == str(tmp_path)
+    assert gunicorn_config._heartbeat_dir(tmp_path / "missing") is None
     expected = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
     assert gunicorn_options(_settings())["worker_tmp_dir"] == expected
 
@@ -180,13 +177,13 @@ def test_application_refuses_a_malformed_factory_reference() -> None:
 
 
 def test_import_factory() -> None:
-    assert import_factory("keel.runtime.server:gunicorn_options") is gunicorn_options
+    assert import_factory("keel.runtime.gunicorn_config:gunicorn_options") is gunicorn_options
     with pytest.raises(AppImportError):
         import_factory("keel.no_such_module:create_app")
     with pytest.raises(AppImportError):
-        import_factory("keel.runtime.server:no_such_factory")
+        import_factory("keel.runtime.factory:no_such_factory")
     with pytest.raises(AppImportError):
-        import_factory("keel.runtime.server:DEFAULT_FACTORY")  # a string, not callable
+        import_factory("keel.runtime.factory:DEFAULT_FACTORY")  # a string, not callable
 
 
 def test_dev_refuses_production() -> None:
