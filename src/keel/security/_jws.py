@@ -1,7 +1,9 @@
 """Strict reading of compact JWS parts: canonical base64url, JSON objects, typed claims.
 
-Every refusal is a :class:`Rejected` carrying its reason; ``keel.security.tokens``
-turns it into the one opaque ``InvalidToken`` the caller sees.
+Every refusal is a :class:`Rejected` carrying its reason;
+``keel.security.signed_tokens`` turns it into the one opaque ``InvalidToken``
+the caller sees. :func:`check_text` holds the text a token is issued with to
+the same bounds :func:`text_claim` reads it with.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ __all__ = [
     "Rejected",
     "b64url",
     "b64url_decode",
+    "check_text",
     "json_object",
     "numeric_date",
     "text_claim",
@@ -75,3 +78,9 @@ def text_claim(claims: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_LENGTH:
         raise Rejected(f"{name} is missing or malformed")
     return value
+
+
+def check_text(name: str, value: str) -> None:
+    """``ValueError`` unless ``value`` is text a token may carry (the caller's mistake)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_LENGTH:
+        raise ValueError(f"{name} must be a non-empty string of at most {MAX_CLAIM_LENGTH}")
