@@ -23,7 +23,6 @@ from typing import Any
 
 from keel.accounts.access import LoginResult
 from keel.accounts.attempts import PasswordAttempts
-from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import CredentialsChanged, ensure_still_current
 from keel.accounts.deps import AccountDeps
 from keel.accounts.errors import InvalidCredentials, ScopeNotGranted
@@ -31,7 +30,7 @@ from keel.accounts.hooks import SessionHooks
 from keel.accounts.keys import account_keys
 from keel.accounts.models import User
 from keel.accounts.origin import Origin
-from keel.accounts.pacing import floored_failure
+from keel.accounts.pacing import Floors, floored_failure
 from keel.accounts.repository import AccountRepository
 from keel.accounts.state import UserState
 from keel.audit import Action, Result
@@ -80,9 +79,9 @@ class LoginService:
         self._sessions = sessions
 
     @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._deps.settings
+    def floors(self) -> Floors:
+        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
+        return self._deps.settings.policy
 
     @floored_failure(InvalidCredentials)
     async def authenticate(self, email: str, password: str, origin: Origin) -> UserState:
@@ -143,7 +142,7 @@ class LoginService:
             reason = "disabled"
         elif not await self._hasher.verify(user.password_hash, password):
             reason = "wrong_password"
-        elif self._deps.settings.require_verified_email and user.email_verified_at is None:
+        elif self._deps.settings.policy.require_verified_email and user.email_verified_at is None:
             reason = "email_unverified"
         if reason is not None and reason != "email_unverified":
             # Counted first: whatever happens to its audit record, the failure counts.

@@ -20,7 +20,6 @@ from typing import Final
 
 from keel.accounts.access import LoginResult
 from keel.accounts.attempts import PasswordAttempts
-from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import end_pending_links, set_password
 from keel.accounts.deps import AccountDeps
 from keel.accounts.email import EmailAddress, normalise_email
@@ -36,7 +35,7 @@ from keel.accounts.messages import (
 from keel.accounts.models import User
 from keel.accounts.names import normalise_display_name
 from keel.accounts.origin import Origin
-from keel.accounts.pacing import floored
+from keel.accounts.pacing import Floors, floored
 from keel.accounts.repository import AccountRepository
 from keel.accounts.staging import MailStaging
 from keel.accounts.state import UserState
@@ -73,9 +72,9 @@ class ProfileService:
         self._tokens = tokens
 
     @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._deps.settings
+    def floors(self) -> Floors:
+        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
+        return self._deps.settings.policy
 
     async def profile(self, user_id: str) -> UserView:
         """The user's view, read from the database.

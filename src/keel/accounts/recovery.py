@@ -13,7 +13,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import issued_before, set_password
 from keel.accounts.deps import AccountDeps
 from keel.accounts.email import EmailAddress
@@ -23,7 +22,7 @@ from keel.accounts.mail import Message
 from keel.accounts.messages import password_changed, password_reset
 from keel.accounts.models import PasswordResetToken, User
 from keel.accounts.origin import Origin
-from keel.accounts.pacing import floored
+from keel.accounts.pacing import Floors, floored
 from keel.accounts.repository import AccountRepository
 from keel.accounts.staging import MailStaging
 from keel.accounts.views import UserView
@@ -46,9 +45,9 @@ class RecoveryService:
         self._mail = mail
 
     @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._deps.settings
+    def floors(self) -> Floors:
+        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
+        return self._deps.settings.policy
 
     @floored()
     async def forgot_password(self, email: str, origin: Origin) -> None:
@@ -65,6 +64,7 @@ class RecoveryService:
         token = new_opaque_token()
         digest = opaque_token_hash(token)
         now = self._deps.clock.now()
+        ttl = self._deps.settings.policy.password_reset_ttl
         messages: list[Message] = []
         async with self._deps.database.unit_of_work() as uow:
             repo = AccountRepository(uow)
@@ -80,7 +80,7 @@ class RecoveryService:
                         user_id=user.id,
                         token_hash=digest,
                         created_at=now,
-                        expires_at=now + timedelta(seconds=self._deps.settings.password_reset_ttl),
+                        expires_at=now + timedelta(seconds=ttl),
                         used_at=None,
                     )
                 )

@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import issued_before, replace_unverified
 from keel.accounts.deps import AccountDeps
 from keel.accounts.email import EmailAddress, normalise_email
@@ -29,7 +28,7 @@ from keel.accounts.messages import registration_attempt, verify_email
 from keel.accounts.models import EmailVerificationToken, User
 from keel.accounts.names import normalise_display_name
 from keel.accounts.origin import Origin
-from keel.accounts.pacing import floored
+from keel.accounts.pacing import Floors, floored
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import ROLE_USER, format_roles
 from keel.accounts.staging import MailStaging
@@ -54,9 +53,9 @@ class RegistrationService:
         self._mail = mail
 
     @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._deps.settings
+    def floors(self) -> Floors:
+        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
+        return self._deps.settings.policy
 
     @floored()
     async def register(

@@ -46,6 +46,7 @@ from keel.accounts.mailcap import MailBudget
 from keel.accounts.new_passwords import NewPasswords
 from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
 from keel.accounts.outbox import Outbox
+from keel.accounts.pacing import Floors
 from keel.accounts.profile import UNSET, ProfileService
 from keel.accounts.propagation import ChangePropagation, UserChanged
 from keel.accounts.recovery import RecoveryService
@@ -154,9 +155,9 @@ class AccountService:
         return self._settings
 
     @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._settings
+    def floors(self) -> Floors:
+        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
+        return self._settings.policy
 
     @property
     def hasher(self) -> PasswordHasher:
