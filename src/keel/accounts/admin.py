@@ -34,10 +34,7 @@ _CLI_ACTOR: Final = "keel-cli"
 class AdminService:
     """Account administration: create the first admin, read, enable/disable, set roles."""
 
-    def __init__(
-        self,
-        deps: AccountDeps,
-    ) -> None:
+    def __init__(self, deps: AccountDeps) -> None:
         self._deps = deps
 
     async def create_admin(

@@ -73,15 +73,12 @@ class LoginService:
         sessions: SessionHooks | None = None,
     ) -> None:
         self._deps = deps
+        #: The response floors (:mod:`keel.accounts.pacing`), from the account policy.
+        self.floors: Floors = deps.settings.policy
         self._hasher = hasher
         self._attempts = attempts
         self._tokens = tokens
         self._sessions = sessions
-
-    @property
-    def floors(self) -> Floors:
-        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
-        return self._deps.settings.policy
 
     @floored_failure(InvalidCredentials)
     async def authenticate(self, email: str, password: str, origin: Origin) -> UserState:

@@ -67,14 +67,11 @@ class ProfileService:
         tokens: AccessTokenIssuer | None = None,
     ) -> None:
         self._deps = deps
+        #: The response floors (:mod:`keel.accounts.pacing`), from the account policy.
+        self.floors: Floors = deps.settings.policy
         self._attempts = attempts
         self._mail = mail
         self._tokens = tokens
-
-    @property
-    def floors(self) -> Floors:
-        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
-        return self._deps.settings.policy
 
     async def profile(self, user_id: str) -> UserView:
         """The user's view, read from the database.

@@ -35,19 +35,11 @@ __all__ = ["RecoveryService"]
 class RecoveryService:
     """Forgot password (a link mailed to the owner) and reset password (with that link)."""
 
-    def __init__(
-        self,
-        deps: AccountDeps,
-        *,
-        mail: MailStaging,
-    ) -> None:
+    def __init__(self, deps: AccountDeps, *, mail: MailStaging) -> None:
         self._deps = deps
+        #: The response floors (:mod:`keel.accounts.pacing`), from the account policy.
+        self.floors: Floors = deps.settings.policy
         self._mail = mail
-
-    @property
-    def floors(self) -> Floors:
-        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
-        return self._deps.settings.policy
 
     @floored()
     async def forgot_password(self, email: str, origin: Origin) -> None:

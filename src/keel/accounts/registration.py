@@ -43,19 +43,11 @@ __all__ = ["RegistrationService"]
 class RegistrationService:
     """Register an account; verify an address (a new account's, or a changed one)."""
 
-    def __init__(
-        self,
-        deps: AccountDeps,
-        *,
-        mail: MailStaging,
-    ) -> None:
+    def __init__(self, deps: AccountDeps, *, mail: MailStaging) -> None:
         self._deps = deps
+        #: The response floors (:mod:`keel.accounts.pacing`), from the account policy.
+        self.floors: Floors = deps.settings.policy
         self._mail = mail
-
-    @property
-    def floors(self) -> Floors:
-        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
-        return self._deps.settings.policy
 
     @floored()
     async def register(
