@@ -33,11 +33,11 @@ from urllib.parse import urlsplit, urlunsplit
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keel.accounts import Message, Outbox, OutboxSettings
+from keel.accounts import Message, Outbox
 from keel.accounts.sealing import BodySealer
 from keel.db import Database, KeelInstance
 from keel.db.migrate import upgrade
-from keel.settings import Settings
+from keel.settings import MailSettings, Settings
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BODY = "Hello,\n\nopen https://app.example/verify-email#token=" + "x" * 43 + "\n"
@@ -55,7 +55,7 @@ def _outbox(settings: Settings, database: Database) -> Outbox:
         database=database,
         sealer=BodySealer(keys.keys, keys.current_key_id),
         audit=None,
-        settings=OutboxSettings(),
+        settings=MailSettings(),
     )
 
 

@@ -17,7 +17,6 @@ from keel.accounts import (
     FileMailer,
     LoginGuard,
     Outbox,
-    OutboxSettings,
     SessionHooks,
     UserChanged,
 )
@@ -28,7 +27,7 @@ from keel.security.hashing import PasswordHasher
 from keel.security.keys import KeySet
 from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokens
-from keel.settings import Settings
+from keel.settings import AccountPolicySettings, MailSettings, Settings
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -78,7 +77,8 @@ async def service_factory(
     """Services sharing one database, hasher, mailbox and cache.
 
     ``make(guard=..., sessions=..., on_user_changed=..., hasher=...)`` gives
-    the service those; any other keyword overrides a field of ``AccountSettings``.
+    the service those; any other keyword overrides a field of ``AccountSettings``
+    or of its ``policy`` (``AccountPolicySettings``), whose floors are 0 unless given.
     """
     audit = AuditTrail.from_settings(database, settings.audit, clock)
     mailer = FileMailer(tmp_path / "mail.jsonl", sender="keel <no-reply@keel.example>")
@@ -88,7 +88,7 @@ async def service_factory(
         database=database,
         sealer=BodySealer(keys.keys, keys.current_key_id),
         audit=audit,
-        settings=OutboxSettings(max_attempts=2, retry_base=0.01, retry_max=0.02),
+        settings=MailSettings(max_attempts=2, retry_base=0.01, retry_max=0.02),
     )
     tokens = AccessTokens(KeySet.generate("EdDSA"), settings.tokens, clock=clock)
 
@@ -100,15 +100,21 @@ async def service_factory(
         hasher: PasswordHasher = hasher,
         **overrides: Any,
     ) -> AccountService:
+        policy_fields = {field.name for field in dataclasses.fields(AccountPolicySettings)}
+        policy: dict[str, Any] = {"enumeration_floor": 0.0, "failed_login_floor": 0.0}
+        policy.update((name, value) for name, value in overrides.items() if name in policy_fields)
         account_settings = AccountSettings(
-            service_name="keel", public_url="https://app.keel.example"
+            service_name="keel",
+            public_url="https://app.keel.example",
+            policy=AccountPolicySettings(**policy),
+            **{name: value for name, value in overrides.items() if name not in policy_fields},
         )
         return AccountService(
             database=database,
             audit=audit,
             hasher=hasher,
             policy=PasswordPolicy(settings.passwords),
-            settings=dataclasses.replace(account_settings, **overrides),
+            settings=account_settings,
             clock=clock,
             tokens=tokens,
             outbox=outbox,

@@ -20,14 +20,14 @@ import pytest
 from sqlalchemy import func, select
 
 from keel._clock import FrozenClock
-from keel.accounts import NO_ORIGIN, FileMailer, Message, Outbox, OutboxMessage, OutboxSettings
+from keel.accounts import NO_ORIGIN, FileMailer, Message, Outbox, OutboxMessage
 from keel.accounts.housekeeping import prune_tokens
-from keel.accounts.outbox import retry_delay
+from keel.accounts.outbox import BATCH, retry_delay
 from keel.accounts.sealing import BodySealer
 from keel.audit import AuditTrail
 from keel.audit.models import AuditEventRow
 from keel.db import Database
-from keel.settings import Settings
+from keel.settings import MailSettings, Settings
 
 from .conftest import ServiceFactory
 
@@ -98,16 +98,18 @@ def outbox(
     clock: FrozenClock | None = None,
     audit: AuditTrail | None = None,
     observer: Observed | None = None,
+    batch: int = BATCH,
     **overrides: Any,
 ) -> Outbox:
     defaults: dict[str, Any] = {"max_attempts": 3, "retry_base": 10.0, "retry_max": 100.0}
-    tuning = OutboxSettings(**{**defaults, **overrides})
+    tuning = MailSettings(**{**defaults, **overrides})
     return Outbox(
         mailer,
         database=database,
         sealer=sealer(settings),
         audit=audit,
         settings=tuning,
+        batch=batch,
         clock=clock,
         observer=observer,
         rng=random.Random(7),
@@ -244,7 +246,7 @@ async def test_a_failed_attempt_is_retried_after_a_growing_jittered_delay(
 
 
 def test_retry_delays_double_up_to_the_bound_with_jitter() -> None:
-    tuning = OutboxSettings(retry_base=2.0, retry_max=60.0)
+    tuning = MailSettings(retry_base=2.0, retry_max=60.0)
     rng = random.Random(1)
     for attempts, ceiling in ((1, 2.0), (2, 4.0), (3, 8.0), (6, 60.0), (40, 60.0)):
         delays = {retry_delay(tuning, attempts, rng) for _ in range(50)}

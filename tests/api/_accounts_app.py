@@ -25,7 +25,6 @@ from keel.accounts import (
     AccountService,
     FileMailer,
     LoginGuard,
-    OutboxSettings,
     SessionHooks,
     User,
     load_user_state,
@@ -39,7 +38,7 @@ from keel.db import Database, migrate
 from keel.security.hashing import PasswordHasher
 from keel.security.keys import KeySet
 from keel.security.tokens import AccessTokens, InvalidToken
-from keel.settings import Settings
+from keel.settings import MailSettings, Settings
 
 from .conftest import serve_in_process
 
@@ -168,7 +167,7 @@ def build_accounts_app(
         mailer=mailer,
         hasher=hasher,
         on_user_changed=on_user_changed or (),
-        outbox_settings=OutboxSettings(max_attempts=3, retry_base=0.01, retry_max=0.02),
+        outbox_settings=MailSettings(max_attempts=3, retry_base=0.01, retry_max=0.02),
         sessions=sessions,
         guard=guard,
     )

@@ -12,12 +12,7 @@ and ``LoginGuard`` protocols (``hooks``).
 the two packages never import each other (they are wired in ``keel.api``).
 """
 
-from keel.accounts.config import (
-    PASSWORD_RESET_TTL,
-    VERIFICATION_TTL,
-    AccountSettings,
-    account_settings_from,
-)
+from keel.accounts.config import VERIFICATION_TTL, AccountSettings, account_settings_from
 from keel.accounts.email import EmailAddress, normalise_email
 from keel.accounts.errors import (
     CurrentPasswordRequired,
@@ -38,15 +33,13 @@ from keel.accounts.mail import (
     ConsoleMailer,
     FileMailer,
     Mailer,
-    MailSettings,
     Message,
     SmtpMailer,
     build_mailer,
-    mail_settings_from,
 )
 from keel.accounts.models import EmailVerificationToken, OutboxMessage, PasswordResetToken, User
 from keel.accounts.names import normalise_display_name
-from keel.accounts.outbox import Outbox, OutboxObserver, OutboxSettings, outbox_settings_from
+from keel.accounts.outbox import Outbox, OutboxObserver
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import KNOWN_ROLES, ROLE_ADMIN, ROLE_USER, Role, RoleCatalog
 from keel.accounts.service import (
@@ -66,7 +59,6 @@ from keel.accounts.views import UserView, profile_json
 __all__ = [
     "KNOWN_ROLES",
     "NO_ORIGIN",
-    "PASSWORD_RESET_TTL",
     "ROLE_ADMIN",
     "ROLE_USER",
     "UNSET",
@@ -87,14 +79,12 @@ __all__ = [
     "InvalidEmail",
     "LoginGuard",
     "LoginResult",
-    "MailSettings",
     "Mailer",
     "Message",
     "Origin",
     "Outbox",
     "OutboxMessage",
     "OutboxObserver",
-    "OutboxSettings",
     "OwnAdminAccess",
     "PasswordResetToken",
     "ReauthenticationFailed",
@@ -117,9 +107,7 @@ __all__ = [
     "build_mailer",
     "load_user_snapshot",
     "load_user_state",
-    "mail_settings_from",
     "normalise_display_name",
     "normalise_email",
-    "outbox_settings_from",
     "profile_json",
 ]

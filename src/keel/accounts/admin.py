@@ -14,22 +14,17 @@ from typing import Final
 
 from sqlalchemy.exc import IntegrityError
 
-from keel._clock import Clock
-from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import end_pending_links, move_generation
+from keel.accounts.deps import AccountDeps
 from keel.accounts.email import normalise_email
 from keel.accounts.errors import EmailTaken, OwnAdminAccess, UnknownRole, UserNotFound
-from keel.accounts.events import AccountEvents
 from keel.accounts.models import User
-from keel.accounts.new_passwords import NewPasswords
 from keel.accounts.origin import NO_ORIGIN, Origin
-from keel.accounts.propagation import ChangePropagation
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import ROLE_ADMIN, ROLE_USER, format_roles
 from keel.accounts.state import whole_second
 from keel.accounts.views import UserView
 from keel.audit import Action, ActorType, AuditEvent, Result
-from keel.db import Database
 
 __all__ = ["AdminService"]
 
@@ -39,22 +34,8 @@ _CLI_ACTOR: Final = "keel-cli"
 class AdminService:
     """Account administration: create the first admin, read, enable/disable, set roles."""
 
-    def __init__(
-        self,
-        *,
-        database: Database,
-        events: AccountEvents,
-        passwords: NewPasswords,
-        settings: AccountSettings,
-        clock: Clock,
-        propagation: ChangePropagation,
-    ) -> None:
-        self._database = database
-        self._events = events
-        self._passwords = passwords
-        self._settings = settings
-        self._clock = clock
-        self._propagation = propagation
+    def __init__(self, deps: AccountDeps) -> None:
+        self._deps = deps
 
     async def create_admin(
         self, email: str, password: str, *, origin: Origin = NO_ORIGIN
@@ -65,11 +46,11 @@ class AdminService:
         Raises ``EmailTaken`` when the address already has an account.
         """
         address = normalise_email(email)
-        password_hash = await self._passwords.hash(password, address, None)
-        now = self._clock.now()
+        password_hash = await self._deps.passwords.hash(password, address, None)
+        now = self._deps.clock.now()
         roles = sorted({ROLE_USER, ROLE_ADMIN})
         try:
-            async with self._database.unit_of_work() as uow:
+            async with self._deps.database.unit_of_work() as uow:
                 repo = AccountRepository(uow)
                 if await repo.email_key_taken(address.key):
                     raise EmailTaken()
@@ -88,9 +69,9 @@ class AdminService:
                 )
                 repo.add(user)
                 await uow.flush()
-                await self._events.record(
+                await self._deps.events.record(
                     uow,
-                    self._events.event(
+                    self._deps.events.event(
                         Action.USER_CREATED,
                         Result.SUCCESS,
                         origin,
@@ -118,13 +99,13 @@ class AdminService:
         ``UserNotFound`` for an unknown (or malformed) id. ``actor_type`` is
         the admin's kind (a user, or an API key with the admin scope).
         """
-        async with self._database.unit_of_work() as uow:
+        async with self._deps.database.unit_of_work() as uow:
             user = await AccountRepository(uow).by_id(user_id)
             if user is None:
                 raise UserNotFound()
-            await self._events.record(
+            await self._deps.events.record(
                 uow,
-                self._events.admin_event(
+                self._deps.events.admin_event(
                     Action.AUTHZ_ADMIN,
                     Result.SUCCESS,
                     origin,
@@ -168,13 +149,13 @@ class AdminService:
         (``user_updated``). ``UserNotFound`` for an unknown id.
         """
         wanted = frozenset(roles) if roles is not None else None
-        if wanted is not None and not wanted <= self._settings.known_roles:
+        if wanted is not None and not wanted <= self._deps.settings.known_roles:
             raise UnknownRole()
-        now = self._clock.now()
+        now = self._deps.clock.now()
         revoked: list[str] = []
         refused = False
         changed = False
-        async with self._database.unit_of_work() as uow:
+        async with self._deps.database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             user = await repo.by_id(user_id, for_update=True)
             if user is None:
@@ -190,9 +171,9 @@ class AdminService:
                 events: list[AuditEvent] = []
                 if wanted is not None and wanted != user.role_set:
                     before = sorted(user.role_set)
-                    user.roles = format_roles(wanted, self._settings.known_roles)
+                    user.roles = format_roles(wanted, self._deps.settings.known_roles)
                     events.append(
-                        self._events.admin_event(
+                        self._deps.events.admin_event(
                             Action.AUTHZ_CHANGE,
                             Result.SUCCESS,
                             origin,
@@ -207,11 +188,11 @@ class AdminService:
                     if not active:
                         move_generation(user, now)
                         await end_pending_links(repo, user)
-                        revoked = await self._propagation.revoke_sessions(
+                        revoked = await self._deps.propagation.revoke_sessions(
                             uow, target, reason="disabled"
                         )
                     events.append(
-                        self._events.admin_event(
+                        self._deps.events.admin_event(
                             Action.USER_UPDATED,
                             Result.SUCCESS,
                             origin,
@@ -231,11 +212,11 @@ class AdminService:
                     user.updated_at = now
                     await uow.flush()
                 for audit_event in events:
-                    await self._events.record(uow, audit_event)
+                    await self._deps.events.record(uow, audit_event)
             view = UserView.of(user)
         if refused:
-            await self._events.record_alone(
-                self._events.admin_event(
+            await self._deps.events.record_alone(
+                self._deps.events.admin_event(
                     Action.AUTHZ_CHANGE if active is not False else Action.USER_UPDATED,
                     Result.FAILURE,
                     origin,
@@ -247,6 +228,6 @@ class AdminService:
             )
             raise OwnAdminAccess()
         if changed:
-            await self._propagation.sessions_revoked(view.id, revoked)
-            await self._propagation.changed(view.id)
+            await self._deps.propagation.sessions_revoked(view.id, revoked)
+            await self._deps.propagation.changed(view.id)
         return view

@@ -2,46 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from keel.accounts.roles import KNOWN_ROLES
 from keel.errors import ConfigurationError
-from keel.settings import Settings
+from keel.settings import AccountPolicySettings, Settings
 
 __all__ = [
-    "PASSWORD_RESET_TTL",
-    "PASSWORD_RESET_TTL_MAX",
     "VERIFICATION_TTL",
     "AccountSettings",
     "account_settings_from",
 ]
 
-#: How long an e-mail verification link works (seconds).
+#: How long an e-mail verification link works (seconds); not a setting.
 VERIFICATION_TTL: Final = 24 * 3600
-#: How long a password-reset link works by default, and at most (SEC-25: one hour).
-PASSWORD_RESET_TTL: Final = 3600
-PASSWORD_RESET_TTL_MAX: Final = 3600
 
 
 @dataclass(frozen=True, slots=True)
 class AccountSettings:
-    """Account rules: where links point, whether login needs a verified address, link lifetimes.
+    """Account rules: where links point, the account policy, the lockout threshold, the roles.
 
-    ``lockout_threshold`` is the number of consecutive failures at which the
-    login guard starts refusing an account (``KEEL_LOCKOUT_THRESHOLD``); the
-    service audits ``authn_login_fail_max`` when a failure reaches it. The two
-    floors (seconds, 0 for none) are described in :mod:`keel.accounts.pacing`.
+    What it adds to the settings' sections is what is worked out from several
+    of them: ``public_url`` (``KEEL_PUBLIC_URL``, or the local server in
+    development), ``known_roles`` and the verification link's lifetime.
+    ``policy`` is the settings' ``accounts`` section itself (whether login
+    needs a verified address, the reset link's lifetime, the response floors
+    described in :mod:`keel.accounts.pacing`): its defaults and bounds are
+    declared there, once. ``lockout_threshold`` is the number of consecutive
+    failures at which the login guard starts refusing an account
+    (``KEEL_LOCKOUT_THRESHOLD``); the service audits ``authn_login_fail_max``
+    when a failure reaches it, and never without a threshold.
     """
 
     service_name: str
     public_url: str
-    require_verified_email: bool = True
-    verification_ttl: int = VERIFICATION_TTL
-    password_reset_ttl: int = PASSWORD_RESET_TTL
+    policy: AccountPolicySettings = field(default_factory=AccountPolicySettings)
     lockout_threshold: int | None = None
-    enumeration_floor: float = 0.0
-    failed_login_floor: float = 0.0
+    verification_ttl: int = VERIFICATION_TTL
     #: Role names an admin may give: keel's and the application's (``create_app(roles=...)``).
     known_roles: frozenset[str] = KNOWN_ROLES
 
@@ -50,10 +48,6 @@ class AccountSettings:
             raise ConfigurationError("KEEL_PUBLIC_URL must be an absolute http(s) URL")
         if self.verification_ttl <= 0:
             raise ConfigurationError("the verification link lifetime must be positive")
-        if not 0 < self.password_reset_ttl <= PASSWORD_RESET_TTL_MAX:
-            raise ConfigurationError("KEEL_PASSWORD_RESET_TTL must be between 1 and 3600 seconds")
-        if self.enumeration_floor < 0 or self.failed_login_floor < 0:
-            raise ConfigurationError("a response floor cannot be negative")
 
     def link(self, path: str, token: str) -> str:
         """A link for mail: always on ``public_url``, never on a request's Host (SEC-26).
@@ -77,13 +71,9 @@ def account_settings_from(settings: Settings) -> AccountSettings:
                 "KEEL_PUBLIC_URL must be set in production: links in account mail point at it"
             )
         public_url = f"http://localhost:{settings.server.port}"
-    accounts = settings.accounts
     return AccountSettings(
         service_name=settings.service_name,
         public_url=public_url,
-        require_verified_email=accounts.require_verified_email,
-        password_reset_ttl=accounts.password_reset_ttl,
+        policy=settings.accounts,
         lockout_threshold=settings.throttle.account_failures,
-        enumeration_floor=accounts.enumeration_floor,
-        failed_login_floor=accounts.failed_login_floor,
     )

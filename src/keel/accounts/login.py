@@ -21,22 +21,19 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel._clock import Clock
 from keel.accounts.access import LoginResult
 from keel.accounts.attempts import PasswordAttempts
-from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import CredentialsChanged, ensure_still_current
+from keel.accounts.deps import AccountDeps
 from keel.accounts.errors import InvalidCredentials, ScopeNotGranted
-from keel.accounts.events import AccountEvents
 from keel.accounts.hooks import SessionHooks
 from keel.accounts.keys import account_keys
 from keel.accounts.models import User
 from keel.accounts.origin import Origin
-from keel.accounts.pacing import floored_failure
+from keel.accounts.pacing import Floors, floored_failure
 from keel.accounts.repository import AccountRepository
 from keel.accounts.state import UserState
 from keel.audit import Action, Result
-from keel.db import Database
 from keel.metrics import record_login
 from keel.security.hashing import PasswordHasher
 from keel.security.tokens import AccessTokenIssuer
@@ -68,29 +65,20 @@ class LoginService:
 
     def __init__(
         self,
+        deps: AccountDeps,
         *,
-        database: Database,
-        events: AccountEvents,
         hasher: PasswordHasher,
         attempts: PasswordAttempts,
-        settings: AccountSettings,
-        clock: Clock,
         tokens: AccessTokenIssuer | None = None,
         sessions: SessionHooks | None = None,
     ) -> None:
-        self._database = database
-        self._events = events
+        self._deps = deps
+        #: The response floors (:mod:`keel.accounts.pacing`), from the account policy.
+        self.floors: Floors = deps.settings.policy
         self._hasher = hasher
         self._attempts = attempts
-        self._settings = settings
-        self._clock = clock
         self._tokens = tokens
         self._sessions = sessions
-
-    @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._settings
 
     @floored_failure(InvalidCredentials)
     async def authenticate(self, email: str, password: str, origin: Origin) -> UserState:
@@ -135,7 +123,7 @@ class LoginService:
         guard_key, key = account_keys(email)  # key None: not an address, answered like nobody
         user: User | None = None
         if key is not None:
-            async with self._database.unit_of_work() as uow:
+            async with self._deps.database.unit_of_work() as uow:
                 user = await AccountRepository(uow).by_email_key(key)
         target = str(user.id) if user is not None else None
         attempt = await self._attempts.reserve(
@@ -151,7 +139,7 @@ class LoginService:
             reason = "disabled"
         elif not await self._hasher.verify(user.password_hash, password):
             reason = "wrong_password"
-        elif self._settings.require_verified_email and user.email_verified_at is None:
+        elif self._deps.settings.policy.require_verified_email and user.email_verified_at is None:
             reason = "email_unverified"
         if reason is not None and reason != "email_unverified":
             # Counted first: whatever happens to its audit record, the failure counts.
@@ -208,15 +196,15 @@ class LoginService:
             access_token=issued,
             session_id=session_id,
             scopes=chosen,
-            expires_in=issued.expires_in(self._clock.now()),
+            expires_in=issued.expires_in(self._deps.clock.now()),
             refresh_token=refresh,
         )
 
     async def _failed(self, user: User | None, reason: str, origin: Origin) -> None:
         # One outcome for every credential failure, as the answer gives (SEC-10).
         record_login("unverified" if reason == "email_unverified" else "bad_credentials")
-        await self._events.refusal(
-            self._events.event(
+        await self._deps.events.refusal(
+            self._deps.events.event(
                 Action.AUTHN_LOGIN_FAIL,
                 Result.FAILURE,
                 origin,
@@ -244,7 +232,7 @@ class LoginService:
         )
         refresh: str | None = None
         try:
-            async with self._database.unit_of_work() as uow:
+            async with self._deps.database.unit_of_work() as uow:
                 if session is not None and self._sessions is not None:
                     session_id, scopes = session
                     refresh = await self._sessions.start(
@@ -263,9 +251,9 @@ class LoginService:
                 )
                 if upgraded is not None:
                     await repo.replace_hash(user.id, user.password_hash, upgraded)
-                await self._events.record(
+                await self._deps.events.record(
                     uow,
-                    self._events.self_event(
+                    self._deps.events.self_event(
                         Action.AUTHN_LOGIN_SUCCESS,
                         Result.SUCCESS,
                         origin,

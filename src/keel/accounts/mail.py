@@ -35,23 +35,19 @@ from typing import Any, Final, Literal, Protocol, TextIO
 from keel._clock import Clock, SystemClock
 from keel._logging import event
 from keel.errors import ConfigurationError
-from keel.settings import Settings
+from keel.settings import MailSettings
 
 __all__ = [
     "ConsoleMailer",
     "FileMailer",
-    "MailBackend",
-    "MailSettings",
     "Mailer",
     "Message",
     "SmtpMailer",
     "build_mailer",
-    "mail_settings_from",
 ]
 
 _log = logging.getLogger("keel.accounts.mail")
 
-MailBackend = Literal["console", "file", "smtp"]
 SmtpSecurity = Literal["starttls", "tls", "none"]
 
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -222,59 +218,30 @@ class SmtpMailer:
             client.send_message(mail)
 
 
-@dataclass(frozen=True, slots=True)
-class MailSettings:
-    """What :func:`build_mailer` needs (``KEEL_MAIL_*`` and ``KEEL_SMTP_*``)."""
-
-    backend: MailBackend = "console"
-    sender: str = "keel <no-reply@localhost>"
-    file_path: str | None = None
-    smtp_host: str = "localhost"
-    smtp_port: int = 587
-    smtp_security: SmtpSecurity = "starttls"
-    smtp_username: str | None = None
-    smtp_password: str | None = field(default=None, repr=False)
-    smtp_timeout: float = 10.0
-
-
-def mail_settings_from(settings: Settings) -> MailSettings:
-    """What :func:`build_mailer` needs, from the settings' mail section.
-
-    Without ``KEEL_MAIL_FROM`` mail comes from ``<service> <no-reply@localhost>``.
-    """
-    mail = settings.mail
-    password = mail.smtp_password.get_secret_value() if mail.smtp_password else None
-    return MailSettings(
-        backend=mail.backend,
-        sender=mail.sender or f"{settings.service_name} <no-reply@localhost>",
-        file_path=mail.file,
-        smtp_host=mail.smtp_host,
-        smtp_port=mail.smtp_port,
-        smtp_security=mail.smtp_security,
-        smtp_username=mail.smtp_username,
-        smtp_password=password,
-        smtp_timeout=mail.smtp_timeout,
-    )
-
-
 def build_mailer(
-    settings: MailSettings, *, development: bool, clock: Clock | None = None
+    settings: MailSettings, *, service_name: str, development: bool, clock: Clock | None = None
 ) -> Mailer:
-    """The configured backend. The console backend shows bodies only in development."""
+    """The configured backend (the settings' ``mail`` section).
+
+    The console backend shows bodies only in development. Without
+    ``KEEL_MAIL_FROM`` mail comes from ``<service_name> <no-reply@localhost>``.
+    """
+    sender = settings.sender or f"{service_name} <no-reply@localhost>"
     if settings.backend == "console":
-        return ConsoleMailer(sender=settings.sender, show_body=development)
+        return ConsoleMailer(sender=sender, show_body=development)
     if settings.backend == "file":
-        if not settings.file_path:
+        if not settings.file:
             raise ConfigurationError("KEEL_MAIL_BACKEND=file needs KEEL_MAIL_FILE")
-        return FileMailer(settings.file_path, sender=settings.sender, clock=clock)
+        return FileMailer(settings.file, sender=sender, clock=clock)
     if settings.backend == "smtp":
+        password = settings.smtp_password
         return SmtpMailer(
             host=settings.smtp_host,
             port=settings.smtp_port,
-            sender=settings.sender,
+            sender=sender,
             security=settings.smtp_security,
             username=settings.smtp_username,
-            password=settings.smtp_password,
+            password=password.get_secret_value() if password else None,
             timeout=settings.smtp_timeout,
             clock=clock,
         )

@@ -99,7 +99,7 @@ def email_change_attempt(settings: AccountSettings, *, to: str, user_id: str) ->
 def password_reset(settings: AccountSettings, *, to: str, token: str, user_id: str) -> Message:
     """The reset link; built on ``KEEL_PUBLIC_URL`` only, never a request's Host (SEC-26)."""
     service = settings.service_name
-    minutes = settings.password_reset_ttl // 60
+    minutes = settings.policy.password_reset_ttl // 60
     return Message(
         to=to,
         subject=f"Reset your {service} password",

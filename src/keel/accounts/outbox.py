@@ -26,9 +26,8 @@ import logging
 import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from sqlalchemy import event as sa_event
 
@@ -40,45 +39,18 @@ from keel.accounts.models import OutboxMessage
 from keel.accounts.sealing import BodySealer
 from keel.audit import Action, ActorType, AuditTrail, Result
 from keel.db import Database, UnitOfWork
-from keel.settings import Settings
+from keel.settings import MailSettings
 
-__all__ = ["Outbox", "OutboxObserver", "OutboxSettings", "outbox_settings_from", "retry_delay"]
+__all__ = ["BATCH", "Outbox", "OutboxObserver", "retry_delay"]
 
 _log = logging.getLogger("keel.accounts.mail")
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxSettings:
-    """How the senders work (``KEEL_MAIL_*``); see the README's settings table."""
-
-    poll_interval: float = 5.0
-    max_attempts: int = 8
-    retry_base: float = 2.0
-    retry_max: float = 900.0
-    lease: float = 120.0
-    batch: int = 4
-    sender_enabled: bool = True
-
-    @property
-    def send_timeout(self) -> float:
-        """One attempt's bound: well inside the lease, so a claim never outlives it mid-send."""
-        return min(30.0, self.lease / 4)
+#: How many due messages a sender claims at once, by default.
+BATCH: Final = 4
 
 
-def outbox_settings_from(settings: Settings) -> OutboxSettings:
-    """The outbox part of ``settings.mail``."""
-    mail = settings.mail
-    return OutboxSettings(
-        poll_interval=mail.poll_interval,
-        max_attempts=mail.max_attempts,
-        retry_base=mail.retry_base,
-        retry_max=mail.retry_max,
-        lease=mail.lease,
-        sender_enabled=mail.sender_enabled,
-    )
-
-
-def retry_delay(settings: OutboxSettings, attempts: int, rng: random.Random) -> float:
+def retry_delay(settings: MailSettings, attempts: int, rng: random.Random) -> float:
     """Seconds before the next attempt after ``attempts`` failed ones (equal jitter).
 
     The ceiling doubles per attempt up to ``retry_max``; the delay is drawn
@@ -104,8 +76,10 @@ class OutboxObserver(Protocol):
 class Outbox:
     """Stages messages in a unit of work; sends them from the table, with leases and retries.
 
-    ``clock`` is the wall clock on purpose: leases and due times are compared
-    by every process that shares the database.
+    ``settings`` is the settings' ``mail`` section (``KEEL_MAIL_*``: polling,
+    retries, the lease, whether this instance sends); ``batch`` is how many
+    due messages one claim takes. ``clock`` is the wall clock on purpose:
+    leases and due times are compared by every process that shares the database.
     """
 
     def __init__(
@@ -115,7 +89,8 @@ class Outbox:
         database: Database,
         sealer: BodySealer,
         audit: AuditTrail | None,
-        settings: OutboxSettings | None = None,
+        settings: MailSettings | None = None,
+        batch: int = BATCH,
         clock: Clock | None = None,
         observer: OutboxObserver | None = None,
         rng: random.Random | None = None,
@@ -124,7 +99,10 @@ class Outbox:
         self._database = database
         self._sealer = sealer
         self._audit = audit
-        self._settings = settings or OutboxSettings()
+        self._settings = settings or MailSettings()
+        self._batch = batch
+        # One attempt's bound: well inside the lease, so a claim never outlives it mid-send.
+        self._send_timeout = min(30.0, self._settings.lease / 4)
         self._clock = clock or SystemClock()
         self._observer = observer
         # Jitter is not a secret (S311 does not apply).
@@ -141,7 +119,7 @@ class Outbox:
         return self._mailer
 
     @property
-    def settings(self) -> OutboxSettings:
+    def settings(self) -> MailSettings:
         return self._settings
 
     # --- writing ---------------------------------------------------------------------------
@@ -189,7 +167,7 @@ class Outbox:
             self._database,
             now=now,
             lease_until=now + timedelta(seconds=self._settings.lease),
-            limit=self._settings.batch,
+            limit=self._batch,
         )
         outcomes = await asyncio.gather(
             *(self._attempt(message) for message in claimed), return_exceptions=True
@@ -215,7 +193,7 @@ class Outbox:
         Needs a moving clock; callers bound it (``asyncio.timeout``) as they see fit.
         """
         while True:
-            if await self.send_due() >= self._settings.batch:
+            if await self.send_due() >= self._batch:
                 continue  # a full batch: more may be due at once
             due = await rows.next_due(self._database)
             if due is None:
@@ -231,11 +209,11 @@ class Outbox:
             claimed = 0
             try:
                 claimed = await self.send_due()
-                if claimed < self._settings.batch and self._count_due():
+                if claimed < self._batch and self._count_due():
                     await self.count()
             except Exception as exc:  # noqa: BLE001 - a failed round is logged, the next retries
                 event(_log, logging.WARNING, "mail_outbox_failed", error=type(exc).__name__)
-            if claimed >= self._settings.batch:
+            if claimed >= self._batch:
                 continue  # a full batch: more may be due
             try:
                 async with asyncio.timeout(self._next_wait()):
@@ -281,7 +259,7 @@ class Outbox:
             idempotency_key=str(claimed.id),
         )
         try:
-            async with asyncio.timeout(self._settings.send_timeout):
+            async with asyncio.timeout(self._send_timeout):
                 await self._mailer.send(message)
         except Exception as exc:  # noqa: BLE001 - any backend failure is retried, then reported
             error = type(exc).__name__

@@ -18,14 +18,12 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Final
 
-from keel._clock import Clock
 from keel.accounts.access import LoginResult
 from keel.accounts.attempts import PasswordAttempts
-from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import end_pending_links, set_password
+from keel.accounts.deps import AccountDeps
 from keel.accounts.email import EmailAddress, normalise_email
 from keel.accounts.errors import CurrentPasswordRequired, ReauthenticationFailed
-from keel.accounts.events import AccountEvents
 from keel.accounts.links import new_verification_token
 from keel.accounts.mail import Message
 from keel.accounts.messages import (
@@ -36,16 +34,13 @@ from keel.accounts.messages import (
 )
 from keel.accounts.models import User
 from keel.accounts.names import normalise_display_name
-from keel.accounts.new_passwords import NewPasswords
 from keel.accounts.origin import Origin
-from keel.accounts.pacing import floored
-from keel.accounts.propagation import ChangePropagation
+from keel.accounts.pacing import Floors, floored
 from keel.accounts.repository import AccountRepository
 from keel.accounts.staging import MailStaging
 from keel.accounts.state import UserState
 from keel.accounts.views import UserView
 from keel.audit import Action, Result
-from keel.db import Database
 from keel.errors import Unauthenticated
 from keel.security.tokens import AccessTokenIssuer
 
@@ -65,31 +60,18 @@ class ProfileService:
 
     def __init__(
         self,
+        deps: AccountDeps,
         *,
-        database: Database,
-        events: AccountEvents,
-        passwords: NewPasswords,
         attempts: PasswordAttempts,
-        settings: AccountSettings,
-        clock: Clock,
         mail: MailStaging,
-        propagation: ChangePropagation,
         tokens: AccessTokenIssuer | None = None,
     ) -> None:
-        self._database = database
-        self._events = events
-        self._passwords = passwords
+        self._deps = deps
+        #: The response floors (:mod:`keel.accounts.pacing`), from the account policy.
+        self.floors: Floors = deps.settings.policy
         self._attempts = attempts
-        self._settings = settings
-        self._clock = clock
         self._mail = mail
-        self._propagation = propagation
         self._tokens = tokens
-
-    @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._settings
 
     async def profile(self, user_id: str) -> UserView:
         """The user's view, read from the database.
@@ -129,9 +111,9 @@ class ProfileService:
             await self._attempts.reauthenticate(
                 current, current_password, origin, Action.USER_UPDATED, operation="email_change"
             )
-        now = self._clock.now()
+        now = self._deps.clock.now()
         messages: list[Message] = []
-        async with self._database.unit_of_work() as uow:
+        async with self._deps.database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             user = await repo.by_id(user_id, for_update=True)
             if user is None:
@@ -153,9 +135,9 @@ class ProfileService:
                 return UserView.of(user)
             user.updated_at = now
             await uow.flush()
-            await self._events.record(
+            await self._deps.events.record(
                 uow,
-                self._events.self_event(
+                self._deps.events.self_event(
                     Action.USER_UPDATED,
                     Result.SUCCESS,
                     origin,
@@ -165,25 +147,28 @@ class ProfileService:
             )
             self._mail.stage(uow, messages)
             view = UserView.of(user)
-        await self._propagation.changed(view.id)
+        await self._deps.propagation.changed(view.id)
         return view
 
     async def _request_email_change(
         self, repo: AccountRepository, user: User, address: EmailAddress, now: datetime
     ) -> list[Message]:
         user_id = str(user.id)
-        notice = email_change_requested(self._settings, to=user.email, user_id=user_id)
+        notice = email_change_requested(self._deps.settings, to=user.email, user_id=user_id)
         # A reset link mailed to the current address would outlive the change (as Django).
         await repo.delete_reset_tokens(user.id)
         owner = await repo.by_email_key(address.key)
         if owner is not None:
-            return [notice, email_change_attempt(self._settings, to=owner.email, user_id=user_id)]
+            return [
+                notice,
+                email_change_attempt(self._deps.settings, to=owner.email, user_id=user_id),
+            ]
         await repo.delete_unused_tokens(user.id)  # a newer request replaces older links
         token = new_verification_token(
-            repo, user, address, now, ttl=self._settings.verification_ttl
+            repo, user, address, now, ttl=self._deps.settings.verification_ttl
         )
         link = verify_email(
-            self._settings, to=address.address, token=token, user_id=user_id, change=True
+            self._deps.settings, to=address.address, token=token, user_id=user_id, change=True
         )
         return [notice, link]
 
@@ -198,16 +183,18 @@ class ProfileService:
         await self._attempts.reauthenticate(
             current, password, origin, Action.USER_DELETED, operation="account_deletion"
         )
-        async with self._database.unit_of_work() as uow:
+        async with self._deps.database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             user = await repo.by_id(user_id, for_update=True)
             if user is None:
                 raise Unauthenticated()
-            revoked = await self._propagation.revoke_sessions(uow, str(user.id), reason="deleted")
+            revoked = await self._deps.propagation.revoke_sessions(
+                uow, str(user.id), reason="deleted"
+            )
             await repo.delete(user)
-            await self._events.record(
+            await self._deps.events.record(
                 uow,
-                self._events.self_event(
+                self._deps.events.self_event(
                     Action.USER_DELETED,
                     Result.SUCCESS,
                     origin,
@@ -215,8 +202,8 @@ class ProfileService:
                     details={"via": "self"},
                 ),
             )
-        await self._propagation.sessions_revoked(str(current.id), revoked)
-        await self._propagation.changed(str(current.id))
+        await self._deps.propagation.sessions_revoked(str(current.id), revoked)
+        await self._deps.propagation.changed(str(current.id))
 
     async def change_password(
         self,
@@ -251,9 +238,9 @@ class ProfileService:
             operation="password_change",
         )
         address = EmailAddress(address=current.email, key=current.email_key)
-        new_hash = await self._passwords.hash(new_password, address, current.display_name)
-        now = self._clock.now()
-        async with self._database.unit_of_work() as uow:
+        new_hash = await self._deps.passwords.hash(new_password, address, current.display_name)
+        now = self._deps.clock.now()
+        async with self._deps.database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             user = await repo.by_id(current.id, for_update=True)
             if user is None or not user.is_active:
@@ -265,12 +252,12 @@ class ProfileService:
             # A pending reset or e-mail-change link would undo this (or hand the account on).
             await end_pending_links(repo, user)
             await uow.flush()
-            revoked = await self._propagation.revoke_sessions(
+            revoked = await self._deps.propagation.revoke_sessions(
                 uow, target, reason="password_change", keep=keep_session
             )
-            await self._events.record(
+            await self._deps.events.record(
                 uow,
-                self._events.self_event(
+                self._deps.events.self_event(
                     Action.AUTHN_PASSWORD_CHANGE,
                     Result.SUCCESS,
                     origin,
@@ -280,11 +267,16 @@ class ProfileService:
             )
             state, view = UserState.of(user), UserView.of(user)
             self._mail.stage(
-                uow, [password_changed(self._settings, to=view.email, user_id=view.id, reset=False)]
+                uow,
+                [
+                    password_changed(
+                        self._deps.settings, to=view.email, user_id=view.id, reset=False
+                    )
+                ],
             )
-        await self._propagation.sessions_revoked(view.id, revoked)
-        await self._propagation.forget_known_sources(current.email_key)
-        await self._propagation.changed(view.id)
+        await self._deps.propagation.sessions_revoked(view.id, revoked)
+        await self._deps.propagation.forget_known_sources(current.email_key)
+        await self._deps.propagation.changed(view.id)
         chosen = state.scopes if scopes is None else state.scopes & frozenset(scopes)
         session_id = keep_session if keep_session is not None else str(uuid.uuid4())
         issued = self._tokens.issue(subject=target, session_id=session_id, scopes=sorted(chosen))
@@ -293,12 +285,12 @@ class ProfileService:
             access_token=issued,
             session_id=session_id,
             scopes=chosen,
-            expires_in=issued.expires_in(self._clock.now()),
+            expires_in=issued.expires_in(self._deps.clock.now()),
         )
 
     async def _existing(self, user_id: str) -> User:
         """The caller's account, read in a short transaction; ``Unauthenticated`` when gone."""
-        async with self._database.unit_of_work() as uow:
+        async with self._deps.database.unit_of_work() as uow:
             current = await AccountRepository(uow).by_id(user_id)
         if current is None:
             raise Unauthenticated()  # the token's subject no longer exists

@@ -13,25 +13,20 @@ import uuid
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from keel._clock import Clock
-from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import issued_before, set_password
+from keel.accounts.deps import AccountDeps
 from keel.accounts.email import EmailAddress
 from keel.accounts.errors import ResetTokenInvalid
-from keel.accounts.events import AccountEvents
 from keel.accounts.keys import account_keys
 from keel.accounts.mail import Message
 from keel.accounts.messages import password_changed, password_reset
 from keel.accounts.models import PasswordResetToken, User
-from keel.accounts.new_passwords import NewPasswords
 from keel.accounts.origin import Origin
-from keel.accounts.pacing import floored
-from keel.accounts.propagation import ChangePropagation
+from keel.accounts.pacing import Floors, floored
 from keel.accounts.repository import AccountRepository
 from keel.accounts.staging import MailStaging
 from keel.accounts.views import UserView
 from keel.audit import Action, Result
-from keel.db import Database
 from keel.security.opaque import is_opaque_token, new_opaque_token, opaque_token_hash
 
 __all__ = ["RecoveryService"]
@@ -40,29 +35,11 @@ __all__ = ["RecoveryService"]
 class RecoveryService:
     """Forgot password (a link mailed to the owner) and reset password (with that link)."""
 
-    def __init__(
-        self,
-        *,
-        database: Database,
-        events: AccountEvents,
-        passwords: NewPasswords,
-        settings: AccountSettings,
-        clock: Clock,
-        mail: MailStaging,
-        propagation: ChangePropagation,
-    ) -> None:
-        self._database = database
-        self._events = events
-        self._passwords = passwords
-        self._settings = settings
-        self._clock = clock
+    def __init__(self, deps: AccountDeps, *, mail: MailStaging) -> None:
+        self._deps = deps
+        #: The response floors (:mod:`keel.accounts.pacing`), from the account policy.
+        self.floors: Floors = deps.settings.policy
         self._mail = mail
-        self._propagation = propagation
-
-    @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._settings
 
     @floored()
     async def forgot_password(self, email: str, origin: Origin) -> None:
@@ -78,9 +55,10 @@ class RecoveryService:
         _guard_key, key = account_keys(email)
         token = new_opaque_token()
         digest = opaque_token_hash(token)
-        now = self._clock.now()
+        now = self._deps.clock.now()
+        ttl = self._deps.settings.policy.password_reset_ttl
         messages: list[Message] = []
-        async with self._database.unit_of_work() as uow:
+        async with self._deps.database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             # Locked: an e-mail change committing meanwhile is seen (its address is gone).
             user = await repo.by_email_key(key, for_update=True) if key is not None else None
@@ -94,20 +72,22 @@ class RecoveryService:
                         user_id=user.id,
                         token_hash=digest,
                         created_at=now,
-                        expires_at=now + timedelta(seconds=self._settings.password_reset_ttl),
+                        expires_at=now + timedelta(seconds=ttl),
                         used_at=None,
                     )
                 )
                 result, details = Result.SUCCESS, None
                 messages.append(
-                    password_reset(self._settings, to=user.email, token=token, user_id=str(user.id))
+                    password_reset(
+                        self._deps.settings, to=user.email, token=token, user_id=str(user.id)
+                    )
                 )
             else:
                 reason = "unknown_user" if user is None else "account_unavailable"
                 result, details = Result.FAILURE, {"reason": "mail_limit" if capped else reason}
-            await self._events.record(
+            await self._deps.events.record(
                 uow,
-                self._events.event(
+                self._deps.events.event(
                     Action.AUTHN_PASSWORD_RESET_REQUEST,
                     result,
                     origin,
@@ -129,10 +109,10 @@ class RecoveryService:
         the commit the guard forgets the account's failures (a reset ends a
         lockout) and the owner is mailed.
         """
-        now = self._clock.now()
+        now = self._deps.clock.now()
         row: PasswordResetToken | None = None
         user: User | None = None
-        async with self._database.unit_of_work() as uow:
+        async with self._deps.database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             if is_opaque_token(token):
                 row = await repo.reset_token_by_hash(opaque_token_hash(token))
@@ -144,9 +124,9 @@ class RecoveryService:
         assert row is not None
         assert user is not None
         address = EmailAddress(address=user.email, key=user.email_key)
-        new_hash = await self._passwords.hash(new_password, address, user.display_name)
-        now = self._clock.now()
-        async with self._database.unit_of_work() as uow:
+        new_hash = await self._deps.passwords.hash(new_password, address, user.display_name)
+        now = self._deps.clock.now()
+        async with self._deps.database.unit_of_work() as uow:
             repo = AccountRepository(uow)
             user = await repo.by_id(row.user_id, for_update=True)
             reason = _refusal(row, user, now)
@@ -161,12 +141,12 @@ class RecoveryService:
                 await repo.delete_reset_tokens(user.id, except_id=row.id)
                 await repo.delete_unused_tokens(user.id)  # e-mail-change links too
                 await uow.flush()
-                revoked = await self._propagation.revoke_sessions(
+                revoked = await self._deps.propagation.revoke_sessions(
                     uow, str(user.id), reason="password_reset"
                 )
-                await self._events.record(
+                await self._deps.events.record(
                     uow,
-                    self._events.self_event(
+                    self._deps.events.self_event(
                         Action.AUTHN_PASSWORD_CHANGE,
                         Result.SUCCESS,
                         origin,
@@ -181,20 +161,24 @@ class RecoveryService:
                 view, guard_key = UserView.of(user), user.email_key
                 self._mail.stage(
                     uow,
-                    [password_changed(self._settings, to=view.email, user_id=view.id, reset=True)],
+                    [
+                        password_changed(
+                            self._deps.settings, to=view.email, user_id=view.id, reset=True
+                        )
+                    ],
                 )
         if reason is not None:
             await self._failed(reason, row, origin)
-        await self._propagation.sessions_revoked(view.id, revoked)
-        await self._propagation.clear_failures(guard_key)
-        await self._propagation.forget_known_sources(guard_key)
-        await self._propagation.changed(view.id)
+        await self._deps.propagation.sessions_revoked(view.id, revoked)
+        await self._deps.propagation.clear_failures(guard_key)
+        await self._deps.propagation.forget_known_sources(guard_key)
+        await self._deps.propagation.changed(view.id)
 
     async def _failed(
         self, reason: str, row: PasswordResetToken | None, origin: Origin
     ) -> NoReturn:
-        await self._events.record_alone(
-            self._events.event(
+        await self._deps.events.record_alone(
+            self._deps.events.event(
                 Action.AUTHN_PASSWORD_CHANGE_FAIL,
                 Result.FAILURE,
                 origin,

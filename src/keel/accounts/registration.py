@@ -18,27 +18,23 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from keel._clock import Clock
-from keel.accounts.config import AccountSettings
 from keel.accounts.credentials import issued_before, replace_unverified
+from keel.accounts.deps import AccountDeps
 from keel.accounts.email import EmailAddress, normalise_email
 from keel.accounts.errors import EmailTaken, VerificationFailed
-from keel.accounts.events import AccountEvents
 from keel.accounts.links import new_verification_token
 from keel.accounts.mail import Message
 from keel.accounts.messages import registration_attempt, verify_email
 from keel.accounts.models import EmailVerificationToken, User
 from keel.accounts.names import normalise_display_name
-from keel.accounts.new_passwords import NewPasswords
 from keel.accounts.origin import Origin
-from keel.accounts.pacing import floored
-from keel.accounts.propagation import ChangePropagation
+from keel.accounts.pacing import Floors, floored
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import ROLE_USER, format_roles
 from keel.accounts.staging import MailStaging
 from keel.accounts.state import whole_second
 from keel.audit import Action, Result
-from keel.db import Database, UnitOfWork
+from keel.db import UnitOfWork
 from keel.security.opaque import is_opaque_token, opaque_token_hash
 
 __all__ = ["RegistrationService"]
@@ -47,29 +43,11 @@ __all__ = ["RegistrationService"]
 class RegistrationService:
     """Register an account; verify an address (a new account's, or a changed one)."""
 
-    def __init__(
-        self,
-        *,
-        database: Database,
-        events: AccountEvents,
-        passwords: NewPasswords,
-        settings: AccountSettings,
-        clock: Clock,
-        mail: MailStaging,
-        propagation: ChangePropagation,
-    ) -> None:
-        self._database = database
-        self._events = events
-        self._passwords = passwords
-        self._settings = settings
-        self._clock = clock
+    def __init__(self, deps: AccountDeps, *, mail: MailStaging) -> None:
+        self._deps = deps
+        #: The response floors (:mod:`keel.accounts.pacing`), from the account policy.
+        self.floors: Floors = deps.settings.policy
         self._mail = mail
-        self._propagation = propagation
-
-    @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._settings
 
     @floored()
     async def register(
@@ -83,11 +61,11 @@ class RegistrationService:
         address = normalise_email(email)
         name = normalise_display_name(display_name) if display_name is not None else None
         # Hash before looking: a taken address costs what a new one costs (SEC-12).
-        password_hash = await self._passwords.hash(password, address, name)
-        now = self._clock.now()
+        password_hash = await self._deps.passwords.hash(password, address, name)
+        now = self._deps.clock.now()
         replaced: list[str] | None = None
         try:
-            async with self._database.unit_of_work() as uow:
+            async with self._deps.database.unit_of_work() as uow:
                 repo = AccountRepository(uow)
                 existing = await repo.by_email_key(address.key)
                 if existing is None:
@@ -101,7 +79,7 @@ class RegistrationService:
                 self._mail.stage(uow, messages)
         except IntegrityError:
             # Another registration took the address between our read and our insert.
-            async with self._database.unit_of_work() as uow:
+            async with self._deps.database.unit_of_work() as uow:
                 repo = AccountRepository(uow)
                 existing = await repo.by_email_key(address.key)
                 if existing is None:
@@ -112,9 +90,9 @@ class RegistrationService:
                 self._mail.stage(uow, messages)
         if replaced is not None and existing is not None:
             # The unverified account's earlier credentials are gone: so are their sessions.
-            await self._propagation.sessions_revoked(str(existing.id), replaced)
-            await self._propagation.forget_known_sources(address.key)
-            await self._propagation.changed(str(existing.id))
+            await self._deps.propagation.sessions_revoked(str(existing.id), replaced)
+            await self._deps.propagation.forget_known_sources(address.key)
+            await self._deps.propagation.changed(str(existing.id))
 
     async def _create(
         self,
@@ -142,9 +120,9 @@ class RegistrationService:
         repo.add(user)
         await uow.flush()  # a concurrent registration of the address fails here
         token = self._new_token(repo, user, address, now)
-        await self._events.record(
+        await self._deps.events.record(
             uow,
-            self._events.self_event(
+            self._deps.events.self_event(
                 Action.USER_CREATED,
                 Result.SUCCESS,
                 origin,
@@ -154,7 +132,11 @@ class RegistrationService:
         )
         return [
             verify_email(
-                self._settings, to=address.address, token=token, user_id=str(user.id), change=False
+                self._deps.settings,
+                to=address.address,
+                token=token,
+                user_id=str(user.id),
+                change=False,
             )
         ]
 
@@ -182,17 +164,19 @@ class RegistrationService:
             address, name, password_hash = registration
             await replace_unverified(repo, user, address, password_hash, name, now)
             await uow.flush()
-            revoked = await self._propagation.revoke_sessions(uow, user_id, reason="reregistered")
+            revoked = await self._deps.propagation.revoke_sessions(
+                uow, user_id, reason="reregistered"
+            )
             token = self._new_token(repo, user, address, now)
             message = verify_email(
-                self._settings, to=user.email, token=token, user_id=user_id, change=False
+                self._deps.settings, to=user.email, token=token, user_id=user_id, change=False
             )
             details.update(unverified_replaced=True, sessions_revoked=len(revoked))
         else:
-            message = registration_attempt(self._settings, to=existing.email, user_id=user_id)
-        await self._events.record(
+            message = registration_attempt(self._deps.settings, to=existing.email, user_id=user_id)
+        await self._deps.events.record(
             uow,
-            self._events.event(
+            self._deps.events.event(
                 Action.USER_CREATED,
                 Result.FAILURE,
                 origin,
@@ -205,7 +189,9 @@ class RegistrationService:
     def _new_token(
         self, repo: AccountRepository, user: User, address: EmailAddress, now: datetime
     ) -> str:
-        return new_verification_token(repo, user, address, now, ttl=self._settings.verification_ttl)
+        return new_verification_token(
+            repo, user, address, now, ttl=self._deps.settings.verification_ttl
+        )
 
     async def verify_email(self, token: str, origin: Origin) -> None:
         """Redeem a verification token: single use, unexpired, found by its SHA-256 only.
@@ -213,12 +199,12 @@ class RegistrationService:
         Raises ``VerificationFailed`` (or ``EmailTaken`` when an address change
         lost a race for the address); the reason is audited.
         """
-        now = self._clock.now()
+        now = self._deps.clock.now()
         reason: str | None = None
         target: str | None = None
         user_id: str | None = None
         try:
-            async with self._database.unit_of_work() as uow:
+            async with self._deps.database.unit_of_work() as uow:
                 repo = AccountRepository(uow)
                 row = (
                     await repo.token_by_hash(opaque_token_hash(token))
@@ -249,8 +235,8 @@ class RegistrationService:
         except IntegrityError:
             reason = "email_taken"  # the address was taken while this change committed
         if reason is not None:
-            await self._events.record_alone(
-                self._events.event(
+            await self._deps.events.record_alone(
+                self._deps.events.event(
                     Action.AUTHN_EMAIL_VERIFIED,
                     Result.FAILURE,
                     origin,
@@ -262,7 +248,7 @@ class RegistrationService:
                 raise EmailTaken()
             raise VerificationFailed()
         assert user_id is not None
-        await self._propagation.changed(user_id)
+        await self._deps.propagation.changed(user_id)
 
     async def _apply(
         self,
@@ -283,9 +269,9 @@ class RegistrationService:
         user.updated_at = now
         await repo.delete_unused_tokens(user.id)
         await uow.flush()
-        await self._events.record(
+        await self._deps.events.record(
             uow,
-            self._events.self_event(
+            self._deps.events.self_event(
                 Action.AUTHN_EMAIL_VERIFIED,
                 Result.SUCCESS,
                 origin,

@@ -17,9 +17,10 @@ They share the audit-event builder (``events``), the login guard's bookkeeping
 around password checks (``attempts``), new-password checks (``new_passwords``),
 mail staging in the durable outbox (``staging``) and what a committed change
 tells sessions, the guard and the listeners (``propagation``).
-:class:`AccountService` builds the five from one set of dependencies and
-forwards each operation to its area; ``keel.api`` hands the areas to the
-routers that use them.
+:class:`AccountService` builds the shared dependencies once, as one
+:class:`~keel.accounts.deps.AccountDeps`, gives each area that and what only
+it needs beyond them, and forwards each operation to its area; ``keel.api``
+hands the areas to the routers that use them.
 
 Every write is audited in the unit of work that makes it; a refusal that
 changes nothing is audited in a transaction of its own. Sessions and
@@ -37,6 +38,7 @@ from keel.accounts.access import LoginResult
 from keel.accounts.admin import AdminService
 from keel.accounts.attempts import PasswordAttempts
 from keel.accounts.config import AccountSettings
+from keel.accounts.deps import AccountDeps
 from keel.accounts.events import AccountEvents
 from keel.accounts.hooks import LoginGuard, SessionHooks
 from keel.accounts.login import LoginService, VerifiedLogin
@@ -44,6 +46,7 @@ from keel.accounts.mailcap import MailBudget
 from keel.accounts.new_passwords import NewPasswords
 from keel.accounts.origin import NO_ORIGIN, CallerOrigin, Origin
 from keel.accounts.outbox import Outbox
+from keel.accounts.pacing import Floors
 from keel.accounts.profile import UNSET, ProfileService
 from keel.accounts.propagation import ChangePropagation, UserChanged
 from keel.accounts.recovery import RecoveryService
@@ -108,58 +111,24 @@ class AccountService:
         self._outbox = outbox
         listeners = [on_user_changed] if callable(on_user_changed) else list(on_user_changed)
         events = AccountEvents(audit)
-        passwords = NewPasswords(policy, hasher)
         attempts = PasswordAttempts(guard=guard, hasher=hasher, events=events, settings=settings)
         mail = MailStaging(outbox, mail_budget)
-        propagation = ChangePropagation(sessions=sessions, guard=guard, listeners=listeners)
+        deps = AccountDeps(
+            database=database,
+            events=events,
+            settings=settings,
+            clock=clock,
+            passwords=NewPasswords(policy, hasher),
+            propagation=ChangePropagation(sessions=sessions, guard=guard, listeners=listeners),
+        )
         self.areas = AccountAreas(
-            registration=RegistrationService(
-                database=database,
-                events=events,
-                passwords=passwords,
-                settings=settings,
-                clock=clock,
-                mail=mail,
-                propagation=propagation,
-            ),
+            registration=RegistrationService(deps, mail=mail),
             login=LoginService(
-                database=database,
-                events=events,
-                hasher=hasher,
-                attempts=attempts,
-                settings=settings,
-                clock=clock,
-                tokens=tokens,
-                sessions=sessions,
+                deps, hasher=hasher, attempts=attempts, tokens=tokens, sessions=sessions
             ),
-            profile=ProfileService(
-                database=database,
-                events=events,
-                passwords=passwords,
-                attempts=attempts,
-                settings=settings,
-                clock=clock,
-                mail=mail,
-                propagation=propagation,
-                tokens=tokens,
-            ),
-            recovery=RecoveryService(
-                database=database,
-                events=events,
-                passwords=passwords,
-                settings=settings,
-                clock=clock,
-                mail=mail,
-                propagation=propagation,
-            ),
-            admin=AdminService(
-                database=database,
-                events=events,
-                passwords=passwords,
-                settings=settings,
-                clock=clock,
-                propagation=propagation,
-            ),
+            profile=ProfileService(deps, attempts=attempts, mail=mail, tokens=tokens),
+            recovery=RecoveryService(deps, mail=mail),
+            admin=AdminService(deps),
         )
         areas = self.areas
         # Each operation is its area's own method (same signature, same docstring).
@@ -186,9 +155,9 @@ class AccountService:
         return self._settings
 
     @property
-    def floors(self) -> AccountSettings:
-        """The response floors (:mod:`keel.accounts.pacing`), from the settings."""
-        return self._settings
+    def floors(self) -> Floors:
+        """The response floors (:mod:`keel.accounts.pacing`), from the account policy."""
+        return self._settings.policy
 
     @property
     def hasher(self) -> PasswordHasher:

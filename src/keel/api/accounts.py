@@ -40,14 +40,11 @@ from keel.accounts import (
     Mailer,
     Outbox,
     OutboxObserver,
-    OutboxSettings,
     SessionHooks,
     UserChanged,
     UserView,
     account_settings_from,
     build_mailer,
-    mail_settings_from,
-    outbox_settings_from,
 )
 from keel.accounts.email import EMAIL_MAX_LENGTH
 from keel.accounts.login import LoginService
@@ -86,6 +83,7 @@ from keel.security.hashing import PasswordHasher
 from keel.security.keys import load_key_set
 from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokens
+from keel.settings import MailSettings
 
 __all__ = [
     "REGISTER_ACCEPTED",
@@ -355,7 +353,7 @@ def install_accounts(
     mailer: Mailer | None = None,
     hasher: PasswordHasher | None = None,
     on_user_changed: UserChanged | Sequence[UserChanged] = (),
-    outbox_settings: OutboxSettings | None = None,
+    outbox_settings: MailSettings | None = None,
     outbox_observer: OutboxObserver | None = None,
     sessions: SessionHooks | None = None,
     guard: LoginGuard | None = None,
@@ -410,7 +408,8 @@ def install_accounts(
         access_tokens = AccessTokens(keys, settings.tokens, clock=context.clock)
     if mailer is None:
         mailer = build_mailer(
-            mail_settings_from(settings),
+            settings.mail,
+            service_name=settings.service_name,
             development=not settings.is_production,
             clock=context.clock,
         )
@@ -428,7 +427,7 @@ def install_accounts(
         database=context.database,
         sealer=BodySealer(audit_keys.keys, audit_keys.current_key_id),
         audit=context.audit,
-        settings=outbox_settings or outbox_settings_from(settings),
+        settings=outbox_settings or settings.mail,
         observer=outbox_observer,
     )
     if outbox.settings.sender_enabled:

@@ -82,6 +82,7 @@ def _create_admin(args: argparse.Namespace) -> int:
                 settings=AccountSettings(
                     service_name=settings.service_name,
                     public_url=settings.public_url or "http://localhost",
+                    policy=settings.accounts,
                 ),
                 clock=SystemClock(),
             )

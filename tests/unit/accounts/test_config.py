@@ -20,8 +20,16 @@ def test_from_settings() -> None:
     )
     assert settings.public_url == "https://app.example"
     assert settings.service_name == "acme"
-    assert settings.require_verified_email is True
+    assert settings.policy.require_verified_email is True
     assert settings.verification_ttl == 24 * 3600
+
+
+def test_the_policy_is_the_settings_section_itself() -> None:
+    settings = Settings(password_reset_ttl=600, lockout_threshold=4)
+    account_settings = account_settings_from(settings)
+    assert account_settings.policy is settings.accounts
+    assert account_settings.policy.password_reset_ttl == 600
+    assert account_settings.lockout_threshold == 4
 
 
 def test_development_default_points_at_the_local_server() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -15,14 +16,12 @@ import pytest
 from keel.accounts.mail import (
     ConsoleMailer,
     FileMailer,
-    MailSettings,
     Message,
     SmtpMailer,
     build_mailer,
-    mail_settings_from,
 )
 from keel.errors import ConfigurationError
-from keel.settings import Settings
+from keel.settings import MailSettings, Settings
 
 SECRET_LINK = "https://app.example/verify-email#token=SECRET-TOKEN-123"
 MESSAGE = Message(
@@ -105,19 +104,26 @@ def test_smtp_builds_a_plain_message_and_hides_credentials() -> None:
 
 
 def test_settings_and_backends(tmp_path: Path) -> None:
-    defaults = mail_settings_from(Settings(service_name="acme"))
+    settings = Settings(service_name="acme", smtp_password="hunter2-secret")
+    defaults = settings.mail
     assert defaults.backend == "console"
-    assert defaults.sender == "acme <no-reply@localhost>"
-    assert "hunter2-secret" not in repr(MailSettings(smtp_password="hunter2-secret"))
-    console = build_mailer(defaults, development=False)
+    assert "hunter2-secret" not in repr(defaults)
+    console = build_mailer(defaults, service_name="acme", development=False)
     assert isinstance(console, ConsoleMailer)
     with pytest.raises(ConfigurationError):
-        build_mailer(MailSettings(backend="file"), development=True)
+        build_mailer(MailSettings(backend="file"), service_name="acme", development=True)
     file = build_mailer(
-        MailSettings(backend="file", file_path=str(tmp_path / "m")), development=True
+        MailSettings(backend="file", file=str(tmp_path / "m")),
+        service_name="acme",
+        development=True,
     )
     assert isinstance(file, FileMailer)
+    asyncio.run(file.send(MESSAGE))
+    # Without KEEL_MAIL_FROM, mail comes from the service's name.
+    assert [record["from"] for record in file.read()] == ["acme <no-reply@localhost>"]
     smtp = build_mailer(
-        MailSettings(backend="smtp", smtp_host="smtp.example.com"), development=True
+        MailSettings(backend="smtp", smtp_host="smtp.example.com"),
+        service_name="acme",
+        development=True,
     )
     assert isinstance(smtp, SmtpMailer)
