@@ -1,4 +1,4 @@
-"""An app with the accounts routes, wired as ``create_app`` will wire them (``install_accounts``).
+"""An app with the accounts routes, wired as ``create_app`` wires them (``build_account_service``).
 
 ``TokenAuthenticator`` stands in for ``keel.auth``'s bearer authenticator
 (built in parallel): it verifies the access token and then the user's state
@@ -29,8 +29,9 @@ from keel.accounts import (
     User,
     load_user_state,
 )
-from keel.api.accounts import install_accounts
+from keel.api.accounts import build_accounts_router, install_read_me
 from keel.api.app import create_app
+from keel.api.assembly import build_account_service
 from keel.api.principal import Authenticator, Principal
 from keel.api.state import get_context
 from keel.audit.models import AuditEventRow
@@ -160,7 +161,7 @@ def build_accounts_app(
 
     context.supervisor.add_closer("test_hasher", close_hasher)
     mailer = FileMailer(mail_path, sender="keel <no-reply@keel.example>", clock=clock)
-    service = install_accounts(
+    service = build_account_service(
         app,
         context,
         access_tokens=tokens,
@@ -170,6 +171,13 @@ def build_accounts_app(
         outbox_settings=MailSettings(max_attempts=3, retry_base=0.01, retry_max=0.02),
         sessions=sessions,
         guard=guard,
+    )
+    areas = service.areas
+    install_read_me(app, areas.profile)
+    app.include_router(
+        build_accounts_router(
+            registration=areas.registration, login=areas.login, profile=areas.profile
+        )
     )
     return AccountsApp(app, settings, service, mailer, tokens, hasher, clock)
 

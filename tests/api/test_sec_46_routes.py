@@ -1,10 +1,9 @@
 """SEC-46: every non-public route denies by default. Walks every operation of the full app.
 
-The app is ``create_app`` with the real ``BearerAuthenticator``, the JWKS
-route, every module-level ``router`` found in ``keel.api`` that ``create_app``
-does not mount itself, and the accounts routes through
-``keel.api.accounts.install_accounts`` when that module exists (imported by
-name, so this test ran before it landed and runs after). Every operation,
+The app is ``create_app`` with the real ``BearerAuthenticator`` (which mounts
+the accounts, session, JWKS and audit routes itself), plus the router of every
+``build_<name>_router()`` in ``keel.api`` that needs no argument and whose
+routes ``create_app`` does not serve. Every operation,
 from the OpenAPI document and from the routing table (so
 ``include_in_schema=False`` cannot hide one), must:
 
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
+import inspect
 import pkgutil
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -52,27 +51,38 @@ Operation = tuple[str, str]
 
 
 def keel_api_routers() -> list[APIRouter]:
-    """Every module-level ``router`` in ``keel.api`` and its subpackages (imported on demand)."""
+    """The router of every argument-free ``build_<name>_router`` in ``keel.api`` (and below)."""
     found = []
     for info in pkgutil.walk_packages(keel.api.__path__, prefix="keel.api."):
-        router = getattr(importlib.import_module(info.name), "router", None)
-        if isinstance(router, APIRouter):
-            found.append(router)
+        module = importlib.import_module(info.name)
+        for name, builder in vars(module).items():
+            if not (name.startswith("build_") and name.endswith("_router")):
+                continue
+            if getattr(builder, "__module__", None) != module.__name__ or not callable(builder):
+                continue
+            parameters = inspect.signature(builder).parameters.values()
+            if all(p.default is not inspect.Parameter.empty for p in parameters):
+                router = builder()
+                assert isinstance(router, APIRouter), name
+                found.append(router)
     return found
 
 
-def _endpoints(routes: Sequence[BaseRoute]) -> set[object]:
+def _served(routes: Sequence[BaseRoute]) -> set[Operation]:
     # FastAPI ≥ 0.165 keeps included routers as lazy entries: resolve them the public way.
     return {
-        getattr(context.original_route, "endpoint", None) for context in iter_route_contexts(routes)
+        (method, context.path)
+        for context in iter_route_contexts(routes)
+        if context.path is not None
+        for method in context.methods or ()
     }
 
 
 def mount_missing(app: FastAPI, routers: Iterable[APIRouter]) -> None:
-    """Include each router whose endpoints the app does not serve yet."""
+    """Include each router with an operation the app does not serve yet."""
     for router in routers:
-        endpoints = _endpoints(router.routes)
-        if endpoints and not endpoints <= _endpoints(app.routes):
+        wanted = _served(router.routes)
+        if wanted and not wanted <= _served(app.routes):
             app.include_router(router)
 
 
@@ -131,20 +141,8 @@ async def walk(auth: AuthApp, settings: Settings) -> tuple[set[Operation], list[
     return walked, findings
 
 
-def install_accounts_if_present(auth: AuthApp) -> bool:
-    """Mount the accounts routes the way ``create_app`` will, if ``keel.api.accounts`` exists."""
-    if importlib.util.find_spec("keel.api.accounts") is None:
-        return False
-    accounts = importlib.import_module("keel.api.accounts")
-    served = {context.path for context in iter_route_contexts(auth.app.routes)}
-    if "/users/me" not in served:  # once create_app installs them itself, do not do it twice
-        accounts.install_accounts(auth.app, auth.app.state.keel, access_tokens=auth.tokens)
-    return True
-
-
 def build(settings: Settings, clock: FrozenClock, extra: Sequence[APIRouter] = ()) -> AuthApp:
     auth = build_auth_app(settings, clock, routers=extra)
-    install_accounts_if_present(auth)
     mount_missing(auth.app, keel_api_routers())
     return auth
 
@@ -158,9 +156,8 @@ async def test_sec_46_every_non_public_operation_denies_by_default(
     # The walk is not vacuous: it reached the guarded routes we know of.
     assert {("GET", "/admin/audit"), ("GET", "/_t/me")} <= walked
     assert ("GET", "/.well-known/jwks.json") in walked
-    if importlib.util.find_spec("keel.api.accounts") is not None:
-        assert {("GET", "/users/me"), ("PATCH", "/users/me"), ("DELETE", "/users/me")} <= walked
-        assert ("POST", "/auth/token") in walked
+    assert {("GET", "/users/me"), ("PATCH", "/users/me"), ("DELETE", "/users/me")} <= walked
+    assert ("POST", "/auth/token") in walked
 
 
 async def test_sec_46_the_walker_reports_an_unguarded_route(
@@ -193,7 +190,7 @@ async def test_sec_46_the_walker_reports_an_unguarded_route(
 
 def test_discovery_finds_the_routers_keel_api_defines() -> None:
     paths = {context.path for r in keel_api_routers() for context in iter_route_contexts(r.routes)}
-    assert "/admin/audit" in paths
+    assert {"/admin/audit", "/sessions"} <= paths
 
 
 def test_the_walk_includes_the_routes_in_the_apps_own_table(
@@ -201,6 +198,5 @@ def test_the_walk_includes_the_routes_in_the_apps_own_table(
 ) -> None:
     # /livez, /readyz and GET /users/me sit in the app's own table, not in a router.
     auth = build_auth_app(settings_factory(), clock)
-    assert install_accounts_if_present(auth)
     walked, _ = operations(auth.app, auth.app.openapi())
     assert {("GET", "/livez"), ("HEAD", "/readyz"), ("GET", "/users/me")} <= walked

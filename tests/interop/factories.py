@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from keel._clock import SystemClock
 from keel.api.app import create_app
 from keel.api.bearer import BearerAuthenticator
-from keel.api.jwks import jwks_router
+from keel.api.jwks import build_jwks_router
 from keel.api.principal import Principal, current_principal
 from keel.auth import (
     UNKNOWN_SUBJECT,
@@ -85,7 +85,7 @@ def app(settings: Settings) -> FastAPI:
     authenticator = BearerAuthenticator(TokenAuthenticator(verifier, state))
     return create_app(
         settings,
-        routers=[jwks_router(keys), _test_router(tokens)],
+        routers=[build_jwks_router(keys), _test_router(tokens)],
         clock=clock,
         authenticator=authenticator,
         stores=stores,

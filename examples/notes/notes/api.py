@@ -16,9 +16,7 @@ from notes.actions import MODERATE_SCOPE
 from notes.models import BODY_MAX, TITLE_MAX
 from notes.service import NoteNotFound, NotesService
 
-__all__ = ["router"]
-
-router = APIRouter(tags=["notes"])
+__all__ = ["build_notes_router"]
 
 User = Annotated[Principal, Depends(require_scope("user"))]
 Moderator = Annotated[Principal, Depends(require_scope(MODERATE_SCOPE))]
@@ -47,37 +45,42 @@ def _note_id(note_id: str) -> str:
     return canonical
 
 
-@router.post("/notes", status_code=201)
-async def create_note(request: Request, user: User, notes: Notes, body: NewNote) -> dict[str, Any]:
-    view = await notes.create(user.subject, body.title, body.body, origin_of(request))
-    return asdict(view)
+def build_notes_router() -> APIRouter:
+    """A fresh router with the notes routes (the service comes from the app's services)."""
+    router = APIRouter(tags=["notes"])
 
+    @router.post("/notes", status_code=201)
+    async def create_note(
+        request: Request, user: User, notes: Notes, body: NewNote
+    ) -> dict[str, Any]:
+        view = await notes.create(user.subject, body.title, body.body, origin_of(request))
+        return asdict(view)
 
-@router.get("/notes")
-async def list_notes(user: User, notes: Notes) -> dict[str, Any]:
-    return {"items": [asdict(view) for view in await notes.list(user.subject)]}
+    @router.get("/notes")
+    async def list_notes(user: User, notes: Notes) -> dict[str, Any]:
+        return {"items": [asdict(view) for view in await notes.list(user.subject)]}
 
+    @router.get("/notes/{note_id}")
+    async def read_note(user: User, notes: Notes, note_id: str) -> dict[str, Any]:
+        return asdict(await notes.get(user.subject, _note_id(note_id)))
 
-@router.get("/notes/{note_id}")
-async def read_note(user: User, notes: Notes, note_id: str) -> dict[str, Any]:
-    return asdict(await notes.get(user.subject, _note_id(note_id)))
+    @router.patch("/notes/{note_id}")
+    async def change_note(
+        user: User, notes: Notes, note_id: str, body: NoteChange
+    ) -> dict[str, Any]:
+        view = await notes.update(user.subject, _note_id(note_id), title=body.title, body=body.body)
+        return asdict(view)
 
+    @router.delete("/notes/{note_id}", status_code=204)
+    async def delete_note(request: Request, user: User, notes: Notes, note_id: str) -> Response:
+        await notes.delete(user.subject, _note_id(note_id), origin_of(request))
+        return Response(status_code=204)
 
-@router.patch("/notes/{note_id}")
-async def change_note(user: User, notes: Notes, note_id: str, body: NoteChange) -> dict[str, Any]:
-    view = await notes.update(user.subject, _note_id(note_id), title=body.title, body=body.body)
-    return asdict(view)
+    @router.delete("/moderation/notes/{note_id}", status_code=204)
+    async def moderate_note(
+        request: Request, moderator: Moderator, notes: Notes, note_id: str
+    ) -> Response:
+        await notes.moderate(moderator.subject, _note_id(note_id), origin_of(request))
+        return Response(status_code=204)
 
-
-@router.delete("/notes/{note_id}", status_code=204)
-async def delete_note(request: Request, user: User, notes: Notes, note_id: str) -> Response:
-    await notes.delete(user.subject, _note_id(note_id), origin_of(request))
-    return Response(status_code=204)
-
-
-@router.delete("/moderation/notes/{note_id}", status_code=204)
-async def moderate_note(
-    request: Request, moderator: Moderator, notes: Notes, note_id: str
-) -> Response:
-    await notes.moderate(moderator.subject, _note_id(note_id), origin_of(request))
-    return Response(status_code=204)
+    return router

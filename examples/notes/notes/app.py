@@ -8,7 +8,7 @@ from keel.api.app import create_app
 from keel.api.state import AppContext
 from keel.settings import Settings
 from notes.actions import MODERATOR, NotesActions
-from notes.api import router
+from notes.api import build_notes_router
 from notes.service import NotesService
 
 __all__ = ["create"]
@@ -22,7 +22,7 @@ def create(settings: Settings) -> FastAPI:
     """keel's app with the notes routes, service, audit actions and moderator role."""
     return create_app(
         settings,
-        routers=[router],
+        routers=[build_notes_router()],
         services=[_notes],
         audit_actions=[NotesActions],
         roles=[MODERATOR],

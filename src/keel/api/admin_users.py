@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keel.accounts import UserView
 from keel.accounts.admin import AdminService
-from keel.api.accounts import _Strict
+from keel.api.account_models import StrictBody
 from keel.api.contract import LIMIT_KEY, ROLE, authenticated
 from keel.api.ids import UserId
 from keel.api.middleware import no_store
@@ -39,7 +39,7 @@ Role = Annotated[
 ]
 
 
-class UpdateUserRequest(_Strict):
+class UpdateUserRequest(StrictBody):
     """Only activity and roles; the address, the password and the rest are never set here."""
 
     # At least one of them, not null (the validator below).

@@ -20,23 +20,24 @@ from keel._logging import event
 from keel.accounts import load_user_snapshot, load_user_state
 from keel.accounts.credentials import end_user_links
 from keel.accounts.roles import Role, RoleCatalog
-from keel.api.accounts import install_accounts
+from keel.api.accounts import build_accounts_router, install_read_me
 from keel.api.admin_users import build_admin_users_router
-from keel.api.audit import router as audit_router
+from keel.api.assembly import build_account_service
+from keel.api.audit import build_audit_router
 from keel.api.bearer import BearerAuthenticator
 from keel.api.contract import install_contract
 from keel.api.errors import install_error_handlers
 from keel.api.health import install_health
 from keel.api.housekeeping import Housekeeper
 from keel.api.identity import Authenticator
-from keel.api.jwks import jwks_router
+from keel.api.jwks import build_jwks_router
 from keel.api.metrics import install_metrics
 from keel.api.metrics import sampler as metrics_sampler
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
 from keel.api.ratelimit import rate_limiter
-from keel.api.services import ServiceFactory, build_services, keep_service
-from keel.api.sessions import install_sessions
+from keel.api.services import ServiceFactory, keep_service
+from keel.api.sessions import build_sessions_router
 from keel.api.state import AppContext
 from keel.audit import Action, AuditActions, AuditTrail
 from keel.auth import (
@@ -145,7 +146,8 @@ def create_app(
         | frozenset(action for group in audit_actions for action in group.members()),
         roles=catalog,
     )
-    build_services(context, services)
+    for factory in services:
+        keep_service(context, factory(context), given=True)
 
     if owns_database:
         supervisor.add_closer("database", database.dispose)
@@ -226,7 +228,7 @@ def create_app(
         # counters would let a locked account's passwords be checked again (503 instead).
         throttle = LoginThrottle(stores.shared, settings.throttle, clock=clock)
         keep_service(context, throttle)
-        areas = install_accounts(
+        areas = build_account_service(
             app,
             context,
             access_tokens=access_tokens,
@@ -235,13 +237,20 @@ def create_app(
             sessions=sessions,
             guard=throttle,
         ).areas
-        install_sessions(app, sessions)
+        keep_service(context, sessions)
+        install_read_me(app, areas.profile)
+        app.include_router(
+            build_accounts_router(
+                registration=areas.registration, login=areas.login, profile=areas.profile
+            )
+        )
+        app.include_router(build_sessions_router())
         app.include_router(build_passwords_router(profile=areas.profile, recovery=areas.recovery))
         app.include_router(build_admin_users_router(areas.admin))
     # After keel's busiest routes (matched in order), before the application's own.
     install_metrics(app, settings.metrics, database)
-    app.include_router(jwks_router(keys, keep_for=retention(settings.tokens), clock=clock))
-    app.include_router(audit_router)
+    app.include_router(build_jwks_router(keys, keep_for=retention(settings.tokens), clock=clock))
+    app.include_router(build_audit_router())
     for router in routers:
         app.include_router(router)
     return app

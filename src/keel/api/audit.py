@@ -24,12 +24,16 @@ from keel.api.principal import Admin
 from keel.audit import MAX_PAGE, Action, Result, query_events
 from keel.errors import InvalidInput
 
-__all__ = ["router"]
-
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(no_store)])
+__all__ = ["build_audit_router"]
 
 
-@router.get("/audit", **authenticated(422))
+def build_audit_router() -> APIRouter:
+    """A fresh router with ``GET /admin/audit`` (admins only, never cached)."""
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(no_store)])
+    router.get("/audit", **authenticated(422))(read_audit)
+    return router
+
+
 async def read_audit(
     request: Request,
     admin: Admin,

@@ -28,7 +28,7 @@ from keel._clock import Clock, SystemClock
 from keel.api.contract import problems
 from keel.security.keys import JWKS_MAX_AGE, KeySet
 
-__all__ = ["JWKS_CACHE_CONTROL", "JWKS_PATH", "jwks_router"]
+__all__ = ["JWKS_CACHE_CONTROL", "JWKS_PATH", "build_jwks_router"]
 
 JWKS_PATH: Final = "/.well-known/jwks.json"
 #: Five minutes: short enough that a rotation reaches every relying party quickly.
@@ -46,7 +46,7 @@ _JWKS: Final = {
 }
 
 
-def jwks_router(
+def build_jwks_router(
     keys: KeySet, *, keep_for: int | None = None, clock: Clock | None = None
 ) -> APIRouter:
     """A router serving ``keys``' public JWK Set at :data:`JWKS_PATH` (no credentials).

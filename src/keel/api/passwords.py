@@ -27,16 +27,15 @@ from pydantic import BaseModel, Field
 
 from keel.accounts.profile import ProfileService
 from keel.accounts.recovery import RecoveryService
-from keel.api.accounts import (
+from keel.api.account_models import (
     AcceptedResponse,
-    Caller,
     LookupEmail,
     NewPassword,
     Password,
+    StrictBody,
     TokenResponse,
-    _account_holder,
-    _Strict,
 )
+from keel.api.accounts import Caller, _account_holder
 from keel.api.bearer import BearerPrincipal
 from keel.api.contract import authenticated, problems
 from keel.api.middleware import no_store
@@ -57,16 +56,16 @@ FORGOT_ACCEPTED: Final = {
 _RESET_TOKEN_FIELD_MAX: Final = 128
 
 
-class ChangePasswordRequest(_Strict):
+class ChangePasswordRequest(StrictBody):
     current_password: Password
     new_password: NewPassword
 
 
-class ForgotPasswordRequest(_Strict):
+class ForgotPasswordRequest(StrictBody):
     email: LookupEmail
 
 
-class ResetPasswordRequest(_Strict):
+class ResetPasswordRequest(StrictBody):
     token: Annotated[str, Field(min_length=1, max_length=_RESET_TOKEN_FIELD_MAX)]
     new_password: NewPassword
 

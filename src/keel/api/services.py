@@ -17,7 +17,7 @@ A factory that owns something to close registers it on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -25,29 +25,27 @@ from starlette.requests import Request
 from keel.api.state import AppContext, get_context
 from keel.errors import ConfigurationError
 
-__all__ = ["ServiceFactory", "build_services", "keep_service", "service"]
+__all__ = ["ServiceFactory", "keep_service", "service"]
 
 _T = TypeVar("_T")
 
 ServiceFactory = Callable[[AppContext], object]
 
 
-def build_services(context: AppContext, factories: Sequence[ServiceFactory]) -> None:
-    """Call each factory and keep its service under its type (one service per type)."""
-    for factory in factories:
-        built = factory(context)
-        kind = type(built)
-        if kind in context.services:
-            raise ConfigurationError(f"two services of type {kind.__qualname__} were given")
-        context.services[kind] = built
+def keep_service(context: AppContext, built: object, *, given: bool = False) -> None:
+    """Keep ``built`` among the app's services under its type: one service per type.
 
-
-def keep_service(context: AppContext, built: object) -> None:
-    """Keep one of keel's own services (sessions, the login throttle, the rate limiter) by type."""
+    ``given`` says it is one of the application's own (``create_app(services=...)``);
+    otherwise it is one of keel's (sessions, the login throttle). A second service
+    of a type already kept is refused, saying which of the two cases it is.
+    """
     kind = type(built)
     if kind in context.services:
+        name = kind.__qualname__
         raise ConfigurationError(
-            f"a service of type {kind.__qualname__} was given, but keel provides its own"
+            f"two services of type {name} were given"
+            if given
+            else f"a service of type {name} was given, but keel provides its own"
         )
     context.services[kind] = built
 

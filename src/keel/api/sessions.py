@@ -1,4 +1,4 @@
-"""The session routes and :func:`install_sessions`.
+"""The session routes: :func:`build_sessions_router`.
 
 Routes (``/auth/refresh`` is public: the refresh token is the credential)::
 
@@ -9,8 +9,9 @@ Routes (``/auth/refresh`` is public: the refresh token is the credential)::
     POST   /admin/users/{user_id}/sessions:revoke  (admin) ends all of a user's sessions
 
 Token-bearing responses are ``Cache-Control: no-store`` (SEC-58). The rules
-live in :class:`keel.auth.sessions.SessionService`, stored on
-the app's services (by type, ``context.service(SessionService)``).
+live in :class:`keel.auth.sessions.SessionService`, which ``create_app``
+builds and keeps among the app's services (by type,
+``context.service(SessionService)``); the routes ask for it there.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
 
+from keel.api.account_models import StrictBody
 from keel.api.contract import authenticated, problems
 from keel.api.ids import SessionId, UserId
 from keel.api.middleware import no_store
 from keel.api.origin import origin_of
 from keel.api.principal import Admin, Principal, current_principal
 from keel.api.ratelimit import rate_limited
-from keel.api.services import keep_service
-from keel.api.state import app_context, get_context
+from keel.api.state import get_context
 from keel.audit import ActorType
 from keel.auth.sessions import Refreshed, SessionInfo, SessionService
 from keel.errors import Forbidden
@@ -36,7 +37,6 @@ from keel.errors import Forbidden
 __all__ = [
     "build_sessions_router",
     "get_sessions",
-    "install_sessions",
     "refreshed_body",
 ]
 
@@ -51,7 +51,7 @@ _SESSION_LINKS: Final = {
 
 
 def get_sessions(request: Request) -> SessionService:
-    """The ``SessionService`` :func:`install_sessions` kept in the app's services."""
+    """The ``SessionService`` ``create_app`` kept in the app's services."""
     return get_context(request).service(SessionService)
 
 
@@ -59,11 +59,7 @@ Sessions = Annotated[SessionService, Depends(get_sessions)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class RefreshRequest(_Strict):
+class RefreshRequest(StrictBody):
     refresh_token: Annotated[str, Field(min_length=1, max_length=_REFRESH_TOKEN_MAX)]
 
 
@@ -194,9 +190,3 @@ def build_sessions_router() -> APIRouter:
         return {"revoked": count}
 
     return router
-
-
-def install_sessions(app: FastAPI, service: SessionService) -> None:
-    """Keep ``service`` among the app's services (by type) and mount the session routes."""
-    keep_service(app_context(app), service)
-    app.include_router(build_sessions_router())

@@ -36,5 +36,5 @@ def test_exports() -> None:
         "REGISTER_ACCEPTED",
         "TOKEN_FORM_MAX",
         "build_accounts_router",
-        "install_accounts",
+        "install_read_me",
     ]

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from keel.accounts.views import UserView, profile_json
-from keel.api.accounts import UserResponse
+from keel.api.account_models import UserResponse
 
 VIEW = UserView(
     id="3f1c2a9e-0000-4000-8000-000000000001",

@@ -19,7 +19,7 @@ from fastapi.routing import iter_route_contexts
 from keel._clock import FrozenClock
 from keel.api.app import create_app
 from keel.api.bearer import BearerAuthenticator, BearerPrincipal
-from keel.api.jwks import JWKS_PATH, jwks_router
+from keel.api.jwks import JWKS_PATH, build_jwks_router
 from keel.api.principal import Principal, current_principal
 from keel.auth import SecurityState, TokenAuthenticator, VerifiedTokenCache
 from keel.cache import Store, Stores, build_stores
@@ -111,5 +111,5 @@ def build_auth_app(
     )
     served = {context.path for context in iter_route_contexts(app.routes)}
     if JWKS_PATH not in served:  # once create_app mounts it itself, do not mount it twice
-        app.include_router(jwks_router(keys))
+        app.include_router(build_jwks_router(keys))
     return AuthApp(app, keys, tokens, directory, clock, security)
