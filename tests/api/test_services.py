@@ -11,9 +11,11 @@ import pytest
 from fastapi import APIRouter, Depends
 from sqlalchemy import text
 
+from keel.accounts import AccountService
 from keel.api.app import create_app
 from keel.api.services import service
 from keel.api.state import AppContext
+from keel.auth.ratelimit import RateLimiter
 from keel.auth.sessions import SessionService
 from keel.auth.throttle import LoginThrottle
 from keel.db import Database, migrate
@@ -98,3 +100,16 @@ def test_keels_own_services_are_found_by_type_and_cannot_be_shadowed(
             settings_factory(),
             services=[lambda c: LoginThrottle(c.store, c.settings.throttle, clock=c.clock)],
         )
+
+
+@pytest.mark.parametrize("kind", [SessionService, LoginThrottle, RateLimiter, AccountService])
+def test_no_application_service_replaces_one_of_keels(
+    settings_factory: SettingsFactory, kind: type[object]
+) -> None:
+    # Every service keel builds is kept by type once, built in create_app, and an application's
+    # service of the same type is refused, not silently used in its place or replaced.
+    settings = settings_factory()
+    own: AppContext = create_app(settings).state.keel
+    assert isinstance(own.service(kind), kind)
+    with pytest.raises(ConfigurationError, match="keel provides its own"):
+        create_app(settings, services=[lambda _: own.service(kind)])
