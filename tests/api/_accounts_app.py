@@ -162,7 +162,6 @@ def build_accounts_app(
     context.supervisor.add_closer("test_hasher", close_hasher)
     mailer = FileMailer(mail_path, sender="keel <no-reply@keel.example>", clock=clock)
     service = build_account_service(
-        app,
         context,
         access_tokens=tokens,
         mailer=mailer,

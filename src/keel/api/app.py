@@ -35,7 +35,6 @@ from keel.api.metrics import install_metrics
 from keel.api.metrics import sampler as metrics_sampler
 from keel.api.middleware import install_middleware
 from keel.api.passwords import build_passwords_router
-from keel.api.ratelimit import rate_limiter
 from keel.api.services import ServiceFactory, keep_service
 from keel.api.sessions import build_sessions_router
 from keel.api.state import AppContext
@@ -48,6 +47,7 @@ from keel.auth import (
     TokenAuthenticator,
     VerifiedTokenCache,
 )
+from keel.auth.ratelimit import RateLimiter
 from keel.auth.sessions import SessionService, session_is_live
 from keel.auth.throttle import LoginThrottle
 from keel.cache import Stores, build_stores
@@ -148,6 +148,8 @@ def create_app(
     )
     for factory in services:
         keep_service(context, factory(context), given=True)
+    limiter = RateLimiter(store, settings.throttle, clock=clock)
+    keep_service(context, limiter)
 
     if owns_database:
         supervisor.add_closer("database", database.dispose)
@@ -221,7 +223,7 @@ def create_app(
             clock=clock,
             tokens=access_tokens,
             subject_state=subject_state,
-            refresh_limit=rate_limiter(app, context).refresh,
+            refresh_limit=limiter.refresh,
             on_revoke_user=end_user_links,
         )
         # Locks and failure counts fail closed: never the per-machine fallback, whose empty
@@ -229,7 +231,6 @@ def create_app(
         throttle = LoginThrottle(stores.shared, settings.throttle, clock=clock)
         keep_service(context, throttle)
         areas = build_account_service(
-            app,
             context,
             access_tokens=access_tokens,
             on_user_changed=security.subject_changed,

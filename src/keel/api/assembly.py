@@ -16,8 +16,6 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-from fastapi import FastAPI
-
 from keel._logging import event
 from keel.accounts import (
     AccountService,
@@ -33,8 +31,9 @@ from keel.accounts import (
 from keel.accounts.mail import ConsoleMailer
 from keel.accounts.mailcap import CappedMailer
 from keel.accounts.sealing import BodySealer
-from keel.api.ratelimit import rate_limiter
+from keel.api.services import keep_service
 from keel.api.state import AppContext
+from keel.auth.ratelimit import RateLimiter
 from keel.runtime.lifecycle import Warmup
 from keel.security.hashing import PasswordHasher
 from keel.security.keys import load_key_set
@@ -48,7 +47,6 @@ _log = logging.getLogger("keel.api.accounts")
 
 
 def build_account_service(
-    app: FastAPI,
     context: AppContext,
     *,
     access_tokens: AccessTokens | None = None,
@@ -80,8 +78,8 @@ def build_account_service(
       every password check (``keel.accounts.hooks``); without them logins
       start no session and nothing is limited.
 
-    ``app`` is asked only for its rate limiter (the mail budget). Call before
-    the app starts (warm-ups are registered on the supervisor).
+    The mail budget is the app's ``RateLimiter`` (built by ``create_app``).
+    Call before the app starts (warm-ups are registered on the supervisor).
     """
     settings = context.settings
     supervisor = context.supervisor
@@ -122,7 +120,7 @@ def build_account_service(
             "mail_console_in_production",
             detail="account mail is only logged, never delivered: set KEEL_MAIL_BACKEND=smtp",
         )
-    budget = rate_limiter(app, context)  # mails per recipient and hour
+    budget = context.service(RateLimiter)  # mails per recipient and hour
     audit_keys = settings.audit
     outbox = Outbox(
         CappedMailer(mailer, budget),
@@ -149,5 +147,5 @@ def build_account_service(
         guard=guard,
         mail_budget=budget,
     )
-    context.services[AccountService] = service
+    keep_service(context, service)
     return service

@@ -20,9 +20,9 @@ from keel._logging import event
 from keel.accounts.roles import ROLE_ADMIN
 from keel.api.identity import Authenticator, DenyAll, Principal
 from keel.api.origin import origin_of
-from keel.api.ratelimit import rate_limiter
 from keel.api.state import get_context
 from keel.audit.vocabulary import Action, Result
+from keel.auth.ratelimit import RateLimiter
 from keel.errors import Forbidden, Unauthenticated
 
 __all__ = [
@@ -87,7 +87,7 @@ async def _first_denial(request: Request, principal: Principal, scope: str, rout
     """Whether this is the caller's first refusal on ``route`` in this rate-limit window."""
     context = get_context(request)
     try:
-        return await rate_limiter(request.app, context).first_in_window(
+        return await context.service(RateLimiter).first_in_window(
             "authz", principal.actor_type.value, principal.subject, scope, request.method, route
         )
     except Exception as exc:  # noqa: BLE001 - unsure whether it is the first: record it

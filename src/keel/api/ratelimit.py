@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 
 from keel._logging import event
 from keel.accounts.email import InvalidEmail, normalise_email
@@ -43,18 +43,9 @@ from keel.auth.throttle import LoginThrottle
 from keel.errors import TooManyRequests
 from keel.metrics import record_rate_limit_refusal
 
-__all__ = ["count_attempt", "rate_limited", "rate_limiter"]
+__all__ = ["count_attempt", "rate_limited"]
 
 _log = logging.getLogger("keel.api.ratelimit")
-
-
-def rate_limiter(app: FastAPI, context: AppContext) -> RateLimiter:
-    """The app's one ``RateLimiter``, built on first use from its context (kept by type)."""
-    limiter = context.services.get(RateLimiter)
-    if not isinstance(limiter, RateLimiter):
-        limiter = RateLimiter(context.store, context.settings.throttle, clock=context.clock)
-        context.services[RateLimiter] = limiter
-    return limiter
 
 
 async def count_attempt(
@@ -66,7 +57,7 @@ async def count_attempt(
     source through a spent global budget.
     """
     context = get_context(request)
-    limiter = rate_limiter(request.app, context)
+    limiter = context.service(RateLimiter)
     origin = origin_of(request)
     try:
         await limiter.hit(
