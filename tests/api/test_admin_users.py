@@ -25,14 +25,6 @@ ADMIN_EMAIL = "root@keel.example"
 VIEW_FIELDS = {"id", "email", "roles", "active", "email_verified", "created_at", "updated_at"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 def built(
     settings_factory: SettingsFactory, database_url: str, tmp_path: Path, clock: FrozenClock
