@@ -1,14 +1,22 @@
-"""Shared fixtures: real PostgreSQL and Redis when configured, isolated per test.
+"""The suite's shared fixtures, the one place for them: every fixture that more than one
+test directory uses is defined here, and nowhere else (``tests/unit/test_test_layout.py``).
 
+A directory's own ``conftest.py`` keeps only the fixtures that directory alone uses,
+under names no other conftest defines; a test module may still override a fixture
+for its own tests.
+
+Real PostgreSQL and Redis when configured, isolated per test:
 ``KEEL_TEST_DATABASE_URL`` and ``KEEL_TEST_REDIS_URL`` name the servers. Where
 they are unset the backend tests are skipped, unless ``KEEL_TEST_REQUIRE_BACKENDS``
 is set (CI sets it), in which case they fail: CI never counts a skip as a pass.
-``redis_cluster`` starts a private three-node Redis Cluster once per run; it needs
-``redis-server`` and ``redis-cli`` on PATH, under the same skip-or-fail rule.
+``redis_cluster`` starts a private three-node Redis Cluster once per run and
+``private_redis`` a ``redis-server`` of one test's own; they need ``redis-server``
+(and ``redis-cli``) on PATH, under the same skip-or-fail rule.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -18,9 +26,14 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from keel._clock import FrozenClock
+from keel.db import Database, migrate
+from keel.settings import Settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tests.unit.cache._cluster import LocalCluster
+    from tests.unit.cache._servers import RedisServer
 
 
 def _backend_url(name: str) -> str:
@@ -95,6 +108,17 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
 
 
 @pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` of this test's own, which the test may kill and restart (never the
+    shared one)."""
+    from tests.unit.cache._servers import redis_server, require_programs
+
+    require_programs("redis-server")
+    with redis_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
 def cluster_namespace(redis_cluster: LocalCluster) -> Iterator[str]:
     """A key prefix of this test's own on ``redis_cluster``; its keys are deleted afterwards."""
     import redis
@@ -142,3 +166,29 @@ async def postgres_url(postgres_admin_url: str) -> AsyncIterator[str]:
 def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     """A fresh SQLite database file of this test's own."""
     return f"sqlite:///{os.fspath(tmp_path)}/keel.sqlite3"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """A fresh, empty database of this test's own: a SQLite file, then real PostgreSQL."""
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """keel's settings on ``database_url``, without Redis."""
+    return Settings(database_url=database_url, redis_url=None)
+
+
+@pytest.fixture
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    """A ``Database`` on ``settings``, migrated to keel's head, disposed afterwards."""
+    await asyncio.to_thread(migrate.upgrade, settings.database)
+    db = Database(settings.database)
+    try:
+        yield db
+    finally:
+        await db.dispose()

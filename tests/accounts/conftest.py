@@ -1,8 +1,8 @@
-"""An ``AccountService`` over a migrated database of each kind (a SQLite file, real PostgreSQL)."""
+"""An ``AccountService`` over ``database`` (``tests/conftest.py``): a migrated SQLite file, then
+real PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -22,35 +22,12 @@ from keel.accounts import (
 )
 from keel.accounts.sealing import BodySealer
 from keel.audit import AuditTrail
-from keel.db import Database, migrate
+from keel.db import Database
 from keel.security.hashing import PasswordHasher
 from keel.security.keys import KeySet
 from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokens
 from keel.settings import AccountPolicySettings, MailSettings, Settings
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, redis_url=None)
-
-
-@pytest.fixture
-async def database(settings: Settings) -> AsyncIterator[Database]:
-    await asyncio.to_thread(migrate.upgrade, settings.database)
-    db = Database(settings.database)
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 @pytest.fixture

@@ -22,14 +22,6 @@ SettingsFactory = Callable[..., Settings]
 FORBIDDEN_KEYS = re.compile(r"password|hash|secret|totp|recovery|refresh_token_hash", re.IGNORECASE)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 def changes() -> list[str]:
     return []

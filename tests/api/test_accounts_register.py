@@ -24,14 +24,6 @@ SettingsFactory = Callable[..., Settings]
 PUBLIC_URL = "https://app.keel.example"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 def accounts(
     settings_factory: SettingsFactory, database_url: str, tmp_path: Path, clock: FrozenClock

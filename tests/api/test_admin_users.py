@@ -25,14 +25,6 @@ ADMIN_EMAIL = "root@keel.example"
 VIEW_FIELDS = {"id", "email", "roles", "active", "email_verified", "created_at", "updated_at"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 def built(
     settings_factory: SettingsFactory, database_url: str, tmp_path: Path, clock: FrozenClock
@@ -118,7 +110,10 @@ async def test_read_user_is_the_admin_view_and_audited(
     assert row.request_id == response.headers["x-request-id"]
 
 
-@pytest.mark.parametrize("user_id", [str(uuid.uuid4()), "not-a-uuid", "x" * 300, "1 OR 1=1"])
+@pytest.mark.parametrize(
+    "user_id",
+    [pytest.param(str(uuid.uuid4()), id="unknown-uuid"), "not-a-uuid", "x" * 300, "1 OR 1=1"],
+)
 async def test_sec_47_unknown_or_malformed_ids_are_404(
     http: httpx.AsyncClient, admin: tuple[str, str], user_id: str
 ) -> None:

@@ -38,14 +38,6 @@ CANARY = "canary-7f3e9a1c"
 BEYOND_INT64 = 2**63 + 4242  # its digits end in ...4242 (also in no source line)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 def _failing_router() -> APIRouter:
     """Routes whose statements fail in the database with a parameter bound."""
     router = APIRouter()

@@ -25,14 +25,6 @@ SettingsFactory = Callable[..., Settings]
 NEW = "another long passphrase 9 ways"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 def settings(settings_factory: SettingsFactory, database_url: str) -> Settings:
     return settings_factory(database_url=database_url, public_url="https://app.keel.example")

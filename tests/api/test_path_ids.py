@@ -36,14 +36,6 @@ FORMS: dict[str, Callable[[str], str]] = {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 class Stack:
     def __init__(self, http: httpx.AsyncClient, accounts: AccountService, db: Database) -> None:
         self.http, self.accounts, self.database = http, accounts, db

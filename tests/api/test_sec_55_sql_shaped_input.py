@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from keel.accounts import User
@@ -35,14 +34,6 @@ PAYLOADS = [
     '" OR ""="',
     "') UNION SELECT id, password_hash FROM users --",
 ]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 def _requests(payload: str, access: str) -> list[tuple[str, str, dict[str, Any]]]:

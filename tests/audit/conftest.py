@@ -149,7 +149,8 @@ def audit_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def database(audit_url: str) -> AsyncIterator[Database]:
+async def audit_database(audit_url: str) -> AsyncIterator[Database]:
+    """A ``Database`` on ``audit_url``, disposed afterwards."""
     db = Database(make_settings(audit_url))
     try:
         yield db

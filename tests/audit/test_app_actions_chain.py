@@ -12,14 +12,16 @@ class NotesActions(AuditActions, namespace="notes"):
     NOTE_CREATED = app_action("note_created")
 
 
-async def test_an_application_action_is_chained_verified_and_found(database: Database) -> None:
-    async with database.unit_of_work() as uow:
+async def test_an_application_action_is_chained_verified_and_found(
+    audit_database: Database,
+) -> None:
+    async with audit_database.unit_of_work() as uow:
         await record_many(
             uow, [event(1), event(2, action=NotesActions.NOTE_CREATED), event(3)], KEYRING
         )
-    result = await verify(database, KEYRING)
+    result = await verify(audit_database, KEYRING)
     assert result.ok, result
     assert result.count == 3
-    async with database.unit_of_work() as uow:
+    async with audit_database.unit_of_work() as uow:
         found = await query_events(uow, action=NotesActions.NOTE_CREATED)
     assert [(r.seq, r.action) for r in found] == [(2, "notes.note_created")]

@@ -35,19 +35,19 @@ async def _assert_whole(database: Database, count: int) -> list[ChainLink]:
 
 
 async def test_sec_68_concurrent_record_alone_calls_share_commits(
-    database: Database,
+    audit_database: Database,
 ) -> None:
     """150 events from 50 tasks through the trail: one valid chain, far fewer transactions."""
-    trail = AuditTrail(database, KEYRING, FrozenClock())
+    trail = AuditTrail(audit_database, KEYRING, FrozenClock())
 
     async def writer(w: int) -> list[ChainLink]:
         return [await trail.record_alone(event(w * 10 + i)) for i in range(3)]
 
     returned = [link for links in await asyncio.gather(*map(writer, range(50))) for link in links]
-    stored = await _assert_whole(database, 150)
+    stored = await _assert_whole(audit_database, 150)
     assert sorted(returned, key=lambda link: link.seq) == stored
-    if database.dialect == "postgresql":
-        async with database.engine.connect() as conn:
+    if audit_database.dialect == "postgresql":
+        async with audit_database.engine.connect() as conn:
             transactions = (
                 await conn.execute(text("SELECT count(DISTINCT xmin::text) FROM audit_events"))
             ).scalar_one()
@@ -97,12 +97,12 @@ async def test_interleaved_writers_in_two_processes_make_one_chain(audit_url: st
 
 
 async def test_an_append_queued_behind_one_that_rolls_back_takes_its_place(
-    database: Database,
+    audit_database: Database,
 ) -> None:
     started, release = asyncio.Event(), asyncio.Event()
 
     async def doomed() -> None:
-        async with database.unit_of_work() as uow:
+        async with audit_database.unit_of_work() as uow:
             await record(uow, event(1), KEYRING)
             started.set()
             await release.wait()
@@ -110,7 +110,7 @@ async def test_an_append_queued_behind_one_that_rolls_back_takes_its_place(
 
     async def queued() -> ChainLink:
         await started.wait()
-        return await record_alone(database, event(2), KEYRING)
+        return await record_alone(audit_database, event(2), KEYRING)
 
     failing = asyncio.create_task(doomed())
     waiting = asyncio.create_task(queued())
@@ -122,20 +122,20 @@ async def test_an_append_queued_behind_one_that_rolls_back_takes_its_place(
         await failing
     link = await asyncio.wait_for(waiting, 10)
     assert link.seq == 1
-    [stored] = await _assert_whole(database, 1)
+    [stored] = await _assert_whole(audit_database, 1)
     assert stored == link
-    assert (await rows(database))[0]["request_id"] == "req-2"
+    assert (await rows(audit_database))[0]["request_id"] == "req-2"
 
 
 async def test_a_unit_of_work_appends_again_while_others_queue_for_the_lock(
-    database: Database,
+    audit_database: Database,
 ) -> None:
     """The second append of a transaction that holds the lock never waits behind the queue."""
-    trail = AuditTrail(database, KEYRING, FrozenClock())
+    trail = AuditTrail(audit_database, KEYRING, FrozenClock())
     started = asyncio.Event()
 
     async def twice() -> list[ChainLink]:
-        async with database.unit_of_work() as uow:
+        async with audit_database.unit_of_work() as uow:
             first = await record(uow, event(1), KEYRING)
             started.set()
             await asyncio.sleep(0.3)  # the others queue up meanwhile
@@ -147,7 +147,7 @@ async def test_a_unit_of_work_appends_again_while_others_queue_for_the_lock(
         await started.wait()
         if n % 2:
             return await trail.record_alone(event(n))
-        async with database.unit_of_work() as uow:
+        async with audit_database.unit_of_work() as uow:
             return await record(uow, event(n), KEYRING)
 
     mine, *theirs = await asyncio.wait_for(
@@ -156,7 +156,7 @@ async def test_a_unit_of_work_appends_again_while_others_queue_for_the_lock(
     assert isinstance(mine, list)
     assert [link.seq for link in mine] == [1, 2, 3, 4]
     assert sorted(link.seq for link in theirs if isinstance(link, ChainLink)) == list(range(5, 11))
-    await _assert_whole(database, 10)
+    await _assert_whole(audit_database, 10)
 
 
 async def test_the_guess_survives_a_chain_reset_under_it(audit_url: str) -> None:

@@ -60,9 +60,9 @@ def _batch(url: str, *commands: Sequence[str]) -> list[Outcome]:
 
 @pytest.mark.timeout(120)
 async def test_verify_checkpoint_and_export_as_subprocesses(
-    audit_url: str, database: Database
+    audit_url: str, audit_database: Database
 ) -> None:
-    links = await fill(database, 6)
+    links = await fill(audit_database, 6)
     head = f"6:{links[-1].hash}"
     verified, broken, checkpoint = _batch(
         audit_url,

@@ -42,12 +42,14 @@ async def _assert_one_chain(database: Database) -> None:
     assert [row["prev_hash"] for row in stored[1:]] == hashes[:-1]  # no fork anywhere
 
 
-async def test_sec_68_fifty_concurrent_tasks(database: Database) -> None:
-    await asyncio.gather(*(_write(database, w) for w in range(WRITERS)))
-    await _assert_one_chain(database)
+async def test_sec_68_fifty_concurrent_tasks(audit_database: Database) -> None:
+    await asyncio.gather(*(_write(audit_database, w) for w in range(WRITERS)))
+    await _assert_one_chain(audit_database)
 
 
-async def test_sec_68_fifty_writers_on_ten_threads(audit_url: str, database: Database) -> None:
+async def test_sec_68_fifty_writers_on_ten_threads(
+    audit_url: str, audit_database: Database
+) -> None:
     threads_count, per_thread = 10, WRITERS // 10
     barrier = threading.Barrier(threads_count, timeout=30)
 
@@ -70,7 +72,7 @@ async def test_sec_68_fifty_writers_on_ten_threads(audit_url: str, database: Dat
         futures = [pool.submit(run, t) for t in range(threads_count)]
         for future in futures:
             await asyncio.wrap_future(future)  # re-raises a thread's failure here
-    await _assert_one_chain(database)
+    await _assert_one_chain(audit_database)
 
 
 # Imports only keel (no pytest): five of these start at once on a small machine.
@@ -116,7 +118,9 @@ WRITER_PROCESS = textwrap.dedent(
 
 
 @pytest.mark.timeout(90)
-async def test_sec_68_fifty_writers_in_five_processes(audit_url: str, database: Database) -> None:
+async def test_sec_68_fifty_writers_in_five_processes(
+    audit_url: str, audit_database: Database
+) -> None:
     processes_count, per_process = 5, WRITERS // 5
     processes = [
         await asyncio.create_subprocess_exec(
@@ -151,4 +155,4 @@ async def test_sec_68_fifty_writers_in_five_processes(audit_url: str, database: 
                 await process.communicate()
     for process, (_, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err.decode()
-    await _assert_one_chain(database)
+    await _assert_one_chain(audit_database)

@@ -51,9 +51,9 @@ def test_the_asyncpg_range_reads_the_chain_columns_in_order() -> None:
     assert len(chain_columns("postgresql")) == len(selected)
 
 
-async def test_range_reads_match_sqlalchemy_rows(database: Database) -> None:
-    await fill(database, 7)
-    async with database.unit_of_work() as uow:
+async def test_range_reads_match_sqlalchemy_rows(audit_database: Database) -> None:
+    await fill(audit_database, 7)
+    async with audit_database.unit_of_work() as uow:
         conn = await snapshot_connection(uow)
         assert await read_head(conn) is not None
         fast = [tuple(row) for row in await read_range(conn, 2, 6)]
@@ -65,25 +65,27 @@ async def test_range_reads_match_sqlalchemy_rows(database: Database) -> None:
 
 
 @pytest.mark.parametrize("count", [1, 3])
-async def test_batched_append_rolls_back_with_the_caller(database: Database, count: int) -> None:
+async def test_batched_append_rolls_back_with_the_caller(
+    audit_database: Database, count: int
+) -> None:
     async def append_then_fail() -> None:
-        async with database.unit_of_work() as uow:
+        async with audit_database.unit_of_work() as uow:
             await record_many(uow, [event(i) for i in range(count)], KEYRING)
             raise RuntimeError("business failure after the events")
 
     with pytest.raises(RuntimeError):
         await append_then_fail()
-    assert await rows(database) == []
-    assert (await head(database)).seq == 0
-    async with database.unit_of_work() as uow:
+    assert await rows(audit_database) == []
+    assert (await head(audit_database)).seq == 0
+    async with audit_database.unit_of_work() as uow:
         links = await record_many(uow, [event(i) for i in range(count)], KEYRING)
     assert [link.seq for link in links] == list(range(1, count + 1))
-    stored = await rows(database)
+    stored = await rows(audit_database)
     assert [(row["seq"], row["hash"]) for row in stored] == [
         (link.seq, link.hash) for link in links
     ]
-    assert await head(database) == links[-1]
-    assert (await verify(database, KEYRING)).count == count
+    assert await head(audit_database) == links[-1]
+    assert (await verify(audit_database, KEYRING)).count == count
 
 
 @pytest.mark.postgres

@@ -83,10 +83,10 @@ APPENDER = textwrap.dedent(
 
 
 @pytest.mark.timeout(60)
-async def test_sigkill_mid_append_leaves_a_sound_chain(database: Database) -> None:
-    async with database.engine.begin() as conn:
+async def test_sigkill_mid_append_leaves_a_sound_chain(audit_database: Database) -> None:
+    async with audit_database.engine.begin() as conn:
         await conn.execute(text("CREATE TABLE kill_business (n INTEGER PRIMARY KEY)"))
-    url = database.settings.url.get_secret_value()
+    url = audit_database.settings.url.get_secret_value()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -115,11 +115,11 @@ async def test_sigkill_mid_append_leaves_a_sound_chain(database: Database) -> No
             await process.communicate()
     assert process.returncode == -signal.SIGKILL
 
-    result = await verify(database, KEYRING)
+    result = await verify(audit_database, KEYRING)
     assert result.ok, str(result)
-    async with database.engine.connect() as conn:
+    async with audit_database.engine.connect() as conn:
         business = set((await conn.execute(text("SELECT n FROM kill_business"))).scalars())
-    events = {json.loads(row["details"])["n"] for row in await rows(database)}
+    events = {json.loads(row["details"])["n"] for row in await rows(audit_database)}
     assert business == events  # no change without its event, no event without its change
     assert set(committed) <= business  # every acknowledged commit survived
     assert business == set(range(1, len(business) + 1))

@@ -25,7 +25,7 @@ ACTIONS = [Action.AUTHN_LOGIN_SUCCESS, Action.AUTHN_LOGIN_FAIL, Action.USER_UPDA
 
 
 @pytest.fixture
-async def db(database: Database) -> Database:
+async def db(audit_database: Database) -> Database:
     events = [
         event(
             n,
@@ -38,9 +38,9 @@ async def db(database: Database) -> Database:
         )
         for n in range(1, 41)
     ]
-    async with database.unit_of_work() as uow:
+    async with audit_database.unit_of_work() as uow:
         await record_many(uow, events, KEYRING)
-    return database
+    return audit_database
 
 
 async def _query(db: Database, **filters: object) -> list[AuditRecord]:
@@ -140,8 +140,8 @@ async def test_export_streams_everything_after_a_seq(db: Database) -> None:
     assert [record async for record in export_events(db, since_seq=40)] == []
 
 
-async def test_export_of_an_empty_chain_is_empty(database: Database) -> None:
-    assert [record async for record in export_events(database)] == []
+async def test_export_of_an_empty_chain_is_empty(audit_database: Database) -> None:
+    assert [record async for record in export_events(audit_database)] == []
 
 
 def test_to_json_is_the_documented_export_form() -> None:

@@ -78,17 +78,17 @@ EDGE_TIMES = [
 ]
 
 
-async def test_the_database_formats_timestamps_canonically(database: Database) -> None:
+async def test_the_database_formats_timestamps_canonically(audit_database: Database) -> None:
     """Verification reads the canonical timestamp text from the database (to_char / replace)."""
     events = [
         AuditEvent(Action.USER_UPDATED, Result.SUCCESS, moment, details={"i": i})
         for i, moment in enumerate(EDGE_TIMES)
     ]
-    async with database.unit_of_work() as uow:
+    async with audit_database.unit_of_work() as uow:
         await record_many(uow, events, KEYRING)
-    async with database.engine.connect() as conn:
+    async with audit_database.engine.connect() as conn:
         columns = chain_columns(conn.dialect.name)
         query = select(columns[0], columns[1]).order_by(events_table.c.seq)
         texts = [row[1] for row in await conn.execute(query)]
     assert texts == [format_timestamp(moment) for moment in EDGE_TIMES]
-    assert (await verify(database, KEYRING)).count == len(EDGE_TIMES)
+    assert (await verify(audit_database, KEYRING)).count == len(EDGE_TIMES)

@@ -35,21 +35,21 @@ class _Clock:
 
 
 @pytest.fixture
-async def chain(database: Database) -> list[ChainLink]:
-    links = await fill(database, 5)
-    await take_checkpoint(database, KEYRING, clock=_Clock())
+async def chain(audit_database: Database) -> list[ChainLink]:
+    links = await fill(audit_database, 5)
+    await take_checkpoint(audit_database, KEYRING, clock=_Clock())
     return links
 
 
 @pytest.mark.parametrize("statement", REFUSED)
 async def test_sec_68_the_app_cannot_update_or_delete_audit_rows(
-    database: Database, chain: list[ChainLink], statement: str
+    audit_database: Database, chain: list[ChainLink], statement: str
 ) -> None:
     with pytest.raises(DBAPIError, match="append-only"):
-        async with database.unit_of_work() as uow:
+        async with audit_database.unit_of_work() as uow:
             await uow.session.execute(text(statement))
-    assert len(await rows(database)) == 5
-    assert (await verify(database, KEYRING)).ok
+    assert len(await rows(audit_database)) == 5
+    assert (await verify(audit_database, KEYRING)).ok
 
 
 @pytest.mark.postgres

@@ -33,10 +33,10 @@ widgets = Table(
 
 
 @pytest.fixture
-async def db(database: Database) -> Database:
-    async with database.engine.begin() as conn:
+async def db(audit_database: Database) -> Database:
+    async with audit_database.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
-    return database
+    return audit_database
 
 
 async def _widgets(db: Database) -> list[str]:
@@ -149,7 +149,7 @@ async def test_the_trail_stamps_events_with_its_clock(db: Database) -> None:
     assert (await trail.verify()).ok
 
 
-def test_the_trail_builds_its_keyring_from_settings(database: Database) -> None:
+def test_the_trail_builds_its_keyring_from_settings(audit_database: Database) -> None:
     from pydantic import SecretStr
 
     from keel.errors import ConfigurationError
@@ -159,11 +159,11 @@ def test_the_trail_builds_its_keyring_from_settings(database: Database) -> None:
         keys={"k1": SecretStr("a" * 32), "k2": SecretStr("b" * 40)},
         is_development_key=False,
     )
-    trail = AuditTrail.from_settings(database, settings)
+    trail = AuditTrail.from_settings(audit_database, settings)
     assert trail.keyring.current_id == "k2"
     assert set(trail.keyring.keys) == {"k1", "k2"}
     short = AuditSettings(
         current_key_id="k1", keys={"k1": SecretStr("short")}, is_development_key=False
     )
     with pytest.raises(ConfigurationError, match="shorter than 32 bytes"):
-        AuditTrail.from_settings(database, short)
+        AuditTrail.from_settings(audit_database, short)

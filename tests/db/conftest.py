@@ -1,4 +1,5 @@
-"""Fixtures for the tests that run against real databases (SQLite files and PostgreSQL)."""
+"""Fixtures for the tests of ``keel.db`` against real databases: test-sized settings and an
+unmigrated ``Database`` on ``database_url`` (a SQLite file, then PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -32,20 +33,11 @@ def make_settings() -> MakeSettings:
     return _make_settings
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """A fresh, empty database of this test's own: a SQLite file, then real PostgreSQL."""
-    if request.param == "sqlite":
-        url: str = request.getfixturevalue("sqlite_url")
-    else:
-        url = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
-async def database(db_url: str, make_settings: MakeSettings) -> AsyncIterator[Database]:
-    """A ``Database`` on ``db_url``, disposed afterwards."""
-    db = Database(make_settings(db_url))
+async def empty_database(database_url: str, make_settings: MakeSettings) -> AsyncIterator[Database]:
+    """A ``Database`` on ``database_url`` (``tests/conftest.py``), not migrated, disposed
+    afterwards."""
+    db = Database(make_settings(database_url))
     try:
         yield db
     finally:

@@ -100,9 +100,9 @@ async def _table_names(settings_url: str, make_settings: MakeSettings) -> set[st
 
 
 def test_one_upgrade_runs_keels_revisions_and_the_applications(
-    db_url: str, make_settings: MakeSettings, notes_package: str
+    database_url: str, make_settings: MakeSettings, notes_package: str
 ) -> None:
-    settings = make_settings(db_url, migration_packages=(notes_package,))
+    settings = make_settings(database_url, migration_packages=(notes_package,))
     assert heads(settings) == expected_heads((notes_package,)) == {HEAD_REVISION, "notes_0001"}
 
     assert not schema_is_current(frozenset(), (notes_package,))
@@ -113,7 +113,7 @@ def test_one_upgrade_runs_keels_revisions_and_the_applications(
     assert current_heads(settings) == {"notes_0001"}
     assert schema_is_current(current_heads(settings), (notes_package,))
     assert {"users", "notes", "keel_alembic_version"} <= asyncio.run(
-        _table_names(db_url, make_settings)
+        _table_names(database_url, make_settings)
     )
     _add_second(notes_package)  # the application ships another revision
     assert expected_heads((notes_package,)) == {HEAD_REVISION, "notes_0002"}
@@ -126,17 +126,17 @@ def test_one_upgrade_runs_keels_revisions_and_the_applications(
 
 
 def test_an_existing_keel_only_database_gains_the_applications_tables(
-    db_url: str, make_settings: MakeSettings, notes_package: str
+    database_url: str, make_settings: MakeSettings, notes_package: str
 ) -> None:
-    upgrade(make_settings(db_url))  # deployed before the application had revisions
-    assert current_heads(make_settings(db_url)) == {HEAD_REVISION}
+    upgrade(make_settings(database_url))  # deployed before the application had revisions
+    assert current_heads(make_settings(database_url)) == {HEAD_REVISION}
     assert schema_is_current(frozenset({HEAD_REVISION}))
     assert not schema_is_current(frozenset({HEAD_REVISION}), (notes_package,))
 
-    upgrade(make_settings(db_url, migration_packages=(notes_package,)))
+    upgrade(make_settings(database_url, migration_packages=(notes_package,)))
 
-    assert current_heads(make_settings(db_url)) == {"notes_0001"}
-    assert "notes" in asyncio.run(_table_names(db_url, make_settings))
+    assert current_heads(make_settings(database_url)) == {"notes_0001"}
+    assert "notes" in asyncio.run(_table_names(database_url, make_settings))
 
 
 async def _rename_version_table(url: str, make_settings: MakeSettings) -> None:
@@ -159,17 +159,19 @@ async def _rename_version_table(url: str, make_settings: MakeSettings) -> None:
 
 
 def test_a_database_from_before_the_named_version_table_is_adopted(
-    db_url: str, make_settings: MakeSettings, notes_package: str
+    database_url: str, make_settings: MakeSettings, notes_package: str
 ) -> None:
-    upgrade(make_settings(db_url))
-    asyncio.run(_rename_version_table(db_url, make_settings))  # as keel 0006 and older left it
-    assert current_heads(make_settings(db_url)) == {HEAD_REVISION}  # still read
+    upgrade(make_settings(database_url))
+    asyncio.run(
+        _rename_version_table(database_url, make_settings)
+    )  # as keel 0006 and older left it
+    assert current_heads(make_settings(database_url)) == {HEAD_REVISION}  # still read
 
-    upgrade(make_settings(db_url, migration_packages=(notes_package,)))
+    upgrade(make_settings(database_url, migration_packages=(notes_package,)))
 
-    tables = asyncio.run(_table_names(db_url, make_settings))
+    tables = asyncio.run(_table_names(database_url, make_settings))
     assert "alembic_version" not in tables
-    assert current_heads(make_settings(db_url)) == {"notes_0001"}
+    assert current_heads(make_settings(database_url)) == {"notes_0001"}
 
 
 def test_a_database_migrated_by_newer_code_is_not_current(notes_package: str) -> None:

@@ -42,8 +42,8 @@ async def _tables(url: str, make_settings: MakeSettings) -> set[str]:
         await engine.dispose()
 
 
-def test_upgrade_downgrade_upgrade(db_url: str, make_settings: MakeSettings) -> None:
-    settings = make_settings(db_url)
+def test_upgrade_downgrade_upgrade(database_url: str, make_settings: MakeSettings) -> None:
+    settings = make_settings(database_url)
     assert current(settings) is None
 
     upgrade(settings)
@@ -57,8 +57,8 @@ def test_upgrade_downgrade_upgrade(db_url: str, make_settings: MakeSettings) -> 
     assert schema_diff(settings) == []
 
 
-def test_every_revision_steps_up_and_down(db_url: str, make_settings: MakeSettings) -> None:
-    settings = make_settings(db_url)
+def test_every_revision_steps_up_and_down(database_url: str, make_settings: MakeSettings) -> None:
+    settings = make_settings(database_url)
     revisions = _revisions_oldest_first()
     assert revisions[-1] == head()
     for revision in revisions:
@@ -68,25 +68,27 @@ def test_every_revision_steps_up_and_down(db_url: str, make_settings: MakeSettin
         assert current(settings) == revision
         downgrade(settings, "-1")
     assert current(settings) is None
-    assert asyncio.run(_tables(db_url, make_settings)) <= {"keel_alembic_version"}
+    assert asyncio.run(_tables(database_url, make_settings)) <= {"keel_alembic_version"}
 
 
-def test_models_match_the_migrated_schema(db_url: str, make_settings: MakeSettings) -> None:
-    settings = make_settings(db_url)
+def test_models_match_the_migrated_schema(database_url: str, make_settings: MakeSettings) -> None:
+    settings = make_settings(database_url)
     upgrade(settings)
     assert schema_diff(settings) == []
 
 
-def test_schema_diff_sees_an_unmigrated_database(db_url: str, make_settings: MakeSettings) -> None:
+def test_schema_diff_sees_an_unmigrated_database(
+    database_url: str, make_settings: MakeSettings
+) -> None:
     # The comparison itself must be able to fail, or the test above proves nothing.
-    diff = schema_diff(make_settings(db_url))
+    diff = schema_diff(make_settings(database_url))
     assert any(op[0] == "add_table" and op[1].name == "keel_instance" for op in diff)
 
 
 async def test_migrated_table_round_trips_through_the_orm(
-    db_url: str, make_settings: MakeSettings
+    database_url: str, make_settings: MakeSettings
 ) -> None:
-    settings = make_settings(db_url)
+    settings = make_settings(database_url)
     await asyncio.to_thread(upgrade, settings)
     db = Database(settings)
     try:

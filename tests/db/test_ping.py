@@ -30,9 +30,9 @@ def black_hole() -> Iterator[int]:
         sock.close()
 
 
-async def test_ping_answers(database: Database) -> None:
-    await database.ping(2.0)
-    await database.ping(2.0)
+async def test_ping_answers(empty_database: Database) -> None:
+    await empty_database.ping(2.0)
+    await empty_database.ping(2.0)
 
 
 async def test_constructing_connects_to_nothing(make_settings: MakeSettings) -> None:
@@ -170,8 +170,8 @@ async def test_sslmode_requiring_tls_builds_and_refuses_plaintext(
 
 
 @pytest.mark.postgres
-async def test_current_revision_is_none_before_migrating(database: Database) -> None:
-    assert await database.current_revision() is None
+async def test_current_revision_is_none_before_migrating(empty_database: Database) -> None:
+    assert await empty_database.current_revision() is None
 
 
 async def test_current_revision_unreachable_is_unavailable(make_settings: MakeSettings) -> None:

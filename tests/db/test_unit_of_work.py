@@ -38,10 +38,10 @@ stamps = Table(
 
 
 @pytest.fixture
-async def db(database: Database) -> Database:
-    async with database.engine.begin() as conn:
+async def db(empty_database: Database) -> Database:
+    async with empty_database.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
-    return database
+    return empty_database
 
 
 async def _names(db: Database) -> list[str]:
@@ -129,8 +129,10 @@ async def test_integrity_errors_are_not_unavailability(db: Database) -> None:
             await uow.session.execute(insert(parent).values(id=1, name="again"))
 
 
-async def test_exhausted_pool_is_unavailable(db_url: str, make_settings: MakeSettings) -> None:
-    db = Database(make_settings(db_url, pool_size=1, max_overflow=0, pool_timeout=0.2))
+async def test_exhausted_pool_is_unavailable(
+    database_url: str, make_settings: MakeSettings
+) -> None:
+    db = Database(make_settings(database_url, pool_size=1, max_overflow=0, pool_timeout=0.2))
     try:
         async with db.unit_of_work() as holder:
             await holder.session.execute(select(1))
@@ -267,21 +269,21 @@ async def test_a_connection_used_moments_ago_is_handed_out_without_a_ping(
 
 
 async def test_the_driver_under_a_unit_of_work_is_inside_its_transaction(
-    database: Database,
+    empty_database: Database,
 ) -> None:
-    async with database.unit_of_work() as uow:
+    async with empty_database.unit_of_work() as uow:
         driver = await uow.driver()
-        if database.dialect == "sqlite":
+        if empty_database.dialect == "sqlite":
             assert driver is None
             return
         assert driver is not None
         assert driver.is_in_transaction()
         await driver.execute("CREATE TABLE driven (id int)")
-    async with database.unit_of_work() as uow:
+    async with empty_database.unit_of_work() as uow:
         await uow.session.execute(text("SELECT count(*) FROM driven"))  # committed with the unit
 
     async def insert_then_fail() -> None:
-        async with database.unit_of_work() as uow:
+        async with empty_database.unit_of_work() as uow:
             driver = await uow.driver()
             assert driver is not None
             await driver.execute("INSERT INTO driven VALUES (1)")
@@ -289,7 +291,7 @@ async def test_the_driver_under_a_unit_of_work_is_inside_its_transaction(
 
     with pytest.raises(LookupError):
         await insert_then_fail()
-    async with database.unit_of_work() as uow:
+    async with empty_database.unit_of_work() as uow:
         assert (await uow.session.execute(text("SELECT count(*) FROM driven"))).scalar_one() == 0
 
 

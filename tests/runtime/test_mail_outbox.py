@@ -31,14 +31,6 @@ FACTORY = "keel.api.app:create_app"
 EMAIL = "crash@example.com"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'keel.sqlite3'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 def _outbox(database_url: str) -> list[tuple[str, str]]:
     async def read() -> list[tuple[str, str]]:
         database = Database(Settings(database_url=database_url).database)

@@ -1,4 +1,5 @@
-"""A ``SessionService`` over a migrated database of each kind (a SQLite file, real PostgreSQL)."""
+"""A ``SessionService`` over ``database`` (``tests/conftest.py``): a migrated SQLite file, then
+real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,9 +21,8 @@ from keel.db import Database
 from keel.security.keys import KeySet
 from keel.security.tokens import AccessTokens
 from keel.settings import Settings
-from tests.accounts.conftest import database, database_url, settings
 
-__all__ = ["ORIGIN", "World", "database", "database_url", "settings", "world"]
+__all__ = ["ORIGIN", "World", "world"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,7 +12,6 @@ from keel.cache import LocalInvalidations, MemoryStore, RedisStore, Store
 from keel.security.keys import KeySet
 from keel.security.tokens import AccessTokens
 from tests.unit.auth._support import Directory, active, token_settings
-from tests.unit.cache._servers import RedisServer, redis_server
 
 
 @pytest.fixture
@@ -68,14 +64,3 @@ async def store(request: pytest.FixtureRequest, clock: FrozenClock) -> AsyncIter
         yield backend
     finally:
         await backend.close()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A ``redis-server`` of this test's own, which the test may kill (never the shared one)."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("KEEL_TEST_REQUIRE_BACKENDS"):
-            pytest.fail("redis-server is not on PATH but KEEL_TEST_REQUIRE_BACKENDS is set")
-        pytest.skip("redis-server is not on PATH")
-    with redis_server(tmp_path) as server:
-        yield server

@@ -9,21 +9,7 @@ import pytest
 
 from tests.unit.cache._cluster import LocalCluster
 from tests.unit.cache._cluster import redis_cluster as start_cluster
-from tests.unit.cache._servers import (
-    RedisServer,
-    SilentListener,
-    redis_server,
-    require_programs,
-    silent_listener,
-)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A ``redis-server`` of this test's own, which the test may kill and restart."""
-    require_programs("redis-server")
-    with redis_server(tmp_path) as server:
-        yield server
+from tests.unit.cache._servers import SilentListener, require_programs, silent_listener
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from keel.checks import load_settings
 from keel.settings import SessionSettings, Settings, variables
 from keel.settings._declare import env, flat_name, is_section, walk
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PLATFORM_NAMES = {"DATABASE_URL", "REDIS_URL", "PORT", "WEB_CONCURRENCY", "SECRET_KEY"}
 
 
