@@ -4,7 +4,7 @@ real PostgreSQL."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokens
 from keel.settings import AccountPolicySettings, MailSettings, Settings
 
+from ._service import ServiceFactory
+
 
 @pytest.fixture
 async def hasher(settings: Settings) -> AsyncIterator[PasswordHasher]:
@@ -38,9 +40,6 @@ async def hasher(settings: Settings) -> AsyncIterator[PasswordHasher]:
         yield owned
     finally:
         owned.close()
-
-
-ServiceFactory = Callable[..., AccountService]
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from keel.settings import Settings
 
 from ._accounts import PASSWORD, _verified
 from ._hooks import CountingHasher, FakeGuard, FakeSessions
-from .conftest import ServiceFactory
+from ._service import ServiceFactory
 
 FROM = CallerOrigin(source_ip="192.0.2.10", user_agent="pytest", request_id="req-1")
 

@@ -29,7 +29,7 @@ from keel.security.hashing import PasswordHasher
 
 from ._accounts import PASSWORD, _verified
 from ._hooks import CountingHasher, FakeGuard, FakeSessions
-from .conftest import ServiceFactory
+from ._service import ServiceFactory
 
 FROM = CallerOrigin(source_ip="192.0.2.20", user_agent="pytest", request_id="req-seam")
 NEW_PASSWORD = "a brand new long passphrase 3"

@@ -29,7 +29,7 @@ from keel.audit.models import AuditEventRow
 from keel.db import Database
 from keel.settings import MailSettings, Settings
 
-from .conftest import ServiceFactory
+from ._service import ServiceFactory
 
 PASSWORD = "a long enough passphrase 42"
 

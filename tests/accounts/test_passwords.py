@@ -42,7 +42,7 @@ from keel.settings import Settings
 
 from ._accounts import PASSWORD, _verified
 from ._hooks import FakeGuard, FakeSessions
-from .conftest import ServiceFactory
+from ._service import ServiceFactory
 
 NEW = "another long passphrase 9 ways"
 FROM = CallerOrigin(source_ip="192.0.2.20", user_agent="pytest", request_id="req-2")

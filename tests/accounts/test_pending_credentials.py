@@ -36,7 +36,7 @@ from keel.errors import TooManyRequests
 from keel.settings import Settings
 
 from ._hooks import FakeSessions
-from .conftest import ServiceFactory
+from ._service import ServiceFactory
 
 ATTACKER_PASSWORD = "attacker chose this long passphrase 7"
 OWNER_PASSWORD = "the real owner's long passphrase 9"

@@ -23,7 +23,7 @@ from keel.accounts import NO_ORIGIN, AccountService, InvalidCredentials
 from keel.security.hashing import PasswordHasher
 from keel.settings import Settings
 
-from .conftest import ServiceFactory
+from ._service import ServiceFactory
 
 PASSWORD = "correct horse battery staple 42"
 WRONG = "not the right password at all 7"

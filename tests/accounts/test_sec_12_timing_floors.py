@@ -25,7 +25,7 @@ from keel.accounts import NO_ORIGIN, AccountService, InvalidCredentials
 from keel.accounts.repository import AccountRepository
 from keel.db import Database
 
-from .conftest import ServiceFactory
+from ._service import ServiceFactory
 
 PASSWORD = "correct horse battery staple 42"
 WRONG = "not the right password at all 7"

@@ -26,7 +26,7 @@ from keel.db import Database
 from keel.security.passwords import PasswordRejected
 
 from ._accounts import PASSWORD, _token, _verified
-from .conftest import ServiceFactory
+from ._service import ServiceFactory
 
 
 async def _count(database: Database, model: type[User] | type[AuditEventRow]) -> int:

@@ -41,7 +41,7 @@ from keel.security.keys import KeySet
 from keel.security.tokens import AccessTokens, InvalidToken
 from keel.settings import MailSettings, Settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 __all__ = [
     "STRONG",

@@ -13,7 +13,7 @@ from keel.audit import Action, ActorType, AuditActions, Result, app_action
 from keel.db import migrate
 from keel.settings import Settings
 
-from .conftest import HeaderAuthenticator, serve_in_process
+from ._serve import HeaderAuthenticator, serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 ADMIN = {"x-test-user": "root-admin admin"}

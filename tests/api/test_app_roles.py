@@ -22,7 +22,7 @@ from keel.api.principal import Principal, require_scope
 from keel.db import migrate
 from keel.settings import Settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 PASSWORD = "correct horse battery staple 42"
 MODERATOR = Role("moderator", frozenset({"notes:moderate"}), "may remove anyone's notes")

@@ -38,7 +38,7 @@ from tests.unit.auth._support import (
     token_settings,
 )
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 

@@ -27,7 +27,7 @@ from keel.auth.sessions import SessionService
 from keel.db import Database, migrate
 from keel.settings import Settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 PASSWORD = "correct horse battery staple 42"
 NEW_PASSWORD = "a brand new long passphrase 3"

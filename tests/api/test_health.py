@@ -12,7 +12,7 @@ from keel.errors import ConfigurationError
 from keel.runtime.lifecycle import Warmup
 from keel.settings import Settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 CLOSED_PG = "postgresql://keel:pw@127.0.0.1:1/keel"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"

@@ -15,7 +15,7 @@ from keel.auth.models import AuthSession
 from keel.db import Database, migrate
 from keel.settings import Settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 

@@ -16,7 +16,7 @@ from keel.security.tokens import AccessTokens
 from keel.settings import JwtAlgorithm, Settings
 from tests.unit.auth._support import AUDIENCE, ISSUER, token_settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 PRIVATE_MEMBERS = {"d", "k", "p", "q", "dp", "dq", "qi"}

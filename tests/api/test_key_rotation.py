@@ -33,7 +33,7 @@ from keel.settings import Settings
 from tests.unit.auth._app import AuthApp, bearer, build_auth_app
 from tests.unit.auth._support import claims_for, forge, header_for, sign_with
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 Start = Callable[[Path], Awaitable["Instance"]]

@@ -22,7 +22,7 @@ from keel.db import migrate
 from keel.settings import Settings
 
 from ._accounts_app import STRONG, AccountsApp, audit_rows, build_accounts_app, running
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 TOKEN = "Mt-4vQ9zX2kLw7Rp3Yn8Bc1Hd6Fs0GaUeJi"

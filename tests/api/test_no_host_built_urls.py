@@ -20,7 +20,7 @@ from keel.api.app import create_app
 from keel.db import migrate
 from keel.settings import Settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 EVIL = {"Host": "evil.example"}
 _PARAM = re.compile(r"\{[^}]+\}")

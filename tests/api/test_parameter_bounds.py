@@ -30,7 +30,7 @@ from keel.api.deps import UoW
 from keel.db import migrate
 from keel.settings import Settings
 
-from .conftest import HeaderAuthenticator, serve_in_process
+from ._serve import HeaderAuthenticator, serve_in_process
 
 ADMIN = {"x-test-user": "root-admin admin"}
 INT64_MAX = 2**63 - 1

@@ -22,7 +22,7 @@ from keel.db import Database, migrate
 from keel.settings import Settings
 
 from ._accounts_app import audit_rows
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 PASSWORD = "correct horse battery staple 42"
 ADMIN_EMAIL = "root@keel.example"

@@ -11,7 +11,7 @@ from keel.api.app import create_app
 from keel.api.principal import ADMIN_SCOPE, Principal, current_principal, require_scope
 from keel.settings import Settings
 
-from .conftest import HeaderAuthenticator, serve_in_process
+from ._serve import HeaderAuthenticator, serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 

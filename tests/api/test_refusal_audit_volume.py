@@ -25,7 +25,7 @@ from keel.db import migrate
 from keel.settings import Settings
 
 from ._accounts_app import audit_rows
-from .conftest import HeaderAuthenticator, serve_in_process
+from ._serve import HeaderAuthenticator, serve_in_process
 
 USER = {"x-test-user": "plain-user"}
 OTHER = {"x-test-user": "other-user"}

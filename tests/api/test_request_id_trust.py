@@ -22,7 +22,7 @@ from keel.db import migrate
 from keel.settings import Settings
 
 from ._accounts_app import audit_rows
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 CHOSEN = "chosen-by-the-client-0042"
 UNTRUSTED = ("203.0.113.9", 40000)

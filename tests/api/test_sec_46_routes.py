@@ -38,7 +38,7 @@ from keel.settings import Settings
 from tests._public_routes import PUBLIC_API_OPERATIONS, PUBLIC_PROBES_AND_DOCS
 from tests.unit.auth._app import AuthApp, bearer, build_auth_app
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 

@@ -22,7 +22,7 @@ from keel.api.app import create_app
 from keel.db import Database, migrate
 from keel.settings import Settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 PASSWORD = "correct horse battery staple 42"
 PAYLOADS = [

@@ -22,7 +22,7 @@ from keel.db import Database, migrate
 from keel.errors import ConfigurationError
 from keel.settings import Settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 

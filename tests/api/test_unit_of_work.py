@@ -16,7 +16,7 @@ from keel.db import KeelInstance, migrate
 from keel.errors import Conflict
 from keel.settings import Settings
 
-from .conftest import serve_in_process
+from ._serve import serve_in_process
 
 SettingsFactory = Callable[..., Settings]
 

@@ -3,34 +3,19 @@ unmigrated ``Database`` on ``database_url`` (a SQLite file, then PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import SecretStr
 
 from keel.db import Database
-from keel.settings import DatabaseSettings, normalize_database_url
 
-MakeSettings = Callable[..., DatabaseSettings]
-
-
-def _make_settings(url: str, **overrides: Any) -> DatabaseSettings:
-    values: dict[str, Any] = {
-        "pool_size": 2,
-        "max_overflow": 1,
-        "pool_timeout": 2.0,
-        "connect_timeout": 2.0,
-        "echo": False,
-    }
-    values.update(overrides)
-    return DatabaseSettings(url=SecretStr(normalize_database_url(url)), **values)
+from ._settings import MakeSettings, make_database_settings
 
 
 @pytest.fixture
 def make_settings() -> MakeSettings:
     """Build ``DatabaseSettings`` for a plain URL, with small test-sized pools."""
-    return _make_settings
+    return make_database_settings
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from keel.db.revision import HEAD_REVISION, expected_heads, schema_is_current
 from keel.errors import ConfigurationError
 from keel.settings import Settings
 
-from .conftest import MakeSettings
+from ._settings import MakeSettings
 
 FIRST = '''
 """notes: the notes table"""

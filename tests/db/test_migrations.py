@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 from keel.db import Database, KeelInstance, build_engine
 from keel.db.migrate import alembic_config, current, downgrade, head, schema_diff, upgrade
 
-from .conftest import MakeSettings
+from ._settings import MakeSettings
 
 
 def _revisions_oldest_first() -> list[str]:

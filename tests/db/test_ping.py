@@ -15,7 +15,7 @@ from keel.db import Database
 from keel.errors import DatabaseUnavailable
 from tests._net import closed_port
 
-from .conftest import MakeSettings
+from ._settings import MakeSettings
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from keel.db import engine as engine_module
 from keel.errors import ConfigurationError, DatabaseUnavailable
 from tests._net import closed_port
 
-from .conftest import MakeSettings
+from ._settings import MakeSettings
 
 metadata = MetaData()
 parent = Table(

@@ -23,7 +23,7 @@ from keel.auth.models import AuthSession, RefreshTokenRow
 from keel.cache import MemoryStore
 from keel.db import Database
 
-from .conftest import World
+from ._world import World
 
 RETENTION = 7 * 24 * 3600
 DAY = timedelta(days=1)

@@ -21,7 +21,7 @@ from keel.auth.refresh import new_refresh_token, token_hash
 from keel.auth.sessions import InvalidRefreshToken, RefreshScopeNotGranted, SessionService
 from keel.errors import NotFound
 
-from .conftest import ORIGIN, World
+from ._world import ORIGIN, World
 
 
 async def _audit(world: World, action: str) -> list[AuditEventRow]:

@@ -1,9 +1,11 @@
 """The test suite's own house rules.
 
-- A test module never imports another test module. What several test modules
-  share lives in a support module (``_name.py``) or a ``conftest.py``; importing
-  ``test_x`` from ``test_y`` would run or skip one file's tests because of
-  another's and hide where a fixture comes from.
+- A test module never imports another test module or a conftest. What several
+  test modules share lives in a support module (``_name.py``), fixtures in a
+  ``conftest.py``; importing ``test_x`` from ``test_y`` would run or skip one
+  file's tests because of another's, and importing from a conftest (which pytest
+  loads itself, under its own module name) hides where a fixture comes from and
+  can load the file twice.
 - No fixture name is defined in two conftest (or ``pytest_plugins``) files: a
   fixture more than one directory uses lives in ``tests/conftest.py``, and a
   directory's conftest keeps only its own, under names no other conftest uses, so
@@ -45,17 +47,23 @@ def _imported_modules(path: Path) -> list[str]:
     return found
 
 
+def _forbidden(module: str) -> bool:
+    """Whether importing ``module`` breaks the rule: a test module or a conftest."""
+    parts = module.split(".")
+    return any(part.startswith("test_") or part == "conftest" for part in parts)
+
+
 def _test_module_imports(roots: list[Path]) -> list[str]:
     offenders = []
     for root in roots:
         for path in sorted(root.rglob("*.py")):
             for name in _imported_modules(path):
-                if name.rsplit(".", 1)[-1].startswith("test_"):
+                if _forbidden(name):
                     offenders.append(f"{path.relative_to(ROOT)} imports {name}")
     return offenders
 
 
-def test_no_test_module_imports_another_test_module() -> None:
+def test_no_test_module_imports_another_test_module_or_a_conftest() -> None:
     assert _test_module_imports([TESTS, ROOT / "examples"]) == []
 
 
@@ -63,6 +71,10 @@ def test_the_rule_sees_an_import_of_a_test_module(tmp_path: Path) -> None:
     (tmp_path / "test_a.py").write_text("from .test_b import HELPER\n", encoding="utf-8")
     (tmp_path / "test_c.py").write_text("import tests.db.test_ping\n", encoding="utf-8")
     (tmp_path / "test_d.py").write_text("from tests._net import closed_port\n", encoding="utf-8")
+    (tmp_path / "test_e.py").write_text("from .conftest import World\n", encoding="utf-8")
+    (tmp_path / "test_f.py").write_text("from tests.api._serve import serve\n", encoding="utf-8")
+    assert any(map(_forbidden, _imported_modules(tmp_path / "test_e.py")))
+    assert not any(map(_forbidden, _imported_modules(tmp_path / "test_f.py")))
     found = _imported_modules(tmp_path / "test_a.py") + _imported_modules(tmp_path / "test_c.py")
     assert ".test_b" in found or "test_b" in found
     assert "tests.db.test_ping" in found

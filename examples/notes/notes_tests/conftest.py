@@ -13,21 +13,17 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from keel.accounts import AccountService
 from keel.db import migrate
 from keel.settings import Settings
 from notes.app import create
 
-PASSWORD = "correct horse battery staple 42"
+from ._service import Service
 
 
 @pytest.fixture(autouse=True)
@@ -70,36 +66,6 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
     finally:
         await conn.close()
-
-
-@dataclass
-class Service:
-    """The running app and a client for it."""
-
-    app: FastAPI
-    http: httpx.AsyncClient
-    settings: Settings
-
-    @property
-    def accounts(self) -> AccountService:
-        accounts: AccountService = self.app.state.keel.service(AccountService)
-        return accounts
-
-    async def user(self, email: str) -> str:
-        """Register ``email`` and log in; an access token."""
-        body = {"email": email, "password": PASSWORD}
-        assert (await self.http.post("/auth/register", json=body)).status_code == 202
-        return await self.login(email)
-
-    async def login(self, email: str) -> str:
-        body = {"email": email, "password": PASSWORD}
-        response = await self.http.post("/auth/login", json=body)
-        assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
-
-    async def call(self, method: str, path: str, token: str, **kw: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"}
-        return await self.http.request(method, path, headers=headers, **kw)
 
 
 @pytest.fixture

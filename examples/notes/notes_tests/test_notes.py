@@ -11,7 +11,7 @@ from keel.db import Database, migrate
 from keel.db.revision import schema_is_current
 from notes.models import Note
 
-from .conftest import Service
+from ._service import Service
 
 
 async def test_a_user_creates_lists_reads_changes_and_deletes_their_notes(
