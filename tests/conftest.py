@@ -28,6 +28,7 @@ import pytest
 from keel._clock import FrozenClock
 from keel.db import Database, migrate
 from keel.settings import Settings
+from tests._environment import clear_keel_environment
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,6 +44,12 @@ def _backend_url(name: str) -> str:
             pytest.fail(f"{name} is not set but KEEL_TEST_REQUIRE_BACKENDS is")
         pytest.skip(f"{name} not set")
     return url
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``KEEL_*`` or platform variable is set: ``Settings()`` sees only its defaults."""
+    clear_keel_environment(monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -26,10 +26,10 @@ import yaml
 from keel.cli import build_parser
 from keel.security.checks import all_findings
 from keel.settings import Settings, variables
+from tests._environment import PLATFORM_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 KEEL = Path(sys.executable).parent / "keel"
-PLATFORM_NAMES = {"DATABASE_URL", "REDIS_URL", "PORT", "WEB_CONCURRENCY", "SECRET_KEY"}
 
 
 def _load_yaml(name: str) -> Any:
@@ -54,14 +54,10 @@ def _assert_keel_command(command: str | list[str], help_text: str) -> None:
 
 
 def _known_variables() -> set[str]:
-    return set(PLATFORM_NAMES) | set(variables())
+    return set(PLATFORM_VARIABLES) | set(variables())
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("KEEL_") or name in PLATFORM_NAMES:
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def _errors_for(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -21,11 +20,7 @@ PRODUCTION_OK = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("KEEL_") or name in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"}:
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def _ids(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> set[str]:

@@ -3,8 +3,6 @@ URLs to a Redis whose certificate is self-signed, ``PORT`` and ``WEB_CONCURRENCY
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -25,17 +23,7 @@ PRODUCTION = {
 HEROKU_DATABASE_URL = "postgres://u1:p2@ec2-3-4-5-6.compute-1.amazonaws.com:5432/d7"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("KEEL_") or name in {
-            "DATABASE_URL",
-            "REDIS_URL",
-            "PORT",
-            "WEB_CONCURRENCY",
-            "SECRET_KEY",
-        }:
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:

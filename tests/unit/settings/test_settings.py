@@ -8,20 +8,7 @@ from pydantic import ValidationError
 from keel._listen import ListenSettingError, parse_bind, parse_port
 from keel.settings import Settings, normalize_database_url
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("KEEL_") or name in {
-            "DATABASE_URL",
-            "REDIS_URL",
-            "PORT",
-            "WEB_CONCURRENCY",
-            "SECRET_KEY",
-        }:
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.mark.parametrize(

@@ -19,18 +19,12 @@ import pytest
 from keel.checks import load_settings
 from keel.settings import SessionSettings, Settings, variables
 from keel.settings._declare import env, flat_name, is_section, walk
+from tests._environment import PLATFORM_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[3]
-PLATFORM_NAMES = {"DATABASE_URL", "REDIS_URL", "PORT", "WEB_CONCURRENCY", "SECRET_KEY"}
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.upper().startswith("KEEL_") or name.upper() in PLATFORM_NAMES:
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def _sections() -> list[type]:
@@ -52,7 +46,7 @@ def test_every_variable_is_declared_by_exactly_one_field() -> None:
     assert set(found) == set(variables())
     assert len(variables()) >= 100
     for name in variables():
-        assert name.startswith("KEEL_") or name in PLATFORM_NAMES, name
+        assert name.startswith("KEEL_") or name in PLATFORM_VARIABLES, name
 
 
 def test_every_section_field_names_its_variable_or_is_derived() -> None:
