@@ -17,7 +17,7 @@ from keel.accounts import Role
 from keel.accounts.email import EMAIL_MAX_LENGTH
 from keel.api.app import create_app
 from keel.api.contract import BEARER_SCHEME, EDGE_STATUSES, PROBLEM_CODES, operations
-from keel.api.errors import PROBLEM_MEDIA_TYPE
+from keel.api.problems import PROBLEM_MEDIA_TYPE
 from keel.audit import Action
 from keel.db import migrate
 from keel.settings import Settings

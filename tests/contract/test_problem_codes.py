@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keel.api.contract import PROBLEM_CODES
-from keel.api.errors import STATUS_CODES
+from keel.api.problems import STATUS_CODES
 
 SOURCE = Path(__file__).resolve().parents[2] / "src" / "keel"
 

@@ -33,7 +33,7 @@ from typing import Any, Final
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from keel.api.errors import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, STATUS_CODES
+from keel.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, STATUS_CODES
 from keel.security.passwords import PasswordPolicy
 from keel.settings import Settings
 

@@ -7,9 +7,8 @@ or an exception's text for a server error (SEC-53).
   :func:`status_for_error`), request validation errors, and Starlette/FastAPI
   ``HTTPException`` onto problems.
 - A 405 names in ``Allow`` every method the routes at the path accept.
-- The problem builders (:func:`problem_response`, :func:`send_problem`,
-  :func:`get_request_id`, ...) live in ``keel.api.problems`` and are
-  re-exported here.
+- The problem builders (``problem_response``, ``send_problem``,
+  ``get_request_id``, ...) live in ``keel.api.problems``.
 """
 
 from __future__ import annotations
@@ -29,15 +28,9 @@ from starlette.routing import compile_path
 
 from keel._logging import event
 from keel.api.problems import (
-    PROBLEM_MEDIA_TYPE,
-    PROBLEM_TYPE_PREFIX,
-    REQUEST_ID_KEY,
-    STATUS_CODES,
     code_for_status,
     get_request_id,
-    problem_body,
     problem_response,
-    send_problem,
     status_title,
 )
 from keel.api.validation_errors import clean_errors, wrong_media_type
@@ -53,19 +46,7 @@ from keel.errors import (
     Unauthenticated,
 )
 
-__all__ = [
-    "PROBLEM_MEDIA_TYPE",
-    "PROBLEM_TYPE_PREFIX",
-    "REQUEST_ID_KEY",
-    "STATUS_CODES",
-    "code_for_status",
-    "get_request_id",
-    "install_error_handlers",
-    "problem_body",
-    "problem_response",
-    "send_problem",
-    "status_for_error",
-]
+__all__ = ["install_error_handlers", "status_for_error"]
 
 # Most specific first: the first class in an error's MRO found here decides.
 _ERROR_STATUS: Final[tuple[tuple[type[KeelError], int], ...]] = (

@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from keel import metrics
-from keel.api.errors import get_request_id, problem_response
+from keel.api.problems import get_request_id, problem_response
 from keel.api.routing import add_direct_route
 from keel.db import Database
 from keel.metrics.exposition import render

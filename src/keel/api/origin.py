@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from keel.api.errors import get_request_id
+from keel.api.problems import get_request_id
 
 __all__ = ["RequestOrigin", "origin_of"]
 

@@ -13,7 +13,7 @@ Every error body looks like::
   ``RequestContextMiddleware``); :func:`get_request_id` reads it from a scope,
   a state mapping, a ``State`` or a request.
 
-``keel.api.errors`` maps exceptions onto these and re-exports the names here.
+``keel.api.errors`` maps exceptions onto these.
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from starlette.types import ASGIApp, Message
 
 from keel._logging import JsonFormatter
-from keel.api.errors import get_request_id, install_error_handlers
+from keel.api.errors import install_error_handlers
 from keel.api.middleware import install_middleware, no_store
+from keel.api.problems import get_request_id
 from keel.errors import (
     ClientError,
     ConfigurationError,

@@ -9,15 +9,15 @@ import pytest
 from fastapi import FastAPI
 from starlette.datastructures import State
 
-from keel.api.errors import (
+from keel.api.errors import status_for_error
+from keel.api.middleware import UnhandledErrorMiddleware
+from keel.api.problems import (
     code_for_status,
     get_request_id,
     problem_body,
     problem_response,
     send_problem,
-    status_for_error,
 )
-from keel.api.middleware import UnhandledErrorMiddleware
 from keel.errors import CacheUnavailable, InvalidInput, KeelError
 from tests.api.edge._app import DOMAIN_ERRORS, LogCapture, call_asgi, client, make_scope
 

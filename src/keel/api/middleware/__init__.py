@@ -22,7 +22,6 @@ import logging
 
 from fastapi import FastAPI
 
-from keel.api.errors import get_request_id
 from keel.api.middleware.cors import CorsMiddleware
 from keel.api.middleware.limits import (
     LimitsMiddleware,
@@ -38,6 +37,7 @@ from keel.api.middleware.security_headers import (
     no_store,
 )
 from keel.api.middleware.unhandled import UnhandledErrorMiddleware
+from keel.api.problems import get_request_id
 from keel.metrics import Instruments
 from keel.security.headers import HeaderPolicy
 from keel.settings import HttpSettings

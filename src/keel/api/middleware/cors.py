@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.errors import send_problem
+from keel.api.problems import send_problem
 from keel.errors import ConfigurationError
 from keel.settings import CorsSettings
 

@@ -47,10 +47,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel._logging import event
-from keel.api.errors import send_problem
 from keel.api.middleware.json_budget import JsonBudget
 from keel.api.middleware.proxy import PLAINTEXT_FORWARDED_KEY
 from keel.api.middleware.security_headers import mark_no_store
+from keel.api.problems import send_problem
 
 __all__ = ["AUTH_BODY_PATHS", "LimitsMiddleware", "RequestBodyTooComplex", "RequestBodyTooLarge"]
 

@@ -26,8 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel._clock import Clock, SystemClock
 from keel._logging import event, request_id_var
-from keel.api.errors import REQUEST_ID_KEY, get_request_id
 from keel.api.middleware.proxy import TRUSTED_PEER_KEY
+from keel.api.problems import REQUEST_ID_KEY, get_request_id
 
 __all__ = ["REQUEST_ID_HEADER", "RequestContextMiddleware", "get_request_id", "new_request_id"]
 

@@ -15,7 +15,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.errors import send_problem
+from keel.api.problems import send_problem
 
 __all__ = ["UnhandledErrorMiddleware"]
 
