@@ -104,3 +104,18 @@ def test_create_app_is_the_entry_point() -> None:
 
     assert app.__all__ == ["create_app"]
     assert not hasattr(app, "app"), "no app instance at module level"
+
+
+#: A module longer than this is split by what it does (one owner, one purpose each).
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_longer_than_the_limit() -> None:
+    sources = [*(ROOT / "src" / "keel").rglob("*.py"), *(ROOT / "examples").rglob("*.py")]
+    long = {
+        str(path.relative_to(ROOT)): count
+        for path in sources
+        if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert sources
+    assert long == {}
