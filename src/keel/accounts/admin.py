@@ -8,7 +8,6 @@ default accounts).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection
 from typing import Final
 
@@ -18,11 +17,10 @@ from keel.accounts.credentials import end_pending_links, move_generation
 from keel.accounts.deps import AccountDeps
 from keel.accounts.email import normalise_email
 from keel.accounts.errors import EmailTaken, OwnAdminAccess, UnknownRole, UserNotFound
-from keel.accounts.models import User
 from keel.accounts.origin import NO_ORIGIN, Origin
 from keel.accounts.repository import AccountRepository
 from keel.accounts.roles import ROLE_ADMIN, ROLE_USER, format_roles
-from keel.accounts.state import whole_second
+from keel.accounts.state import new_user
 from keel.accounts.views import UserView
 from keel.audit import Action, ActorType, AuditEvent, Result
 
@@ -54,19 +52,7 @@ class AdminService:
                 repo = AccountRepository(uow)
                 if await repo.email_key_taken(address.key):
                     raise EmailTaken()
-                user = User(
-                    id=uuid.uuid4(),
-                    email=address.address,
-                    email_key=address.key,
-                    email_verified_at=now,
-                    display_name=None,
-                    password_hash=password_hash,
-                    roles=format_roles(roles),
-                    is_active=True,
-                    tokens_valid_after=whole_second(now),
-                    created_at=now,
-                    updated_at=now,
-                )
+                user = new_user(address, password_hash, roles, now, verified=True)
                 repo.add(user)
                 await uow.flush()
                 await self._deps.events.record(

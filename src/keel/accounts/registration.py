@@ -12,7 +12,6 @@ sessions and links are gone, and a fresh link is mailed.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -30,9 +29,9 @@ from keel.accounts.names import normalise_display_name
 from keel.accounts.origin import Origin
 from keel.accounts.pacing import Floors, floored
 from keel.accounts.repository import AccountRepository
-from keel.accounts.roles import ROLE_USER, format_roles
+from keel.accounts.roles import ROLE_USER
 from keel.accounts.staging import MailStaging
-from keel.accounts.state import whole_second
+from keel.accounts.state import new_user
 from keel.audit import Action, Result
 from keel.db import UnitOfWork
 from keel.security.opaque import is_opaque_token, opaque_token_hash
@@ -104,19 +103,7 @@ class RegistrationService:
         now: datetime,
         origin: Origin,
     ) -> list[Message]:
-        user = User(
-            id=uuid.uuid4(),
-            email=address.address,
-            email_key=address.key,
-            email_verified_at=None,
-            display_name=name,
-            password_hash=password_hash,
-            roles=format_roles({ROLE_USER}),
-            is_active=True,
-            tokens_valid_after=whole_second(now),
-            created_at=now,
-            updated_at=now,
-        )
+        user = new_user(address, password_hash, {ROLE_USER}, now, verified=False, display_name=name)
         repo.add(user)
         await uow.flush()  # a concurrent registration of the address fails here
         token = self._new_token(repo, user, address, now)

@@ -15,13 +15,15 @@ change works; tokens from earlier seconds die.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 
+from keel.accounts.email import EmailAddress
 from keel.accounts.models import User
-from keel.accounts.roles import parse_roles
+from keel.accounts.roles import format_roles, parse_roles
 from keel.accounts.views import UserView, profile_json
 from keel.db import Database, UnitOfWork
 
@@ -50,6 +52,31 @@ class UserState:
 def whole_second(moment: datetime) -> datetime:
     """``moment`` without its fraction of a second (``tokens_valid_after`` values)."""
     return moment.replace(microsecond=0)
+
+
+def new_user(
+    address: EmailAddress,
+    password_hash: str,
+    roles: Iterable[str],
+    now: datetime,
+    *,
+    verified: bool,
+    display_name: str | None = None,
+) -> User:
+    """A new active account whose credentials count from ``now`` (``tokens_valid_after``)."""
+    return User(
+        id=uuid.uuid4(),
+        email=address.address,
+        email_key=address.key,
+        email_verified_at=now if verified else None,
+        display_name=display_name,
+        password_hash=password_hash,
+        roles=format_roles(roles),
+        is_active=True,
+        tokens_valid_after=whole_second(now),
+        created_at=now,
+        updated_at=now,
+    )
 
 
 _STATE = select(User.id, User.is_active, User.tokens_valid_after, User.roles)
