@@ -1,10 +1,15 @@
-"""Shared by the account-service tests: a password, and a verified account made through the mail."""
+"""Shared by the account-service tests: a password, a verified account made through the mail,
+and the audit rows of one action."""
 
 from __future__ import annotations
 
-from keel.accounts import NO_ORIGIN, AccountService, FileMailer
+from sqlalchemy import select
 
-__all__ = ["PASSWORD", "_token", "_verified"]
+from keel.accounts import NO_ORIGIN, AccountService, FileMailer
+from keel.audit.models import AuditEventRow
+from keel.db import Database
+
+__all__ = ["PASSWORD", "_token", "_verified", "audit_rows"]
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -26,3 +31,10 @@ async def _verified(service: AccountService, email: str) -> str:
     await service.register(email, PASSWORD, None, NO_ORIGIN)
     await service.verify_email(await _token(service, email), NO_ORIGIN)
     return (await service.authenticate(email, PASSWORD, NO_ORIGIN)).user_id
+
+
+async def audit_rows(database: Database, action: str) -> list[AuditEventRow]:
+    """The audit rows of ``action``, oldest first."""
+    async with database.unit_of_work() as uow:
+        query = select(AuditEventRow).where(AuditEventRow.action == action)
+        return list((await uow.session.execute(query.order_by(AuditEventRow.seq))).scalars())

@@ -29,6 +29,7 @@ from keel.security.passwords import PasswordPolicy
 from keel.security.tokens import AccessTokens
 from keel.settings import AccountPolicySettings, MailSettings, Settings
 
+from ._hooks import FakeGuard, FakeSessions
 from ._service import ServiceFactory
 
 
@@ -106,3 +107,22 @@ async def service_factory(
 @pytest.fixture
 def service(service_factory: ServiceFactory) -> AccountService:
     return service_factory()
+
+
+@pytest.fixture
+def guard() -> FakeGuard:
+    """A login guard that locks an account at its third consecutive failure."""
+    return FakeGuard(threshold=3)
+
+
+@pytest.fixture
+def sessions() -> FakeSessions:
+    return FakeSessions()
+
+
+@pytest.fixture
+def guarded(
+    service_factory: ServiceFactory, guard: FakeGuard, sessions: FakeSessions
+) -> AccountService:
+    """An ``AccountService`` with ``guard`` and ``sessions`` (threshold 3)."""
+    return service_factory(lockout_threshold=3, guard=guard, sessions=sessions)

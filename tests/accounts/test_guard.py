@@ -9,46 +9,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select
 
 from keel._clock import FrozenClock
 from keel.accounts import NO_ORIGIN, AccountService, CallerOrigin, InvalidCredentials
 from keel.audit import AuditTrail
-from keel.audit.models import AuditEventRow
 from keel.db import Database
 from keel.errors import TooManyRequests
 from keel.security.hashing import PasswordHasher
 from keel.security.passwords import PasswordPolicy
 from keel.settings import Settings
 
-from ._accounts import PASSWORD, _verified
+from ._accounts import PASSWORD, _verified, audit_rows
 from ._hooks import CountingHasher, FakeGuard, FakeSessions
 from ._service import ServiceFactory
 
 FROM = CallerOrigin(source_ip="192.0.2.10", user_agent="pytest", request_id="req-1")
-
-
-async def _rows(database: Database, action: str) -> list[AuditEventRow]:
-    async with database.unit_of_work() as uow:
-        query = select(AuditEventRow).where(AuditEventRow.action == action)
-        return list((await uow.session.execute(query.order_by(AuditEventRow.seq))).scalars())
-
-
-@pytest.fixture
-def guard() -> FakeGuard:
-    return FakeGuard(threshold=3)
-
-
-@pytest.fixture
-def sessions() -> FakeSessions:
-    return FakeSessions()
-
-
-@pytest.fixture
-def guarded(
-    service_factory: ServiceFactory, guard: FakeGuard, sessions: FakeSessions
-) -> AccountService:
-    return service_factory(lockout_threshold=3, guard=guard, sessions=sessions)
 
 
 async def test_sec_13_failures_are_counted_by_normalised_account_key(
@@ -108,10 +83,10 @@ async def test_sec_13_a_refusal_comes_before_any_password_check(
     assert refused.value.limit == "account"
     assert refused.value.retry_after == 30
     assert counting.verifications == 3
-    [fail_max] = await _rows(database, "authn_login_fail_max")
+    [fail_max] = await audit_rows(database, "authn_login_fail_max")
     assert fail_max.target_id == user_id
     assert json.loads(fail_max.details) == {"failures": 3}
-    [lock] = await _rows(database, "authn_login_lock")
+    [lock] = await audit_rows(database, "authn_login_lock")
     assert lock.target_id == user_id
     assert lock.result == "failure"
     assert lock.source_ip == "192.0.2.10"
@@ -131,10 +106,10 @@ async def test_other_limits_are_audited_as_rate_limit_exceeded(
     guard.reserve = refuse  # type: ignore[method-assign]
     with pytest.raises(TooManyRequests):
         await guarded.authenticate("someone@keel.example", PASSWORD, FROM)
-    [row] = await _rows(database, "excess_rate_limit_exceeded")
+    [row] = await audit_rows(database, "excess_rate_limit_exceeded")
     assert row.target_id is None  # unknown address: no target, and never the address itself
     assert json.loads(row.details) == {"limit": "ip", "retry_after": 5, "operation": "login"}
-    assert await _rows(database, "authn_login_lock") == []
+    assert await audit_rows(database, "authn_login_lock") == []
 
 
 async def test_login_starts_a_session_in_its_transaction(

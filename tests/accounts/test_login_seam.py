@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select
 
 from keel._clock import FrozenClock
 from keel.accounts import (
@@ -23,11 +22,10 @@ from keel.accounts import (
     VerifiedLogin,
 )
 from keel.audit import Action
-from keel.audit.models import AuditEventRow
 from keel.db import Database
 from keel.security.hashing import PasswordHasher
 
-from ._accounts import PASSWORD, _verified
+from ._accounts import PASSWORD, _verified, audit_rows
 from ._hooks import CountingHasher, FakeGuard, FakeSessions
 from ._service import ServiceFactory
 
@@ -35,43 +33,25 @@ FROM = CallerOrigin(source_ip="192.0.2.20", user_agent="pytest", request_id="req
 NEW_PASSWORD = "a brand new long passphrase 3"
 
 
-async def _rows(database: Database, action: Action) -> list[AuditEventRow]:
-    async with database.unit_of_work() as uow:
-        query = select(AuditEventRow).where(AuditEventRow.action == str(action))
-        return list((await uow.session.execute(query.order_by(AuditEventRow.seq))).scalars())
-
-
 @pytest.fixture
-def guard() -> FakeGuard:
-    return FakeGuard(threshold=3)
-
-
-@pytest.fixture
-def sessions() -> FakeSessions:
-    return FakeSessions()
-
-
-@pytest.fixture
-def service(
-    service_factory: ServiceFactory, guard: FakeGuard, sessions: FakeSessions
-) -> AccountService:
-    return service_factory(lockout_threshold=3, guard=guard, sessions=sessions)
+def service(guarded: AccountService) -> AccountService:
+    return guarded
 
 
 async def test_verified_credentials_are_not_yet_a_login(
     service: AccountService, sessions: FakeSessions, guard: FakeGuard, database: Database
 ) -> None:
     user_id = await _verified(service, "seam@keel.example")
-    successes = len(await _rows(database, Action.AUTHN_LOGIN_SUCCESS))
+    successes = len(await audit_rows(database, Action.AUTHN_LOGIN_SUCCESS))
     verified = await service.areas.login.verify_credentials("seam@keel.example", PASSWORD, FROM)
     assert verified.state.user_id == user_id
     assert guard.kinds()[-2:] == ["reserve", "succeeded"]  # the guard knows the password was right
     assert sessions.started == []
-    assert len(await _rows(database, Action.AUTHN_LOGIN_SUCCESS)) == successes
+    assert len(await audit_rows(database, Action.AUTHN_LOGIN_SUCCESS)) == successes
     result = await service.areas.login.complete_login(verified, FROM)
     assert sessions.started == [(user_id, result.session_id, frozenset({"user"}))]
     assert result.refresh_token == f"refresh-{result.session_id}"
-    row = (await _rows(database, Action.AUTHN_LOGIN_SUCCESS))[-1]
+    row = (await audit_rows(database, Action.AUTHN_LOGIN_SUCCESS))[-1]
     assert json.loads(row.details)["session_id"] == result.session_id
 
 
@@ -89,12 +69,12 @@ async def test_completing_after_a_password_change_is_refused(
     verified = await service.verify_credentials("moved@keel.example", PASSWORD, FROM)
     clock.advance(2)
     await service.change_password(user_id, PASSWORD, NEW_PASSWORD, FROM)
-    successes = len(await _rows(database, Action.AUTHN_LOGIN_SUCCESS))
+    successes = len(await audit_rows(database, Action.AUTHN_LOGIN_SUCCESS))
     with pytest.raises(InvalidCredentials):
         await service.complete_login(verified, FROM)
     # Its transaction (the session's insert with it) rolled back: no success is recorded.
-    assert len(await _rows(database, Action.AUTHN_LOGIN_SUCCESS)) == successes
-    failure = (await _rows(database, Action.AUTHN_LOGIN_FAIL))[-1]
+    assert len(await audit_rows(database, Action.AUTHN_LOGIN_SUCCESS)) == successes
+    failure = (await audit_rows(database, Action.AUTHN_LOGIN_FAIL))[-1]
     assert json.loads(failure.details) == {"reason": "credentials_changed"}
 
 
@@ -108,7 +88,7 @@ async def test_completing_for_a_disabled_account_is_refused(
     await service.set_active(admin.id, user_id, False, FROM)
     with pytest.raises(InvalidCredentials):
         await service.complete_login(verified, FROM)
-    failure = (await _rows(database, Action.AUTHN_LOGIN_FAIL))[-1]
+    failure = (await audit_rows(database, Action.AUTHN_LOGIN_FAIL))[-1]
     assert json.loads(failure.details) == {"reason": "credentials_changed"}
 
 
@@ -120,7 +100,7 @@ async def test_completing_with_a_scope_the_account_lacks_is_refused(
     with pytest.raises(ScopeNotGranted):
         await service.complete_login(verified, FROM, scopes={"admin"})
     assert sessions.started == []
-    failure = (await _rows(database, Action.AUTHN_LOGIN_FAIL))[-1]
+    failure = (await audit_rows(database, Action.AUTHN_LOGIN_FAIL))[-1]
     assert json.loads(failure.details) == {"reason": "scope_not_granted"}
     narrowed = await service.complete_login(verified, FROM, scopes={"user"})
     assert narrowed.scopes == frozenset({"user"})

@@ -34,13 +34,12 @@ from keel.accounts import (
     UserNotFound,
     load_user_state,
 )
-from keel.audit.models import AuditEventRow
 from keel.db import Database
 from keel.errors import TooManyRequests
 from keel.security.passwords import PasswordRejected
 from keel.settings import Settings
 
-from ._accounts import PASSWORD, _verified
+from ._accounts import PASSWORD, _verified, audit_rows
 from ._hooks import FakeGuard, FakeSessions
 from ._service import ServiceFactory
 
@@ -68,32 +67,14 @@ async def _reset_token(service: AccountService, to: str) -> str:
     raise AssertionError("no reset mail")
 
 
-async def _rows(database: Database, action: str) -> list[AuditEventRow]:
-    async with database.unit_of_work() as uow:
-        query = select(AuditEventRow).where(AuditEventRow.action == action)
-        return list((await uow.session.execute(query.order_by(AuditEventRow.seq))).scalars())
-
-
 async def _reset_rows(database: Database) -> list[PasswordResetToken]:
     async with database.unit_of_work() as uow:
         return list((await uow.session.execute(select(PasswordResetToken))).scalars())
 
 
 @pytest.fixture
-def guard() -> FakeGuard:
-    return FakeGuard(threshold=3)
-
-
-@pytest.fixture
-def sessions() -> FakeSessions:
-    return FakeSessions()
-
-
-@pytest.fixture
-def service(
-    service_factory: ServiceFactory, guard: FakeGuard, sessions: FakeSessions
-) -> AccountService:
-    return service_factory(lockout_threshold=3, guard=guard, sessions=sessions)
+def service(guarded: AccountService) -> AccountService:
+    return guarded
 
 
 # --- change (SEC-08) --------------------------------------------------------------------------
@@ -107,7 +88,7 @@ async def test_sec_08_wrong_current_password_counts_and_is_audited(
         await service.change_password(user_id, "not the password", NEW, FROM)
     assert refused.value.code == "current_password_invalid"
     assert guard.failures["change@keel.example"] == 1
-    [row] = await _rows(database, "authn_password_change_fail")
+    [row] = await audit_rows(database, "authn_password_change_fail")
     assert (row.actor_id, row.target_id, row.result) == (user_id, user_id, "failure")
     assert row.source_ip == "192.0.2.20"
     # Nothing changed: the old password still works.
@@ -123,9 +104,9 @@ async def test_sec_08_a_locked_account_cannot_guess_through_the_change_form(
             await service.change_password(user_id, "not the password", NEW, FROM)
     with pytest.raises(TooManyRequests):
         await service.change_password(user_id, PASSWORD, NEW, FROM)
-    [lock] = await _rows(database, "authn_login_lock")
+    [lock] = await audit_rows(database, "authn_login_lock")
     assert json.loads(lock.details)["operation"] == "password_change"
-    assert len(await _rows(database, "authn_login_fail_max")) == 1
+    assert len(await audit_rows(database, "authn_login_fail_max")) == 1
 
 
 async def test_sec_08_change_revokes_other_sessions_and_keeps_this_one(
@@ -157,7 +138,7 @@ async def test_sec_08_change_revokes_other_sessions_and_keeps_this_one(
     state = await load_user_state(database, user_id)
     assert state is not None
     assert state.tokens_valid_after == clock.now().replace(microsecond=0)
-    [row] = await _rows(database, "authn_password_change")
+    [row] = await audit_rows(database, "authn_password_change")
     assert row.actor_id == user_id
     assert json.loads(row.details) == {"via": "change", "sessions_revoked": 1}
     mail = [m for m in await _mail(service) if m["kind"] == "password_changed"]
@@ -215,7 +196,7 @@ async def test_sec_25_reset_token_is_long_random_and_stored_hashed(
             ]
         )
     assert token not in dump
-    [audit] = await _rows(database, "authn_password_reset_request")
+    [audit] = await audit_rows(database, "authn_password_reset_request")
     assert (audit.target_id, audit.result) == (user_id, "success")
     assert token not in audit.details
 
@@ -232,7 +213,7 @@ async def test_sec_12_forgot_for_unknown_disabled_and_malformed_addresses(
         await service.forgot_password(address, FROM)  # no exception, whatever the address
     assert await _reset_rows(database) == []
     assert [m for m in await _mail(service) if m["kind"] == "password_reset"] == []
-    rows = await _rows(database, "authn_password_reset_request")
+    rows = await audit_rows(database, "authn_password_reset_request")
     assert [(r.result, r.target_id, json.loads(r.details)) for r in rows] == [
         ("failure", None, {"reason": "unknown_user"}),
         ("failure", user_id, {"reason": "account_unavailable"}),
@@ -267,7 +248,7 @@ async def test_sec_25_single_use(service: AccountService, database: Database) ->
         await service.reset_password(token, "a third passphrase for this", FROM)
     assert second.value.code == "reset_token_invalid"
     await service.authenticate("once@keel.example", NEW, NO_ORIGIN)
-    failures = await _rows(database, "authn_password_change_fail")
+    failures = await audit_rows(database, "authn_password_change_fail")
     assert [json.loads(r.details) for r in failures] == [{"via": "reset", "reason": "used"}]
 
 
@@ -334,7 +315,7 @@ async def test_sec_27_reset_revokes_everything_notifies_and_does_not_log_in(
     state = await load_user_state(database, user_id)
     assert state is not None
     assert state.tokens_valid_after == clock.now().replace(microsecond=0)
-    [row] = await _rows(database, "authn_password_change")
+    [row] = await audit_rows(database, "authn_password_change")
     assert json.loads(row.details) == {
         "via": "reset",
         "sessions_revoked": 2,
@@ -373,7 +354,8 @@ async def test_reset_refuses_a_disabled_account_and_keeps_a_token_the_policy_ref
     with pytest.raises(ResetTokenInvalid):
         await service.reset_password(token, NEW, FROM)
     reasons = [
-        json.loads(r.details)["reason"] for r in await _rows(database, "authn_password_change_fail")
+        json.loads(r.details)["reason"]
+        for r in await audit_rows(database, "authn_password_change_fail")
     ]
     assert reasons == ["account_unavailable"]
 
@@ -417,7 +399,7 @@ async def test_admin_disables_and_enables_a_user(
     assert state.tokens_valid_after == clock.now().replace(microsecond=0)
     with pytest.raises(InvalidCredentials):
         await service.authenticate("member@keel.example", PASSWORD, NO_ORIGIN)
-    [row] = await _rows(database, "user_updated")
+    [row] = await audit_rows(database, "user_updated")
     assert (row.actor_id, row.target_id) == (admin.id, user_id)
     assert json.loads(row.details) == {
         "fields": ["is_active"],
@@ -429,7 +411,7 @@ async def test_admin_disables_and_enables_a_user(
     await service.authenticate("member@keel.example", PASSWORD, NO_ORIGIN)
     # Setting what is already set changes nothing and records nothing.
     await service.set_active(admin.id, user_id, True, FROM)
-    assert len(await _rows(database, "user_updated")) == 2
+    assert len(await audit_rows(database, "user_updated")) == 2
 
 
 async def test_admin_sets_roles(service: AccountService, database: Database) -> None:
@@ -440,7 +422,7 @@ async def test_admin_sets_roles(service: AccountService, database: Database) -> 
     state = await load_user_state(database, user_id)
     assert state is not None
     assert state.scopes == frozenset({"admin", "user"})
-    [row] = await _rows(database, "authz_change")
+    [row] = await audit_rows(database, "authz_change")
     assert (row.actor_id, row.target_id, row.result) == (admin.id, user_id, "success")
     assert json.loads(row.details) == {"roles_before": ["user"], "roles": ["admin", "user"]}
     with pytest.raises(UnknownRole):
@@ -459,8 +441,8 @@ async def test_admin_cannot_lock_themselves_out(
     assert state is not None
     assert state.active
     assert state.scopes == frozenset({"admin", "user"})
-    failures = [r for r in await _rows(database, "authz_change") if r.result == "failure"]
-    failures += [r for r in await _rows(database, "user_updated") if r.result == "failure"]
+    failures = [r for r in await audit_rows(database, "authz_change") if r.result == "failure"]
+    failures += [r for r in await audit_rows(database, "user_updated") if r.result == "failure"]
     assert len(failures) == 2
     # Keeping their own admin role while changing other roles is fine.
     await service.set_roles(admin.id, admin.id, ["admin"], FROM)
