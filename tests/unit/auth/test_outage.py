@@ -15,7 +15,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from keel._clock import SystemClock
 from keel.auth import SecurityState, SubjectState
+from keel.cache import RedisStore
+from keel.cache.redis_channel import RedisInvalidations
 from tests.unit.auth._support import Directory, active
 from tests.unit.cache._channel import channel_workers, until
 from tests.unit.cache._servers import RedisServer
@@ -107,3 +110,41 @@ async def test_a_change_is_heard_by_the_other_worker_through_redis(
         await a.subject_changed("erin")
         await until(lambda: b.channel.stamp > heard)
         assert await _admitted(b, "erin", "erin-s") == {"user"}
+
+
+async def test_sec_36_a_change_on_a_worker_not_yet_subscribed_is_refused_by_the_others(
+    private_redis: RedisServer,
+) -> None:
+    """A worker that answers requests before its subscription is up (just started, or its
+    channel lags) cannot know the current epoch, so its write-through may land under an old
+    one. The workers that have the session as live under the current epoch must still refuse
+    it as soon as they hear of the change, not when that worker's listener catches up."""
+    directory = Directory({"fay": active("user"), "gus": active("user", "admin")})
+    async with _workers(private_redis.url, directory) as (a, b):
+        for worker in (a, b):
+            assert await _admitted(worker, "fay", "fay-s") == {"user"}
+            assert await _admitted(worker, "gus", "gus-s") == {"user", "admin"}
+        store = RedisStore(private_redis.url, namespace="outage:", timeout=1.0)
+        try:
+            # Its listener is never started: Redis answers it, but it hears nothing.
+            late = SecurityState(
+                store,
+                RedisInvalidations(store, SystemClock()),
+                load_subject=directory.load,
+                load_session=directory.session,
+            )
+            assert not late.channel.usable
+            heard: tuple[list[str | None], ...] = ([], [])
+            for worker, scopes in zip((a, b), heard, strict=True):
+                worker.channel.on_invalidate(scopes.append)
+            directory.ended.add("fay-s")
+            directory.change("gus", active("user"))
+            await late.sessions_ended("fay", ["fay-s"])
+            await late.subject_changed("gus")
+            # One channel delivers in order: whoever heard the last change heard them all.
+            await until(lambda: all("gus" in scopes for scopes in heard))
+            for worker in (a, b):
+                assert await _admitted(worker, "fay", "fay-s") is None
+                assert await _admitted(worker, "gus", "gus-s") == {"user"}
+        finally:
+            await store.close()
