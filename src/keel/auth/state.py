@@ -25,8 +25,10 @@ session can never be filled back to live.
 After a change commits, its writer calls :meth:`subject_changed` or
 :meth:`sessions_ended`: the new entries are written through and the subject
 published on the channel, so this worker refuses at once and every other one
-as soon as it hears the message. If the write-through fails, the channel
-moves the epoch on once the store answers again.
+as soon as it hears the message. A worker whose channel is not usable moves
+the epoch on before writing (it may not know the current one). If the
+write-through fails, the channel moves the epoch on once the store answers
+again.
 """
 
 from __future__ import annotations
@@ -237,10 +239,12 @@ class SecurityState:
 
     async def _write_through(self, subject: str, write: Callable[[], Awaitable[None]]) -> None:
         self._forget(subject)
-        if not self._channel.usable:
-            # This worker may be on an old epoch: whatever it writes, have the epoch moved on.
-            self._channel.write_failed()
         try:
+            if not self._channel.usable:
+                # This worker may be on an old epoch (its subscription is not up yet, or it
+                # lags): what it writes could land where nobody reads while the others keep
+                # the old entries. Move the epoch on first, so nobody reads those again.
+                await self._channel.advance_epoch()
             await write()
             await self._channel.publish(subject)
         except CacheUnavailable as exc:

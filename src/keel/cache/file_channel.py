@@ -102,6 +102,9 @@ class FileInvalidations:
     def write_failed(self) -> None:
         """Nothing to move on: every worker reads the one file, which the writer could not."""
 
+    async def advance_epoch(self) -> None:
+        """Nothing to move on: every worker reads the one file, with no epoch in its keys."""
+
     async def run(self) -> None:
         """Nothing to listen to."""
 

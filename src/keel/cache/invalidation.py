@@ -75,6 +75,16 @@ class Invalidations(Protocol):
         """A change could not be written through: move the epoch on once the store is back."""
         ...
 
+    async def advance_epoch(self) -> None:
+        """Move the epoch on now and tell every worker; raises ``CacheUnavailable``.
+
+        A writer calls it before writing a change through while the channel is
+        not ``usable``: it may not know the current epoch, so what it writes
+        could land where no one reads, while the others keep reading the old
+        entries. After the move nobody reads an entry written before it.
+        """
+        ...
+
     async def run(self) -> None:
         """Listen until cancelled (a supervised background task); a no-op where not needed."""
         ...
@@ -126,6 +136,9 @@ class LocalInvalidations:
 
     def write_failed(self) -> None:
         """Nothing to move on: the one process reads the one store, which it could not write."""
+
+    async def advance_epoch(self) -> None:
+        """Nothing to move on: always usable, there is one epoch."""
 
     async def run(self) -> None:
         """Nothing to listen to."""

@@ -22,6 +22,10 @@ Bounds, each tested:
   as soon as Redis answers again, and tells everyone: keys carry the epoch,
   so no entry from before is read again, even from a Redis restarted with
   its old data (the counter comes back with it, and moves past it).
+- A worker that writes a change through while its channel is not usable
+  (its subscription is not up yet, or lags) may not know the current epoch:
+  it moves the epoch on first (:meth:`advance_epoch`), so its write lands
+  where everyone reads and no older entry is read again.
 """
 
 from __future__ import annotations
@@ -140,6 +144,14 @@ class RedisInvalidations:
     def write_failed(self) -> None:
         self._dirty = True
 
+    async def advance_epoch(self) -> None:
+        current = await self._store.incr(EPOCH_KEY)
+        # Every failure flagged before the INCR is covered by it (no await in between).
+        self._dirty = False
+        await self._store.publish(CHANNEL, _EPOCH_PREFIX + b"%d" % current)
+        event(_log, logging.INFO, "cache_epoch_moved", epoch=current)
+        self._set_epoch(current)
+
     async def run(self) -> None:
         """Subscribe, keep the epoch and the PONGs current, and reconnect after every loss."""
         first = True
@@ -162,17 +174,13 @@ class RedisInvalidations:
     async def _adopt_epoch(self, *, bump: bool) -> None:
         """Learn the epoch; move it on first when entries may have missed a change."""
         if bump:
-            current = await self._store.incr(EPOCH_KEY)
-            self._dirty = False
-            await self._store.publish(CHANNEL, _EPOCH_PREFIX + b"%d" % current)
-            event(_log, logging.INFO, "cache_epoch_moved", epoch=current)
-        else:
+            await self.advance_epoch()
+            return
+        raw = await self._store.get(EPOCH_KEY)
+        if raw is None:
+            await self._store.add(EPOCH_KEY, b"1", ttl=None)
             raw = await self._store.get(EPOCH_KEY)
-            if raw is None:
-                await self._store.add(EPOCH_KEY, b"1", ttl=None)
-                raw = await self._store.get(EPOCH_KEY)
-            current = int(raw or b"1")
-        self._set_epoch(current)
+        self._set_epoch(int(raw or b"1"))
 
     async def _listen(self, subscriber: Subscriber) -> None:
         next_ping = self._clock.monotonic()

@@ -44,6 +44,8 @@ class Channel:
         self.stamp = 0
         self.published: list[str] = []
         self.failed_writes = 0
+        self.advances = 0
+        self.advance_fails = False
         self._handlers: list[InvalidationHandler] = []
 
     def on_invalidate(self, handler: InvalidationHandler) -> None:
@@ -61,6 +63,13 @@ class Channel:
 
     def write_failed(self) -> None:
         self.failed_writes += 1
+
+    async def advance_epoch(self) -> None:
+        if self.advance_fails:
+            raise CacheUnavailable("Redis did not answer")
+        self.advances += 1
+        self.epoch += 1
+        self.hear(None)
 
     async def run(self) -> None:
         """Nothing to listen to."""
@@ -384,11 +393,34 @@ async def test_a_failed_write_through_asks_for_a_new_epoch(directory: Directory)
     assert channel.published == []
 
 
-async def test_writing_through_while_the_channel_is_unusable_asks_for_a_new_epoch(
+async def test_writing_through_while_the_channel_is_unusable_moves_the_epoch_on_first(
+    memory_store: MemoryStore, directory: Directory
+) -> None:
+    channel = Channel()
+    state = _state(memory_store, directory, channel)
+    assert (await state.check("user-1", "sid-1"))[1] is True  # live under epoch 1
+    channel.usable = False
+    directory.ended.add("sid-1")
+    await state.sessions_ended("user-1", ["sid-1"])
+    assert channel.advances == 1
+    assert channel.epoch == 2
+    assert channel.published == ["user-1"]
+    assert channel.failed_writes == 0
+    # The end was written under the new epoch, where every worker now reads.
+    raw = await memory_store.get(SESSION_KEY.format(epoch=2, sid="sid-1"))
+    assert raw is not None
+    assert split_versioned(raw)[0] == 1
+    channel.usable = True
+    assert (await state.check("user-1", "sid-1"))[1] is False
+
+
+async def test_an_epoch_that_cannot_be_moved_is_moved_once_the_store_answers(
     memory_store: MemoryStore, directory: Directory
 ) -> None:
     channel = Channel()
     channel.usable = False
+    channel.advance_fails = True
     state = _state(memory_store, directory, channel)
     await state.subject_changed("user-1")
     assert channel.failed_writes == 1
+    assert channel.published == []
