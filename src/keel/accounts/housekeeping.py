@@ -1,10 +1,11 @@
-"""Pruning spent one-time tokens (e-mail verification, password reset) and sent mail.
+"""Pruning spent one-time tokens (e-mail verification, password reset) and finished mail.
 
 A token row is kept ``retention`` seconds after it expired or was used, then
 deleted. Only SHA-256 digests are stored, so nothing secret lingers either way;
-pruning keeps the tables (and their unique indexes) small. A sent outbox row
-(its body already emptied) goes ``retention`` seconds after it was sent;
-failed ones stay, for an operator to see.
+pruning keeps the tables (and their unique indexes) small. An outbox row that
+was sent or given up (its body already emptied) goes ``retention`` seconds
+after that, so no recipient address outlives the retention; a give-up stays
+in the audit trail (``mail_send_fail``). A pending row is never pruned.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_
 
 from keel.accounts.models import EmailVerificationToken, OutboxMessage, PasswordResetToken
-from keel.accounts.outbox_rows import SENT
+from keel.accounts.outbox_rows import FAILED, SENT
 from keel.db import Database
 from keel.db.prune import PruneResult, prune_rows
 
@@ -24,7 +25,7 @@ __all__ = ["prune_tokens"]
 async def prune_tokens(
     database: Database, *, now: datetime, retention: int, batch: int, deadline: float
 ) -> dict[str, PruneResult]:
-    """Delete tokens spent, and mail sent, more than ``retention`` seconds before ``now``."""
+    """Delete tokens spent, and mail sent or given up, over ``retention`` seconds before ``now``."""
     cutoff = now - timedelta(seconds=retention)
     results: dict[str, PruneResult] = {}
     for name, model in (
@@ -33,8 +34,11 @@ async def prune_tokens(
     ):
         spent = or_(model.expires_at < cutoff, model.used_at < cutoff)
         results[name] = await prune_rows(database, model, spent, batch=batch, deadline=deadline)
-    sent = and_(OutboxMessage.status == SENT, OutboxMessage.sent_at < cutoff)
+    done = or_(
+        and_(OutboxMessage.status == SENT, OutboxMessage.sent_at < cutoff),
+        and_(OutboxMessage.status == FAILED, OutboxMessage.failed_at < cutoff),
+    )
     results["mail_outbox"] = await prune_rows(
-        database, OutboxMessage, sent, batch=batch, deadline=deadline
+        database, OutboxMessage, done, batch=batch, deadline=deadline
     )
     return results
