@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from keel._clock import FrozenClock
-from keel.accounts import EmailVerificationToken, User
+from keel.accounts import EmailVerificationToken, OutboxMessage, User
 from keel.settings import Settings
 
 from ._accounts_app import STRONG, AccountsApp, audit_rows, build_accounts_app, running, user_row
@@ -228,6 +228,10 @@ async def test_delete_me_needs_the_password_and_kills_tokens(
     missing = await http.request("DELETE", "/users/me", json={}, headers=headers)
     assert missing.status_code == 422
 
+    mail_of_the_account = select(func.count()).where(OutboxMessage.user_id == user_id)
+    async with accounts.database.unit_of_work() as uow:
+        assert (await uow.session.execute(mail_of_the_account)).scalar_one() > 0
+
     changes.clear()
     deleted = await http.request("DELETE", "/users/me", json={"password": STRONG}, headers=headers)
     assert deleted.status_code == 204
@@ -239,6 +243,8 @@ async def test_delete_me_needs_the_password_and_kills_tokens(
         tokens = select(func.count()).select_from(EmailVerificationToken)
         assert (await uow.session.execute(tokens)).scalar_one() == 0
         assert (await uow.session.execute(select(func.count()).select_from(User))).scalar_one() == 0
+        # Its mail goes too, sent or not: no row keeps the address of an account that is gone.
+        assert (await uow.session.execute(mail_of_the_account)).scalar_one() == 0
     login = await http.post(
         "/auth/login", json={"email": "leaver@keel.example", "password": STRONG}
     )
