@@ -1,14 +1,17 @@
-"""SEC-36 through a Redis outage, on a real ``keel serve`` with two workers and a private Redis.
+"""SEC-36 through a Redis outage, on real ``keel serve`` processes with two workers each and a
+private Redis: one instance on SQLite, and two instances sharing PostgreSQL.
 
 Redis is killed (after a ``SAVE``, so it comes back with the entries it held,
 which the changes below make stale). While it is down a logout, a disable and
-a role change succeed and every worker refuses the old rights at once; after
-Redis is back with its old data, every worker still refuses them.
+a role change succeed on the first instance and every worker of every
+instance refuses the old rights at once; after Redis is back with its old
+data, every worker still refuses them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import httpx
 import pytest
 
 from keel.db import migrate
+from keel.security.keys import generate_key_file
 from keel.settings import Settings
 from tests.runtime._harness import RunningServer, running_server
 from tests.runtime._workers import spread
@@ -35,11 +39,22 @@ WORKERS = 2
 
 @dataclass
 class Deployment:
-    server: RunningServer
+    servers: list[RunningServer]
     redis: RedisServer
 
+    @property
+    def server(self) -> RunningServer:
+        """The instance that takes the writes (any would do)."""
+        return self.servers[0]
+
     def call(
-        self, method: str, path: str, token: str | None = None, **kw: object
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        *,
+        server: RunningServer | None = None,
+        **kw: object,
     ) -> httpx.Response:
         headers = {"Connection": "close"}
         if token is not None:
@@ -47,7 +62,7 @@ class Deployment:
         request_id = kw.pop("request_id", None)
         if isinstance(request_id, str):
             headers["X-Request-ID"] = request_id
-        return self.server.client.request(
+        return (server or self.server).client.request(
             method, path, headers=headers, timeout=15.0, json=kw.get("json")
         )
 
@@ -62,12 +77,20 @@ class Deployment:
         token = self.login(email)
         return str(self.call("GET", "/users/me", token).json()["id"])
 
-    def everywhere(self, label: str, request: Callable[[str], int]) -> set[int]:
-        """The statuses of ``request`` sent until every worker has answered some."""
-        return set(spread(self.server, request, label, workers=WORKERS, per_round=32))
+    def everywhere(self, label: str, request: Callable[[RunningServer, str], int]) -> set[int]:
+        """The statuses of ``request`` sent until every worker of every instance answered some."""
+        statuses: set[int] = set()
+        for n, server in enumerate(self.servers):
 
-    def readiness(self) -> str:
-        return str(self.call("GET", "/readyz").json()["status"])
+            def send(request_id: str, server: RunningServer = server) -> int:
+                return request(server, request_id)
+
+            statuses |= set(spread(server, send, f"{label}-{n}", workers=WORKERS, per_round=32))
+        return statuses
+
+    def readiness(self) -> set[str]:
+        """Each instance's ``/readyz`` status."""
+        return {str(self.call("GET", "/readyz", server=s).json()["status"]) for s in self.servers}
 
 
 def _eventually(condition: Callable[[], bool], deadline: float = 15.0) -> bool:
@@ -79,36 +102,53 @@ def _eventually(condition: Callable[[], bool], deadline: float = 15.0) -> bool:
     return False
 
 
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="one-instance-sqlite"),
+        pytest.param("postgresql", id="two-instances-postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def deployment(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deployment]:
     require_programs("redis-server")
-    database_url = f"sqlite:///{tmp_path / 'keel' / 'keel.sqlite3'}"
     (tmp_path / "keel").mkdir()
+    if request.param == "sqlite":
+        database_url, instances = f"sqlite:///{tmp_path / 'keel' / 'keel.sqlite3'}", 1
+    else:
+        database_url, instances = str(request.getfixturevalue("postgres_url")), 2
     asyncio.run(asyncio.to_thread(migrate.upgrade, Settings(database_url=database_url).database))
-    with redis_server(tmp_path / "redis") as redis:
+    key_file = tmp_path / "keys.json"
+    generate_key_file(key_file, "EdDSA")
+    with redis_server(tmp_path / "redis") as redis, contextlib.ExitStack() as stack:
         env = {
             "WEB_CONCURRENCY": str(WORKERS),
+            "DATABASE_URL": database_url,
             "REDIS_URL": redis.url,
+            # Every instance signs and seals with the same keys, as a deployment's do.
+            "KEEL_JWT_KEY_FILE": str(key_file),
+            "KEEL_AUDIT_KEY": "redis-outage-audit-key-" + "x" * 32,
             "KEEL_REQUIRE_VERIFIED_EMAIL": "false",
             "KEEL_MAIL_BACKEND": "file",
             "KEEL_MAIL_FILE": str(tmp_path / "mail.jsonl"),
             "KEEL_THROTTLE_ENABLED": "false",
         }
-        with running_server(tmp_path / "keel", FACTORY, env=env) as server:
-            deployment = Deployment(server, redis)
-            assert _eventually(lambda: deployment.readiness() == "ok"), server.logs()
-            created = subprocess.run(
-                [sys.executable, "-m", "keel", "users", "create-admin", "--email", "root@x.io"],
-                input=PASSWORD + "\n",
-                env={**os.environ, "DATABASE_URL": database_url, "KEEL_ENV": "development"},
-                cwd=tmp_path / "keel",
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            assert created.returncode == 0, created.stderr
-            yield deployment
+        servers = [
+            stack.enter_context(running_server(tmp_path / f"keel-{n}", FACTORY, env=env))
+            for n in range(instances)
+        ]
+        deployment = Deployment(servers, redis)
+        assert _eventually(lambda: deployment.readiness() == {"ok"}), servers[0].logs()
+        created = subprocess.run(
+            [sys.executable, "-m", "keel", "users", "create-admin", "--email", "root@x.io"],
+            input=PASSWORD + "\n",
+            env={**os.environ, "DATABASE_URL": database_url, "KEEL_ENV": "development"},
+            cwd=tmp_path / "keel",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert created.returncode == 0, created.stderr
+        yield deployment
 
 
 def test_sec_36_logout_disable_and_demotion_during_a_redis_outage_hold_during_and_after(
@@ -123,11 +163,15 @@ def test_sec_36_logout_disable_and_demotion_during_a_redis_outage_hold_during_an
     assert promoted.status_code == 200, promoted.text
     alice, carol, bob = d.login("alice@x.io"), d.login("carol@x.io"), d.login("bob@x.io")
 
-    def me(token: str) -> Callable[[str], int]:
-        return lambda rid: d.call("GET", "/users/me", token, request_id=rid).status_code
+    def me(token: str) -> Callable[[RunningServer, str], int]:
+        return lambda server, rid: (
+            d.call("GET", "/users/me", token, server=server, request_id=rid).status_code
+        )
 
-    def audit(token: str) -> Callable[[str], int]:
-        return lambda rid: d.call("GET", "/admin/audit", token, request_id=rid).status_code
+    def audit(token: str) -> Callable[[RunningServer, str], int]:
+        return lambda server, rid: (
+            d.call("GET", "/admin/audit", token, server=server, request_id=rid).status_code
+        )
 
     # Every worker has seen each token as good, so each may hold a copy that says so.
     assert d.everywhere("warm-alice", me(alice)) == {200}
@@ -136,7 +180,7 @@ def test_sec_36_logout_disable_and_demotion_during_a_redis_outage_hold_during_an
 
     d.redis.snapshot()  # Redis comes back with these entries, which are about to go stale
     d.redis.kill()
-    assert _eventually(lambda: d.readiness() == "degraded"), d.server.logs()
+    assert _eventually(lambda: d.readiness() == {"degraded"}), d.server.logs()
 
     assert d.call("POST", "/auth/logout", alice).status_code == 204
     disabled = d.call("PATCH", f"/admin/users/{carol_id}", root, json={"active": False})
@@ -147,7 +191,7 @@ def test_sec_36_logout_disable_and_demotion_during_a_redis_outage_hold_during_an
     for phase in ("outage", "back"):
         if phase == "back":
             d.redis.start()
-            assert _eventually(lambda: d.readiness() == "ok"), d.server.logs()
+            assert _eventually(lambda: d.readiness() == {"ok"}), d.server.logs()
         assert d.everywhere(f"{phase}-alice", me(alice)) == {401}
         assert d.everywhere(f"{phase}-carol", me(carol)) == {401}
         assert d.everywhere(f"{phase}-bob-admin", audit(bob)) == {403}
