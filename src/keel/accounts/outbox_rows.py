@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select, update
 
 from keel.accounts.models import OutboxMessage
-from keel.db import Database
+from keel.db import Database, UnitOfWork
 
 __all__ = [
     "FAILED",
@@ -31,6 +31,7 @@ __all__ = [
     "SENT",
     "ClaimedMessage",
     "claim_due",
+    "forget_user",
     "next_due",
     "pending_count",
     "settle",
@@ -147,6 +148,14 @@ async def settle(
     async with database.unit_of_work() as uow:
         result = await uow.session.execute(statement)
     return bool(getattr(result, "rowcount", 0))
+
+
+async def forget_user(uow: UnitOfWork, user_id: str) -> None:
+    """In ``uow``: delete the messages of ``user_id``, but any a sender holds at this moment.
+
+    A held message is left to its sender, which settles it; the housekeeping prunes it.
+    """
+    await uow.session.execute(delete(_TABLE).where(_C.user_id == user_id, _C.claim.is_(None)))
 
 
 async def pending_count(database: Database) -> int:

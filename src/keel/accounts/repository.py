@@ -12,7 +12,8 @@ from datetime import datetime
 
 from sqlalchemy import delete, select, update
 
-from keel.accounts.models import EmailVerificationToken, OutboxMessage, PasswordResetToken, User
+from keel.accounts.models import EmailVerificationToken, PasswordResetToken, User
+from keel.accounts.outbox_rows import forget_user
 from keel.db import UnitOfWork
 
 __all__ = ["AccountRepository"]
@@ -64,16 +65,8 @@ class AccountRepository:
         self._uow.session.add(user)
 
     async def delete(self, user: User) -> None:
-        """Delete the account and its mail; the database cascades to its tokens.
-
-        A message a sender holds at this moment is left to it: it is settled,
-        then pruned with the others after the retention.
-        """
-        await self._uow.session.execute(
-            delete(OutboxMessage).where(
-                OutboxMessage.user_id == str(user.id), OutboxMessage.claim.is_(None)
-            )
-        )
+        """Delete the account and its mail; the database cascades to its tokens."""
+        await forget_user(self._uow, str(user.id))
         await self._uow.session.execute(delete(User).where(User.id == user.id))
 
     # E-mail verification tokens.
